@@ -1,0 +1,42 @@
+# The two commands a new user needs (see README.md):
+#   make run   - install, then run the main job on the embedded defaults
+#   make test  - install, then run the test suite
+# Installation happens once: the virtual environment is rebuilt only when
+# requirements.lock or pyproject.toml change.
+
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+# One torch thread per process: on small machines more threads fight each other.
+export OMP_NUM_THREADS ?= 1
+export MKL_NUM_THREADS ?= 1
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+export MLFLOW_DISABLE_TELEMETRY ?= true
+export RAY_USAGE_STATS_ENABLED ?= 0
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: install run test bench clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python 3.11 is required)"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -r requirements.lock
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(PY) jobs/main.py --config configs/main.yaml $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest -q $(ARGS)
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_codec.py $(ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache outputs

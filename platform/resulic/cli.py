@@ -1,0 +1,183 @@
+"""The ``resulic`` command: compress, decompress and inspect ResULIC files.
+
+Errors meant for the user (bad files, bad configs, missing models) print one line and exit with
+status 2; nothing is left half-written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from .errors import ResulicError
+
+SUFFIX = ".rslc"
+
+DESCRIPTION = """\
+ResULIC: ultra-low-bitrate image compression with a compression-aware diffusion decoder.
+
+Without --model, the embedded 'tiny' profile is used: small random weights that run on a CPU in
+seconds. It shows the whole pipeline and writes real files, but its images are not meaningful
+until a trained codec folder (or an sd21 model YAML) is given with --model.
+"""
+
+EPILOG = """\
+examples:
+  resulic compress photo.png -o photo.rslc
+  resulic decompress photo.rslc -o photo.png
+  resulic info photo.rslc
+  resulic compress photos/ -o compressed/        # every image in a folder, with a progress bar
+  resulic compress photo.png --model runs/codec-r300 --steps 4
+"""
+
+
+def _model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", metavar="PATH", help="trained-codec folder or model YAML (default: embedded tiny profile)")
+    p.add_argument("--set", dest="overrides", metavar="KEY=VALUE", action="append", default=[],
+                   help="override a model-YAML key, e.g. --set rate_point.sampling_steps=4 (repeatable)")
+    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="resulic", description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    c = sub.add_parser("compress", help="image(s) -> .rslc file(s)", description="Compress an image or a folder of images.")
+    c.add_argument("input", help="an image file or a folder of images")
+    c.add_argument("-o", "--output", help=f"output file or folder (default: input with {SUFFIX} / a sibling folder)")
+    _model_options(c)
+    c.add_argument("--steps", type=int, help="DDIM steps S for the decoder (default: the model's rate point)")
+    c.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the model's)")
+    c.add_argument("--seed", type=int, help="seed of the decoder's starting noise (default: the model's)")
+    c.add_argument("--text", default="", help="a caption to send in the text section (UTF-8)")
+    c.add_argument("--max-pixels", type=int, default=64_000_000, help="refuse larger images (default: 64M)")
+
+    d = sub.add_parser("decompress", help=".rslc file(s) -> PNG", description="Decompress a file or a folder of .rslc files.")
+    d.add_argument("input", help=f"a {SUFFIX} file or a folder of them")
+    d.add_argument("-o", "--output", help="output image or folder (default: input with .png / a sibling folder)")
+    _model_options(d)
+
+    i = sub.add_parser("info", help="print a file's header as JSON (no model needed)")
+    i.add_argument("input", help=f"a {SUFFIX} file")
+    return parser
+
+
+def _pairs(inp: Path, out: str | None, pattern: Callable[[Path], bool], suffix: str, folder_tag: str):
+    """(source, destination) pairs for a file or a folder."""
+    if inp.is_dir():
+        dest = Path(out) if out else inp.with_name(inp.name + folder_tag)
+        sources = sorted(p for p in inp.iterdir() if p.is_file() and pattern(p))
+        if not sources:
+            raise ResulicError(f"{inp}: no matching files in the folder")
+        return [(p, dest / (p.stem + suffix)) for p in sources], True
+    if not inp.exists():
+        raise ResulicError(f"{inp}: no such file or folder")
+    return [(inp, Path(out) if out else inp.with_suffix(suffix))], False
+
+
+def _run_many(pairs, is_folder: bool, action: Callable[[Path, Path], str], verb: str) -> int:
+    from tqdm import tqdm
+
+    failures = 0
+    bar = tqdm(pairs, desc=verb, unit="img", disable=not is_folder, file=sys.stderr)
+    for src, dst in bar:
+        try:
+            line = action(src, dst)
+        except ResulicError as exc:
+            failures += 1
+            tqdm.write(f"resulic: error: {src}: {exc}", file=sys.stderr)
+            continue
+        tqdm.write(line) if is_folder else print(line)
+    if failures and is_folder:
+        print(f"resulic: {failures} of {len(pairs)} file(s) failed", file=sys.stderr)
+    return 2 if failures else 0
+
+
+def cmd_compress(args) -> int:
+    from .codec.store import resolve_codec
+    from .images import IMAGE_SUFFIXES, open_image, write_atomic
+
+    pairs, is_folder = _pairs(Path(args.input), args.output, lambda p: p.suffix.lower() in IMAGE_SUFFIXES, SUFFIX, "_rslc")
+    codec = resolve_codec(args.model, args.overrides, device=args.device)
+
+    def action(src: Path, dst: Path) -> str:
+        img = open_image(src, max_pixels=args.max_pixels)
+        try:
+            r = codec.encode(img, text=args.text, steps=args.steps, guidance=args.guidance, seed=args.seed)
+        except ValueError as exc:
+            raise ResulicError(str(exc)) from None
+        write_atomic(dst, r.data)
+        return (f"{src} -> {dst}: {len(r.data)} bytes, {r.bpp:.5f} bpp "
+                f"(estimate {r.estimated_bpp:.5f}), {r.seconds:.2f} s")
+
+    return _run_many(pairs, is_folder, action, "compress")
+
+
+def cmd_decompress(args) -> int:
+    from .codec.store import resolve_codec
+    from .images import save_image_atomic
+
+    pairs, is_folder = _pairs(Path(args.input), args.output, lambda p: p.suffix == SUFFIX, ".png", "_decoded")
+    codec = resolve_codec(args.model, args.overrides, device=args.device)
+
+    def action(src: Path, dst: Path) -> str:
+        data = _read_bytes(src)
+        result = codec.decode(data)
+        save_image_atomic(result.image, dst)
+        return f"{src} -> {dst}: {result.image.size[0]}x{result.image.size[1]}, {result.seconds:.2f} s"
+
+    return _run_many(pairs, is_folder, action, "decompress")
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ResulicError(f"{path}: cannot read ({exc.strerror})") from None
+
+
+def cmd_info(args) -> int:
+    from .codec.container import unpack
+
+    path = Path(args.input)
+    data = _read_bytes(path)
+    c = unpack(data)
+    info = c.header.as_dict()
+    pixels = c.header.width * c.header.height
+    info.update(
+        file_bytes=len(data),
+        bpp=len(data) * 8 / pixels,
+        latent_bytes=len(c.latent),
+        text_bytes=len(c.text),
+        header_bytes=len(data) - len(c.latent) - len(c.text),
+    )
+    print(json.dumps(info, indent=2))
+    return 0
+
+
+COMMANDS = {"compress": cmd_compress, "decompress": cmd_decompress, "info": cmd_info}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .runtime import configure_threads, quiet_libraries
+
+    quiet_libraries()
+    configure_threads()
+    try:
+        return COMMANDS[args.command](args)
+    except ResulicError as exc:
+        print(f"resulic: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("resulic: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,237 @@
+"""``Codec``: image -> bytes -> image with the ResULIC pipeline (RESULIC.md §1, §7).
+
+compress:   pad to 128 px -> VAE encode (mode) -> z_0 -> latent compressor -> one rANS stream,
+            and the header (size, model fingerprint, settings that differ from the rate point).
+decompress: header -> entropy-decode z_c -> prompt from the text section -> residual DDIM from
+            sqrt(a_N) z_c + sqrt(1 - a_N) eps (eps from the seed) with classifier-free guidance
+            -> VAE decode -> crop.
+
+The same bytes decode to the same pixels on the same kind of device.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+
+import torch
+from PIL import Image
+
+from ..config import NEGATIVE_PROMPT, QUALITY_SUFFIX, ModelConfig
+from ..diffusion import CallCounter, ResidualSchedule, residual_ddim_sample
+from ..errors import BitstreamError, ModelMismatchError
+from ..images import image_to_tensor, pad_to_multiple, padded_size, tensor_to_image
+from ..models.backbone import Backbone, load_backbone, weights_digest
+from ..models.compressor import LatentCompressor
+from ..models.control import build_control_unet, control_state_dict
+from .container import MAX_SIDE, Container, Header, pack, unpack
+
+VAE_FACTOR = 8
+
+
+@dataclass
+class EncodeResult:
+    data: bytes
+    width: int
+    height: int
+    latent_bytes: int
+    text_bytes: int
+    estimated_latent_bits: float  # -log2 likelihoods of what was coded
+    seconds: float
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
+
+    @property
+    def bpp(self) -> float:
+        """Always the file's bytes x 8 / pixels."""
+        return len(self.data) * 8 / self.pixels
+
+    @property
+    def estimated_bpp(self) -> float:
+        return self.estimated_latent_bits / self.pixels
+
+
+@dataclass
+class DecodeResult:
+    image: Image.Image
+    header: Header
+    text: str
+    network_evaluations: int  # UNet+control evaluations, counting each CFG branch
+    seconds: float
+    timings: dict = field(default_factory=dict)
+
+
+def build_prompt(text: str) -> str:
+    """'<text>, best quality, extremely detailed' (just the suffix when the text is empty)."""
+    text = text.strip()
+    return f"{text}, {QUALITY_SUFFIX}" if text else QUALITY_SUFFIX
+
+
+class Codec:
+    """A ResULIC codec: frozen backbone + trained compressor and control module + rate point."""
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        backbone: Backbone,
+        compressor: LatentCompressor,
+        cdm: torch.nn.Module,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        self.config = config
+        self.backbone = backbone
+        self.compressor = compressor.eval()
+        self.cdm = cdm.eval()
+        self.device = torch.device(device)
+        rp = config.rate_point
+        self.schedule = ResidualSchedule(residual_steps=rp.residual_steps, gamma_variant=rp.gamma)
+        self.fingerprint = self._fingerprint()
+
+    # -- construction --------------------------------------------------------------------------
+    @classmethod
+    def build(cls, config: ModelConfig | None = None, backbone: Backbone | None = None, device="cpu") -> "Codec":
+        """A codec with freshly initialised trained parts (seeded, so every machine gets the same)."""
+        config = config or ModelConfig()
+        backbone = backbone or load_backbone(config.backbone)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.compressor.seed)
+            compressor = LatentCompressor(config.compressor)
+        compressor.update(force=True)
+        cdm = build_control_unet(backbone.unet, config.control)
+        return cls(config, backbone, compressor, cdm, device).to(device)
+
+    def to(self, device: str | torch.device) -> "Codec":
+        self.device = torch.device(device)
+        self.backbone.to(self.device)
+        self.compressor.to(self.device)
+        self.cdm.to(self.device)
+        return self
+
+    def _fingerprint(self) -> bytes:
+        """4 bytes that change whenever anything the decoder depends on changes."""
+        h = hashlib.sha256()
+        h.update(self.config.canonical_json().encode())
+        h.update(self.backbone.identity.encode())
+        h.update(weights_digest(self.compressor).encode())
+        h.update(weights_digest(_ParamDict(control_state_dict(self.cdm))).encode())
+        return h.digest()[:4]
+
+    # -- encoding ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode(
+        self,
+        image: Image.Image,
+        *,
+        text: str = "",
+        steps: int | None = None,
+        guidance: float | None = None,
+        seed: int | None = None,
+    ) -> EncodeResult:
+        """Compress one image. ``steps``/``guidance``/``seed`` override the rate point's decoder
+        settings and cost a few header bytes; leave them None to use what the model implies."""
+        t0 = time.perf_counter()
+        width, height = image.size
+        if not (1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE):
+            raise ValueError(f"image size {width}x{height} is outside 1..{MAX_SIDE}")
+        rp = self.config.rate_point
+        steps = None if steps == rp.sampling_steps else steps
+        guidance = None if guidance == rp.guidance else guidance
+        seed = None if seed == rp.seed else seed
+        if steps is not None and not 1 <= steps <= rp.residual_steps:
+            raise ValueError(f"steps must be in 1..{rp.residual_steps} (the rate point's N_r)")
+        if guidance is not None and not 0 <= guidance <= 100:
+            raise ValueError("guidance must be in 0..100")
+        x = image_to_tensor(image).to(self.device)
+        z0 = self.backbone.encode(pad_to_multiple(x, self.config.stride))
+        latent = self.compressor.compress(z0)
+        text_bytes = text.encode("utf-8")
+        header = Header(self.fingerprint, width, height, 1 if text_bytes else 0, steps, guidance, seed)
+        data = pack(Container(header, text_bytes, latent.data))
+        return EncodeResult(
+            data, width, height, len(latent.data), len(text_bytes), latent.estimated_bits, time.perf_counter() - t0
+        )
+
+    def compress(self, image: Image.Image, **options) -> bytes:
+        return self.encode(image, **options).data
+
+    # -- decoding ------------------------------------------------------------------------------
+    def check_model(self, header: Header) -> None:
+        if header.fingerprint != self.fingerprint:
+            raise ModelMismatchError(
+                f"file was made by model {header.fingerprint.hex()}, but this codec is model "
+                f"{self.fingerprint.hex()} ({self.config.rate_point.name}); decode it with the model that made it"
+            )
+
+    @torch.no_grad()
+    def decode(self, data: bytes) -> DecodeResult:
+        t0 = time.perf_counter()
+        container = unpack(data)
+        header = container.header
+        self.check_model(header)
+        try:
+            text = container.text.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BitstreamError("text section is not valid UTF-8") from None
+        rp = self.config.rate_point
+        steps = header.steps if header.steps is not None else rp.sampling_steps
+        guidance = header.guidance if header.guidance is not None else rp.guidance
+        seed = header.seed if header.seed is not None else rp.seed
+        if steps > rp.residual_steps:
+            raise BitstreamError(f"steps = {steps} exceeds this model's N_r = {rp.residual_steps}")
+
+        ph, pw = padded_size(header.height, header.width, self.config.stride)
+        latent_hw = (ph // VAE_FACTOR, pw // VAE_FACTOR)
+        try:
+            z_c = self.compressor.decompress(container.latent, latent_hw)
+        except (RuntimeError, ValueError, IndexError) as exc:
+            raise BitstreamError(f"latent stream is corrupt ({exc})") from None
+        t1 = time.perf_counter()
+
+        denoise = CallCounter(self._denoiser(z_c, build_prompt(text), guidance))
+        generator = torch.Generator("cpu").manual_seed(seed)
+        noise = torch.randn(z_c.shape, generator=generator, dtype=z_c.dtype).to(self.device)
+        z = residual_ddim_sample(self.schedule, denoise, z_c, noise, steps, generator=generator)
+        t2 = time.perf_counter()
+        x = self.backbone.decode(z)[..., : header.height, : header.width]
+        image = tensor_to_image(x)
+        t3 = time.perf_counter()
+        evaluations = denoise.calls * (1 if guidance == 1 else 2)
+        timings = {"entropy": t1 - t0, "diffusion": t2 - t1, "vae": t3 - t2}
+        return DecodeResult(image, header, text, evaluations, t3 - t0, timings)
+
+    def decompress(self, data: bytes) -> Image.Image:
+        return self.decode(data).image
+
+    def _denoiser(self, z_c: torch.Tensor, prompt: str, guidance: float):
+        """eps(z_t, t) with classifier-free guidance, both branches in one batch."""
+        if guidance == 1:
+            context = self.backbone.encode_text([prompt])
+            cond = z_c
+        else:
+            context = self.backbone.encode_text([NEGATIVE_PROMPT, prompt])
+            cond = torch.cat([z_c, z_c])
+
+        def denoise(x: torch.Tensor, t: int) -> torch.Tensor:
+            xin = x if guidance == 1 else torch.cat([x, x])
+            ts = torch.full((xin.shape[0],), t, device=x.device, dtype=torch.long)
+            eps = self.cdm(xin, ts, encoder_hidden_states=context, controlnet_cond=cond).sample
+            if guidance == 1:
+                return eps
+            eps_u, eps_c = eps.chunk(2)
+            return eps_u + guidance * (eps_c - eps_u)
+
+        return denoise
+
+
+class _ParamDict(torch.nn.Module):
+    """Lets weights_digest hash a plain dict of tensors."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor]) -> None:
+        super().__init__()
+        self._t = tensors
+
+    def state_dict(self, *args, **kwargs):  # noqa: D401 - mirrors nn.Module
+        return self._t

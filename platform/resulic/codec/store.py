@@ -1,0 +1,140 @@
+"""Trained-codec folders and model resolution.
+
+A trained-codec folder holds only safe, declarative files; loading never executes code from it:
+
+    config.yaml              the ModelConfig (backbone reference: profile, hub id or folder, revision)
+    compressor.safetensors   the latent compressor, including its integer CDF tables, so that the
+                             coder uses exactly the tables the encoder used (no re-derivation)
+    control.safetensors      the control module (every parameter outside the frozen UNet)
+    manifest.json            format, version, model fingerprint and the files' SHA-256
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+import yaml
+from safetensors.torch import load_file, save_file
+
+from ..config import ModelConfig, build_config, load_config
+from ..errors import ModelLoadError
+from ..models.backbone import Backbone, load_backbone
+from ..models.compressor import LatentCompressor
+from ..models.control import build_control_unet, control_state_dict, load_control_state
+from .codec import Codec
+
+FOLDER_FORMAT = "resulic-codec"
+FOLDER_VERSION = 1
+FILES = ("config.yaml", "compressor.safetensors", "control.safetensors")
+CDF_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def save_codec(codec: Codec, folder: str | Path) -> Path:
+    """Write ``codec``'s trained parts to ``folder`` (replaced whole, never left half-written)."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    tmp.chmod(0o755)
+    try:
+        (tmp / "config.yaml").write_text(yaml.safe_dump(codec.config.model_dump(mode="json"), sort_keys=False))
+        compressor_state = {k: v.detach().cpu().contiguous() for k, v in codec.compressor.state_dict().items()}
+        save_file(compressor_state, tmp / "compressor.safetensors")
+        control = {k: v.cpu().contiguous() for k, v in control_state_dict(codec.cdm).items()}
+        save_file(control, tmp / "control.safetensors")
+        manifest = {
+            "format": FOLDER_FORMAT,
+            "version": FOLDER_VERSION,
+            "fingerprint": codec.fingerprint.hex(),
+            "rate_point": codec.config.rate_point.name,
+            "backbone": codec.config.backbone.model_dump(mode="json"),
+            "files": {name: _sha256(tmp / name) for name in FILES},
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        if folder.exists():
+            shutil.rmtree(folder)
+        tmp.rename(folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+def _load_compressor_state(compressor: LatentCompressor, state: dict[str, torch.Tensor]) -> None:
+    # The CDF tables' sizes depend on training; give each buffer the saved size first.
+    for key, tensor in state.items():
+        prefix, _, name = key.rpartition(".")
+        if name in CDF_BUFFERS:
+            module = compressor.get_submodule(prefix)
+            module.register_buffer(name, torch.empty_like(tensor))
+    compressor.load_state_dict(state, strict=True)
+
+
+def load_codec(folder: str | Path, backbone: Backbone | None = None, device="cpu") -> Codec:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ModelLoadError(f"{folder}: no such trained-codec folder")
+    manifest_path = folder / "manifest.json"
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except FileNotFoundError:
+        raise ModelLoadError(f"{folder}: not a trained-codec folder (no manifest.json)") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(f"{manifest_path}: unreadable ({exc})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FOLDER_FORMAT:
+        raise ModelLoadError(f"{manifest_path}: not a ResULIC trained-codec manifest")
+    if manifest.get("version") != FOLDER_VERSION:
+        raise ModelLoadError(f"{manifest_path}: folder version {manifest.get('version')} is not supported")
+    for name in FILES:
+        path = folder / name
+        if not path.is_file():
+            raise ModelLoadError(f"{folder}: missing {name}")
+        expected = manifest.get("files", {}).get(name)
+        if expected != _sha256(path):
+            raise ModelLoadError(f"{path}: contents do not match manifest.json (corrupt or edited)")
+    config = load_config(ModelConfig, folder / "config.yaml")
+    backbone = backbone or load_backbone(config.backbone)
+    try:
+        compressor = LatentCompressor(config.compressor)
+        _load_compressor_state(compressor, load_file(folder / "compressor.safetensors"))
+        cdm = build_control_unet(backbone.unet, config.control)
+        load_control_state(cdm, load_file(folder / "control.safetensors"))
+    except (KeyError, RuntimeError, ValueError, OSError) as exc:
+        raise ModelLoadError(f"{folder}: weights do not fit config.yaml ({exc})") from None
+    codec = Codec(config, backbone, compressor, cdm, device).to(device)
+    if codec.fingerprint.hex() != manifest.get("fingerprint"):
+        raise ModelLoadError(
+            f"{folder}: the loaded model's fingerprint {codec.fingerprint.hex()} differs from the manifest's "
+            f"{manifest.get('fingerprint')} (a different backbone than the one it was saved with?)"
+        )
+    return codec
+
+
+def resolve_codec(model: str | Path | None = None, overrides=(), device="cpu") -> Codec:
+    """The codec a command should use: a trained-codec folder, a model YAML, or the embedded default.
+
+    With no model the embedded ``tiny`` profile is used (later: the local registry's champion).
+    """
+    if model is None:
+        config = build_config(ModelConfig, {}, overrides, source="<embedded tiny profile>")
+        return Codec.build(config, device=device)
+    path = Path(model)
+    if path.is_dir():
+        if overrides:
+            raise ModelLoadError("--set cannot change a trained codec; it would no longer match its weights")
+        return load_codec(path, device=device)
+    if path.is_file():
+        return Codec.build(load_config(ModelConfig, path, overrides), device=device)
+    raise ModelLoadError(f"--model {model}: neither a trained-codec folder nor a model YAML file")

@@ -1,0 +1,205 @@
+"""Typed configuration: pydantic schemas, YAML loading and dotted ``--set key=value`` overrides.
+
+Every schema forbids unknown keys, so a typo is an error that names the key and the file
+instead of a setting silently ignored. The defaults of :class:`ModelConfig` are the embedded
+``tiny`` profile; ``configs/model/*.yaml`` hold the named profiles.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal, Sequence, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+
+# The prompt text the decoder wraps around the transmitted caption (RESULIC.md §3.6).
+QUALITY_SUFFIX = "best quality, extremely detailed"
+NEGATIVE_PROMPT = (
+    "oil painting, cartoon, blurring, dirty, messy, low quality, frames, deformed, lowres, "
+    "over-smooth."
+)
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class BackboneConfig(StrictModel):
+    """The frozen Stable Diffusion parts (VAE, UNet, text encoder, tokenizer)."""
+
+    profile: Literal["tiny", "sd21"] = "tiny"
+    # sd21: a Hugging Face hub id or a local folder in diffusers layout (vae/, unet/,
+    # text_encoder/, tokenizer/). Ignored by the tiny profile.
+    source: str = "stabilityai/stable-diffusion-2-1-base"
+    revision: str | None = None
+    # tiny: seed of the random weights, so that every machine builds the same model.
+    seed: int = 0
+
+
+class CompressorConfig(StrictModel):
+    """The ELIC-style latent codec (RESULIC.md §2). Defaults are the tiny profile's sizes."""
+
+    latent_channels: int = Field(4, gt=0)
+    channels: int = Field(32, gt=0, description="N: width of g_a/g_s and of the hyper-latent z")
+    latent_dim: int = Field(48, gt=0, description="M: channels of y")
+    groups: list[int] = Field(default_factory=lambda: [4, 4, 8, 8, 24])
+    channel_context: list[int] = Field(default_factory=lambda: [32, 32])
+    seed: int = 1
+
+    @model_validator(mode="after")
+    def _groups_sum_to_latent_dim(self) -> "CompressorConfig":
+        if not self.groups or any(g <= 0 for g in self.groups):
+            raise ValueError("groups must be a non-empty list of positive channel counts")
+        if sum(self.groups) != self.latent_dim:
+            raise ValueError(
+                f"groups {self.groups} sum to {sum(self.groups)}, but latent_dim is {self.latent_dim}"
+            )
+        if len(self.channel_context) != 2 or any(c <= 0 for c in self.channel_context):
+            raise ValueError("channel_context must be two positive widths, e.g. [224, 128]")
+        return self
+
+
+class ControlConfig(StrictModel):
+    """The ControlNet-XS-style control module fed by z_c (RESULIC.md §3.5)."""
+
+    size_ratio: float = Field(0.25, gt=0, le=1)
+    conditioning_channels: int = Field(16, gt=0, description="width of the z_c embedding")
+    seed: int = 2
+
+
+class RatePointConfig(StrictModel):
+    """One trained rate point: its rate weight and the decoder settings it implies."""
+
+    name: str = "r300"
+    lambda_rate: float = Field(6.0, gt=0, description="λ_R used in training")
+    residual_steps: int = Field(300, ge=1, le=999, description="N_r")
+    sampling_steps: int = Field(3, ge=1, description="S, DDIM steps")
+    guidance: float = Field(2.5, ge=0, description="classifier-free guidance scale")
+    gamma: Literal["constant", "time_varying"] = "constant"
+    seed: int = Field(42, ge=0, description="seed of the decoder's starting noise")
+
+    @model_validator(mode="after")
+    def _steps_fit(self) -> "RatePointConfig":
+        if self.sampling_steps > self.residual_steps:
+            raise ValueError(
+                f"sampling_steps ({self.sampling_steps}) cannot exceed residual_steps "
+                f"({self.residual_steps})"
+            )
+        return self
+
+
+class ModelConfig(StrictModel):
+    """Everything that defines a codec. The defaults are the embedded ``tiny`` profile."""
+
+    backbone: BackboneConfig = Field(default_factory=BackboneConfig)
+    compressor: CompressorConfig = Field(default_factory=CompressorConfig)
+    control: ControlConfig = Field(default_factory=ControlConfig)
+    rate_point: RatePointConfig = Field(default_factory=RatePointConfig)
+    # The image is padded to a multiple of this many pixels: VAE (8) x g_a (4) x h_a (4).
+    stride: int = 128
+
+    @field_validator("stride")
+    @classmethod
+    def _stride_is_128(cls, v: int) -> int:
+        if v != 128:
+            raise ValueError("stride is fixed by the architecture at 128 (VAE 8 x g_a 4 x h_a 4)")
+        return v
+
+    def canonical_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+
+class MainJobConfig(StrictModel):
+    """``jobs/main.py``: the round trip of sample images on the embedded defaults."""
+
+    model: str | None = Field(None, description="a trained-codec folder or a model YAML; none = tiny")
+    images: str = Field("samples", description="an image folder, or 'samples' for scikit-image's photos")
+    max_images: int = Field(4, ge=1)
+    max_side: int = Field(512, ge=16, description="downscale larger images so the demo stays quick")
+    output_dir: str = "outputs/main"
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+
+T = TypeVar("T", bound=BaseModel)
+
+
+def parse_overrides(overrides: Sequence[str]) -> list[tuple[list[str], Any]]:
+    """Parse ``key.sub=value`` strings; values are read as YAML scalars (``3``, ``0.5``, ``[1,2]``)."""
+    parsed = []
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"override {item!r}: expected key.path=value")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override {item!r}: value is not valid YAML ({exc})") from None
+        parsed.append((key.split("."), value))
+    return parsed
+
+
+def apply_overrides(data: dict, overrides: Sequence[str]) -> dict:
+    data = json.loads(json.dumps(data))  # deep copy of plain data
+    for path, value in parse_overrides(overrides):
+        node = data
+        for part in path[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {'.'.join(path)}: {part!r} is not a section")
+            node = child
+        node[path[-1]] = value
+    return data
+
+
+def _describe(exc: ValidationError, source: str) -> str:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        lines.append(f"{source}: {key}: {msg}")
+    return "\n".join(lines)
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config ({exc})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys, not {type(data).__name__}")
+    return data
+
+
+def build_config(schema: type[T], data: dict, overrides: Sequence[str] = (), source: str = "<config>") -> T:
+    data = apply_overrides(data, overrides)
+    try:
+        return schema.model_validate(data)
+    except ValidationError as exc:
+        where = source if not overrides else f"{source} (with --set {' '.join(overrides)})"
+        raise ConfigError(_describe(exc, where)) from None
+
+
+def load_config(schema: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
+    """Load ``path`` (or the schema's embedded defaults when None) and apply overrides."""
+    data = read_yaml(path) if path is not None else {}
+    return build_config(schema, data, overrides, source=str(path) if path else "<defaults>")

@@ -1,0 +1,6 @@
+"""Compression-aware diffusion: the residual schedule and its DDIM sampler (RESULIC.md §3)."""
+
+from .sampler import CallCounter, residual_ddim_sample
+from .schedule import ResidualSchedule
+
+__all__ = ["CallCounter", "ResidualSchedule", "residual_ddim_sample"]

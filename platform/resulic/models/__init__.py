@@ -1,0 +1,1 @@
+"""Neural parts of the codec: the frozen backbone, the latent compressor, the control module."""

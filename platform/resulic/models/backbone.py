@@ -1,0 +1,178 @@
+"""The frozen Stable Diffusion parts: VAE, UNet, text encoder and tokenizer.
+
+Two profiles build the same diffusers/transformers classes:
+
+- ``sd21``: Stable Diffusion 2.1-base loaded from a hub id or a local folder in diffusers layout
+  (``vae/``, ``unet/``, ``text_encoder/``, ``tokenizer/``). Its text encoder is the 23-layer
+  OpenCLIP-H conversion, so ``last_hidden_state`` is the penultimate layer plus ``ln_final``,
+  which is what SD 2.1 and the ResULIC decoder condition on.
+- ``tiny``: small configs with seeded random weights, so that everything runs on a CPU in
+  seconds and every machine builds bit-identical weights from the same seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, UNet2DConditionModel
+from huggingface_hub import constants as hf_constants
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+from ..config import BackboneConfig
+from ..errors import ModelLoadError
+from .tokenizer import byte_level_tokenizer
+
+SD_SCALING_FACTOR = 0.18215
+TEXT_LENGTH = 77
+
+TINY_VAE = dict(
+    in_channels=3,
+    out_channels=3,
+    down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4,
+    block_out_channels=(16, 16, 32, 32),
+    layers_per_block=1,
+    latent_channels=4,
+    norm_num_groups=8,
+    sample_size=256,
+    scaling_factor=SD_SCALING_FACTOR,
+)
+# Same block layout as SD 2.1 (two res-blocks per level, cross-attention, a plain last level),
+# so the ControlNet-XS adapter is built the same way; attention skips the full-resolution
+# level to keep CPU decodes quick.
+TINY_UNET = dict(
+    sample_size=64,
+    in_channels=4,
+    out_channels=4,
+    layers_per_block=2,
+    block_out_channels=(32, 64, 64, 64),
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+    cross_attention_dim=32,
+    attention_head_dim=8,
+    norm_num_groups=32,
+)
+TINY_TEXT = dict(
+    vocab_size=514,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    max_position_embeddings=TEXT_LENGTH,
+    bos_token_id=512,
+    eos_token_id=513,
+    pad_token_id=513,
+)
+
+
+@dataclass
+class Backbone:
+    """Frozen SD parts with the three operations the codec needs."""
+
+    vae: AutoencoderKL
+    unet: UNet2DConditionModel
+    text_encoder: CLIPTextModel
+    tokenizer: CLIPTokenizer
+    identity: str  # what the model fingerprint records about the backbone
+
+    def __post_init__(self) -> None:
+        for part in (self.vae, self.unet, self.text_encoder):
+            part.requires_grad_(False)
+            part.eval()
+
+    @property
+    def scaling_factor(self) -> float:
+        return float(self.vae.config.scaling_factor)
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.vae.config.latent_channels)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Images in [0, 1] (B, 3, H, W) -> scaled latent z_0 (posterior mode)."""
+        posterior = self.vae.encode(x * 2 - 1).latent_dist
+        return posterior.mode() * self.scaling_factor
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Scaled latent -> images in [0, 1]."""
+        return ((self.vae.decode(z / self.scaling_factor).sample + 1) / 2).clamp(0, 1)
+
+    def encode_text(self, prompts: list[str]) -> torch.Tensor:
+        ids = self.tokenizer(
+            prompts, padding="max_length", max_length=TEXT_LENGTH, truncation=True, return_tensors="pt"
+        ).input_ids.to(self.text_encoder.device)
+        return self.text_encoder(ids).last_hidden_state
+
+    def to(self, device: torch.device | str) -> "Backbone":
+        for part in (self.vae, self.unet, self.text_encoder):
+            part.to(device)
+        return self
+
+
+def weights_digest(*modules: torch.nn.Module) -> str:
+    """SHA-256 over the tensors of ``modules`` (names, shapes and bytes)."""
+    h = hashlib.sha256()
+    for module in modules:
+        for name, tensor in sorted(module.state_dict().items()):
+            t = tensor.detach().cpu().contiguous()
+            h.update(name.encode())
+            h.update(str(tuple(t.shape)).encode())
+            h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    return h.hexdigest()
+
+
+def build_tiny(config: BackboneConfig) -> Backbone:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        vae = AutoencoderKL(**TINY_VAE)
+        unet = UNet2DConditionModel(**TINY_UNET)
+        text_encoder = CLIPTextModel(CLIPTextConfig(**TINY_TEXT))
+    identity = "tiny:" + weights_digest(vae, unet, text_encoder)[:16]
+    return Backbone(vae, unet, text_encoder, byte_level_tokenizer(), identity)
+
+
+def load_sd21(config: BackboneConfig) -> Backbone:
+    source = config.source
+    local = Path(source).expanduser()
+    if local.is_dir():
+        where, kwargs = f"local folder {local.resolve()}", {}
+        source = str(local)
+    else:
+        where = f"hub id {source!r} (cache: {hf_constants.HF_HUB_CACHE})"
+        kwargs = {"revision": config.revision} if config.revision else {}
+    try:
+        vae = AutoencoderKL.from_pretrained(source, subfolder="vae", **kwargs)
+        unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", **kwargs)
+        text_encoder = CLIPTextModel.from_pretrained(source, subfolder="text_encoder", **kwargs)
+        tokenizer = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", **kwargs)
+    except Exception as exc:  # diffusers/transformers raise OSError, ValueError, HF errors...
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(
+            f"backbone.source: cannot load Stable Diffusion 2.1 from {where}: {detail}\n"
+            "Set backbone.source to a folder holding vae/, unet/, text_encoder/ and tokenizer/ "
+            "(diffusers layout), or to a hub id that is already in the cache (downloads are off "
+            "when HF_HUB_OFFLINE=1)."
+        ) from None
+    if unet.config.layers_per_block != 2:
+        raise ModelLoadError(
+            f"backbone.source: the UNet at {where} has layers_per_block="
+            f"{unet.config.layers_per_block}; the ControlNet-XS control module needs 2 (as SD has)"
+        )
+    identity = f"sd21:{config.source}@{config.revision or 'default'}"
+    return Backbone(vae, unet, text_encoder, tokenizer, identity)
+
+
+def load_backbone(config: BackboneConfig) -> Backbone:
+    return build_tiny(config) if config.profile == "tiny" else load_sd21(config)
+
+
+def save_backbone(backbone: Backbone, folder: str | Path) -> None:
+    """Write the parts in diffusers layout, so a ``sd21`` profile can load them from ``folder``."""
+    folder = Path(folder)
+    backbone.vae.save_pretrained(folder / "vae")
+    backbone.unet.save_pretrained(folder / "unet")
+    backbone.text_encoder.save_pretrained(folder / "text_encoder")
+    backbone.tokenizer.save_pretrained(folder / "tokenizer")

@@ -1,0 +1,196 @@
+"""The ELIC-style compressor of the SD latent (RESULIC.md §2), built on CompressAI.
+
+z_0 (4 x H/8 x W/8) --g_a--> y (M x H/32 x W/32) --h_a--> z (N x H/128 x W/128).
+y is coded with a hyperprior and a space-channel context model: uneven channel groups, each
+split into checkerboard anchors and non-anchors (``HyperpriorLatentCodec`` >
+``ChannelGroupsLatentCodec`` > ``CheckerboardLatentCodec`` > ``GaussianConditionalLatentCodec``).
+All entropy coding goes into one rANS stream (see ``rans_stream``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from compressai.entropy_models import EntropyBottleneck, EntropyModel
+from compressai.latent_codecs import (
+    ChannelGroupsLatentCodec,
+    CheckerboardLatentCodec,
+    GaussianConditionalLatentCodec,
+    HyperLatentCodec,
+    HyperpriorLatentCodec,
+)
+from compressai.layers import CheckerboardMaskedConv2d
+from compressai.models.utils import conv, deconv
+from torch import Tensor, nn
+
+from ..config import CompressorConfig
+from .rans_stream import SharedRansStream
+
+# exp(linspace(ln 0.11, ln 256, 64)), as in ELIC and the official compressor.
+SCALE_TABLE = torch.exp(torch.linspace(math.log(0.11), math.log(256), 64)).tolist()
+ANCHOR_PARITY = "odd"  # anchors where (row + col) is odd (RESULIC.md §2)
+
+
+def conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 3, stride=stride, padding=1)
+
+
+class ResidualBlockWithStride(nn.Module):
+    """conv3x3/s2, LeakyReLU, conv3x3, LeakyReLU(0.1); skip conv1x1/s2."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            conv3x3(cin, cout, 2), nn.LeakyReLU(inplace=True), conv3x3(cout, cout), nn.LeakyReLU(0.1, inplace=True)
+        )
+        self.skip = nn.Conv2d(cin, cout, 1, stride=2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.body(x) + self.skip(x)
+
+
+class ResidualBlockUpsample(nn.Module):
+    """sub-pixel x2, LeakyReLU, conv3x3, LeakyReLU(0.1); skip sub-pixel x2."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(cin, cout * 4, 1), nn.PixelShuffle(2), nn.LeakyReLU(inplace=True),
+            conv3x3(cout, cout), nn.LeakyReLU(0.1, inplace=True),
+        )
+        self.skip = nn.Sequential(nn.Conv2d(cin, cout * 4, 1), nn.PixelShuffle(2))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.body(x) + self.skip(x)
+
+
+class ResidualBottleneck(nn.Module):
+    """x + [1x1 C->C/2, GELU, 3x3, GELU, 1x1 C/2->C]."""
+
+    def __init__(self, ch: int) -> None:
+        super().__init__()
+        mid = max(ch // 2, 1)
+        self.body = nn.Sequential(nn.Conv2d(ch, mid, 1), nn.GELU(), conv3x3(mid, mid), nn.GELU(), nn.Conv2d(mid, ch, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.body(x)
+
+
+def _param_aggregation(cin: int, cout: int) -> nn.Sequential:
+    """1x1-conv MLP with widths in -> 5/3 out -> 4/3 out -> out (ELIC's parameter aggregation)."""
+    a, b = cout * 5 // 3, cout * 4 // 3
+    return nn.Sequential(nn.Conv2d(cin, a, 1), nn.GELU(), nn.Conv2d(a, b, 1), nn.GELU(), nn.Conv2d(b, cout, 1))
+
+
+@dataclass
+class CompressedLatent:
+    data: bytes  # the single rANS stream (z, then y group by group, anchors before non-anchors)
+    z_c: Tensor  # the decoder's reconstruction of the latent, computed exactly as it will
+    estimated_bits: float  # -log2 likelihood of the coded symbols under the same model
+
+
+class LatentCompressor(nn.Module):
+    def __init__(self, config: CompressorConfig) -> None:
+        super().__init__()
+        C, N, M, groups = config.latent_channels, config.channels, config.latent_dim, list(config.groups)
+        cc1, cc2 = config.channel_context
+        self.config = config
+        self.groups = groups
+        self.g_a = nn.Sequential(
+            ResidualBlockWithStride(C, N), *[ResidualBottleneck(N) for _ in range(3)],
+            ResidualBlockWithStride(N, N), *[ResidualBottleneck(N) for _ in range(3)],
+            conv3x3(N, M),
+        )
+        self.g_s = nn.Sequential(
+            ResidualBlockUpsample(M, N), *[ResidualBottleneck(N) for _ in range(3)],
+            ResidualBlockUpsample(N, N), *[ResidualBottleneck(N) for _ in range(3)],
+            conv3x3(N, C),
+        )
+        h_a = nn.Sequential(conv3x3(M, N), nn.GELU(), conv(N, N, 5, 2), nn.GELU(), conv(N, N, 5, 2))
+        h_s = nn.Sequential(
+            deconv(N, M, 5, 2), nn.GELU(), deconv(M, M * 3 // 2, 5, 2), nn.GELU(), deconv(M * 3 // 2, 2 * M, 3, 1)
+        )
+        channel_context = {
+            f"y{k}": nn.Sequential(
+                conv(sum(groups[:k]), cc1, 5, 1), nn.GELU(), conv(cc1, cc2, 5, 1), nn.GELU(),
+                conv(cc2, 2 * groups[k], 5, 1),
+            )
+            for k in range(1, len(groups))
+        }
+        group_codecs = {
+            f"y{k}": CheckerboardLatentCodec(
+                latent_codec={"y": GaussianConditionalLatentCodec(scale_table=SCALE_TABLE, quantizer="ste")},
+                context_prediction=CheckerboardMaskedConv2d(g, 2 * g, kernel_size=5, stride=1, padding=2),
+                entropy_parameters=_param_aggregation(2 * g + (k > 0) * 2 * g + 2 * M, 2 * g),
+                anchor_parity=ANCHOR_PARITY,
+            )
+            for k, g in enumerate(groups)
+        }
+        self.latent_codec = HyperpriorLatentCodec(
+            latent_codec={
+                "y": ChannelGroupsLatentCodec(groups=groups, channel_context=channel_context, latent_codec=group_codecs),
+                "hyper": HyperLatentCodec(entropy_bottleneck=EntropyBottleneck(N), h_a=h_a, h_s=h_s, quantizer="ste"),
+            }
+        )
+        self.stream = SharedRansStream()
+        self.stream.attach(self)
+
+    # -- training ---------------------------------------------------------------------------
+    def forward(self, z0: Tensor) -> dict:
+        """Training pass: z_c and the likelihoods of y and z (noise proxy in train mode)."""
+        y = self.g_a(z0)
+        out = self.latent_codec(y)
+        return {"z_c": self.g_s(out["y_hat"]), "likelihoods": out["likelihoods"]}
+
+    def aux_loss(self) -> Tensor:
+        return sum(m.loss() for m in self.modules() if isinstance(m, EntropyBottleneck))
+
+    def update(self, force: bool = True) -> None:
+        """Build the integer CDF tables the coder uses (call before compress/decompress)."""
+        for m in self.modules():
+            if isinstance(m, EntropyBottleneck):
+                m.update(force=force)
+            elif isinstance(m, EntropyModel) and hasattr(m, "update_scale_table"):
+                m.update_scale_table(SCALE_TABLE, force=force)
+
+    # -- real bits ----------------------------------------------------------------------------
+    @staticmethod
+    def shapes(latent_hw: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]]:
+        h, w = latent_hw
+        if h % 16 or w % 16:
+            raise ValueError(f"latent size {latent_hw} must be divisible by 16 (pad images to 128 px)")
+        return (h // 4, w // 4), (h // 16, w // 16)
+
+    @torch.no_grad()
+    def estimate_bits(self, z0: Tensor) -> float:
+        """-log2 likelihood of the symbols compress() codes (eval mode: rounding, not noise)."""
+        was_training = self.training
+        self.eval()
+        try:
+            out = self.latent_codec(self.g_a(z0))
+        finally:
+            self.train(was_training)
+        return float(sum((-torch.log2(lk)).sum() for lk in out["likelihoods"].values()))
+
+    @torch.no_grad()
+    def compress(self, z0: Tensor) -> CompressedLatent:
+        if z0.shape[0] != 1:
+            raise ValueError("compress codes one latent at a time")
+        self.shapes(tuple(z0.shape[-2:]))
+        y = self.g_a(z0)
+        with self.stream.encoding() as result:
+            out = self.latent_codec.compress(y)
+        z_c = self.g_s(out["y_hat"])
+        return CompressedLatent(result.data, z_c, self.estimate_bits(z0))
+
+    @torch.no_grad()
+    def decompress(self, data: bytes, latent_hw: tuple[int, int]) -> Tensor:
+        (yh, yw), (zh, zw) = self.shapes(latent_hw)
+        n_groups = len(self.groups)
+        placeholders = [[None]] * (2 * n_groups + 1)  # 2 checkerboard halves per group, then z
+        shape = {"y": [(g, yh, yw) for g in self.groups], "hyper": (zh, zw)}
+        with self.stream.decoding(data):
+            out = self.latent_codec.decompress(placeholders, shape)
+        return self.g_s(out["y_hat"])

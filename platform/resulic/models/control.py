@@ -1,0 +1,99 @@
+"""The control module: ControlNet-XS fed by z_c at latent resolution (RESULIC.md §3.5).
+
+diffusers' ``ControlNetXSAdapter`` + ``UNetControlNetXSModel`` implement the structure:
+a slim copy of the UNet encoder and middle block (``size_ratio`` of its width) with
+bidirectional zero-initialised 1x1 links: base -> control features are concatenated to the
+control stream after every encoder block, control -> base features are added after every
+encoder block, after the middle block and before every decoder block. We configure it so that
+
+- z_c enters at latent resolution (one conditioning-embedding stage, no downsampling);
+- the control module has its own time embedding (``time_embedding_mix=0``);
+- its weights start as the UNet's, tiled and cropped where widths differ, as the official
+  code does; every link starts at zero, so at initialisation the output equals the UNet's.
+
+Difference from the official module (documented in docs/architecture.md): the official one
+feeds ``concat(z_n, z_c)`` through one 3x3 conv; here z_n goes through the control's
+``conv_in`` and z_c through a conditioning embedding (3x3 conv, SiLU, zero-initialised 3x3
+conv) whose output is added. A 3x3 conv of a concatenation is the sum of two 3x3 convs, so the
+only change is the extra SiLU stage on the z_c path.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers import ControlNetXSAdapter, UNet2DConditionModel, UNetControlNetXSModel
+from torch import Tensor
+
+from ..config import ControlConfig
+
+LINK_MARKERS = ("base_to_ctrl", "ctrl_to_base", "control_to_base_for_conv_in")
+
+
+def _tile_crop(src: Tensor, shape: torch.Size) -> Tensor:
+    """Repeat ``src`` along every axis where it is smaller, then crop to ``shape``."""
+    reps = [max(1, -(-t // s)) for s, t in zip(src.shape, shape)]
+    out = src.repeat(*reps)
+    return out[tuple(slice(0, t) for t in shape)].clone()
+
+
+def _base_name(ctrl_name: str) -> str | None:
+    if any(m in ctrl_name for m in LINK_MARKERS) or "controlnet_cond_embedding" in ctrl_name:
+        return None
+    parts = ctrl_name.split(".")
+    for i, part in enumerate(parts):
+        if part.startswith("ctrl_"):
+            parts[i] = "base_" + part[len("ctrl_"):]
+            return ".".join(parts)
+    return None
+
+
+def build_control_unet(unet: UNet2DConditionModel, config: ControlConfig) -> UNetControlNetXSModel:
+    """The UNet with its control module; only the control parameters are trainable."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        adapter = ControlNetXSAdapter.from_unet(
+            unet,
+            size_ratio=config.size_ratio,
+            learn_time_embedding=True,
+            conditioning_channels=unet.config.in_channels,
+            time_embedding_mix=0.0,
+            conditioning_embedding_out_channels=(config.conditioning_channels,),
+        )
+        model = UNetControlNetXSModel.from_unet(unet, adapter)
+    _init_from_base(model)
+    model.freeze_unet_params()
+    model.eval()
+    return model
+
+
+@torch.no_grad()
+def _init_from_base(model: UNetControlNetXSModel) -> None:
+    params = dict(model.named_parameters())
+    for name, param in params.items():
+        if any(m in name for m in LINK_MARKERS):
+            param.zero_()
+            continue
+        base = _base_name(name)
+        if base is not None and base in params:
+            param.copy_(_tile_crop(params[base], param.shape))
+
+
+def control_state_dict(model: UNetControlNetXSModel) -> dict[str, Tensor]:
+    """The trained part: every parameter outside the frozen base UNet."""
+    return {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def load_control_state(model: UNetControlNetXSModel, state: dict[str, Tensor]) -> None:
+    expected = set(control_state_dict(model))
+    missing, unexpected = expected - set(state), set(state) - expected
+    if missing or unexpected:
+        raise KeyError(
+            f"control weights do not match the model: {len(missing)} missing "
+            f"(e.g. {sorted(missing)[:2]}), {len(unexpected)} unexpected (e.g. {sorted(unexpected)[:2]})"
+        )
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, tensor in state.items():
+            if params[name].shape != tensor.shape:
+                raise KeyError(f"control weight {name}: shape {tuple(tensor.shape)}, expected {tuple(params[name].shape)}")
+            params[name].copy_(tensor)
