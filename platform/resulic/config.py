@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal, Sequence, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from .errors import ConfigError
 
@@ -50,17 +50,22 @@ class CompressorConfig(StrictModel):
     channel_context: list[int] = Field(default_factory=lambda: [32, 32])
     seed: int = 1
 
-    @model_validator(mode="after")
-    def _groups_sum_to_latent_dim(self) -> "CompressorConfig":
-        if not self.groups or any(g <= 0 for g in self.groups):
-            raise ValueError("groups must be a non-empty list of positive channel counts")
-        if sum(self.groups) != self.latent_dim:
-            raise ValueError(
-                f"groups {self.groups} sum to {sum(self.groups)}, but latent_dim is {self.latent_dim}"
-            )
-        if len(self.channel_context) != 2 or any(c <= 0 for c in self.channel_context):
-            raise ValueError("channel_context must be two positive widths, e.g. [224, 128]")
-        return self
+    @field_validator("groups")
+    @classmethod
+    def _groups_sum_to_latent_dim(cls, groups: list[int], info: ValidationInfo) -> list[int]:
+        if not groups or any(g <= 0 for g in groups):
+            raise ValueError("must be a non-empty list of positive channel counts")
+        latent_dim = info.data.get("latent_dim")
+        if latent_dim is not None and sum(groups) != latent_dim:
+            raise ValueError(f"{groups} sum to {sum(groups)}, but latent_dim is {latent_dim}")
+        return groups
+
+    @field_validator("channel_context")
+    @classmethod
+    def _two_widths(cls, widths: list[int]) -> list[int]:
+        if len(widths) != 2 or any(c <= 0 for c in widths):
+            raise ValueError("must be two positive widths, e.g. [224, 128]")
+        return widths
 
 
 class ControlConfig(StrictModel):
@@ -82,14 +87,13 @@ class RatePointConfig(StrictModel):
     gamma: Literal["constant", "time_varying"] = "constant"
     seed: int = Field(42, ge=0, description="seed of the decoder's starting noise")
 
-    @model_validator(mode="after")
-    def _steps_fit(self) -> "RatePointConfig":
-        if self.sampling_steps > self.residual_steps:
-            raise ValueError(
-                f"sampling_steps ({self.sampling_steps}) cannot exceed residual_steps "
-                f"({self.residual_steps})"
-            )
-        return self
+    @field_validator("sampling_steps")
+    @classmethod
+    def _steps_fit(cls, steps: int, info: ValidationInfo) -> int:
+        n_r = info.data.get("residual_steps")
+        if n_r is not None and steps > n_r:
+            raise ValueError(f"{steps} exceeds residual_steps ({n_r})")
+        return steps
 
 
 class ModelConfig(StrictModel):

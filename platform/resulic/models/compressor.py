@@ -136,6 +136,15 @@ class LatentCompressor(nn.Module):
         )
         self.stream = SharedRansStream()
         self.stream.attach(self)
+        self._apply_context_masks()
+
+    @torch.no_grad()
+    def _apply_context_masks(self) -> None:
+        # CompressAI's masked convs zero their masked weights in place on every forward. Do it
+        # once here so the state (and the model fingerprint) never changes after construction.
+        for m in self.modules():
+            if isinstance(m, CheckerboardMaskedConv2d):
+                m.weight.mul_(m.mask)
 
     # -- training ---------------------------------------------------------------------------
     def forward(self, z0: Tensor) -> dict:

@@ -1,0 +1,82 @@
+"""The ``resulic`` command: real files in and out, one-line errors, no partial outputs."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from resulic.cli import main
+
+
+@pytest.fixture()
+def image_file(tmp_path, photo):
+    path = tmp_path / "photo.png"
+    photo.save(path)
+    return path
+
+
+def test_compress_info_decompress(tmp_path, image_file, capsys, codec):
+    assert main(["compress", str(image_file), "-o", str(tmp_path / "p.rslc")]) == 0
+    assert "bpp" in capsys.readouterr().out
+    assert main(["info", str(tmp_path / "p.rslc")]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["width"] == 200 and info["fingerprint"] == codec.fingerprint.hex()
+    assert info["file_bytes"] == (tmp_path / "p.rslc").stat().st_size
+    assert main(["decompress", str(tmp_path / "p.rslc"), "-o", str(tmp_path / "out.png")]) == 0
+    out = Image.open(tmp_path / "out.png")
+    assert out.size == (200, 150)
+    # the CLI's pixels are the library's pixels
+    assert np.array_equal(np.asarray(out), np.asarray(codec.decompress((tmp_path / "p.rslc").read_bytes())))
+
+
+def test_folder_mode_continues_past_bad_files(tmp_path, photo, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    photo.save(src / "a.png")
+    photo.resize((64, 40)).save(src / "b.jpg")
+    (src / "broken.png").write_bytes(b"not an image")
+    assert main(["compress", str(src), "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "broken.png" in err and "1 of 3 file(s) failed" in err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.rslc", "b.rslc"]
+    assert main(["decompress", str(tmp_path / "out"), "-o", str(tmp_path / "dec")]) == 0
+    assert sorted(p.name for p in (tmp_path / "dec").iterdir()) == ["a.png", "b.png"]
+
+
+@pytest.mark.parametrize(
+    "payload,message",
+    [(b"", "empty"), (b"\x89PNG\r\n\x1a\n0000000000000", "not a ResULIC file"), (None, "truncated")],
+)
+def test_bad_files_give_one_line_and_no_output(tmp_path, encoded, capsys, payload, message):
+    bad = tmp_path / "bad.rslc"
+    bad.write_bytes(encoded.data[:-5] if payload is None else payload)
+    assert main(["decompress", str(bad), "-o", str(tmp_path / "out.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("resulic: error:") and message in err and "Traceback" not in err
+    assert not (tmp_path / "out.png").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["bad.rslc"]
+
+
+def test_zero_size_image_and_missing_input(tmp_path, capsys):
+    (tmp_path / "empty.png").write_bytes(b"")
+    assert main(["compress", str(tmp_path / "empty.png")]) == 2
+    assert "file is empty" in capsys.readouterr().err
+    assert main(["compress", str(tmp_path / "missing.png")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    assert not list(tmp_path.glob("*.rslc"))
+
+
+def test_bad_model_option(tmp_path, image_file, capsys):
+    (tmp_path / "m.yaml").write_text("rate_point:\n  guidance: loud\n")
+    assert main(["compress", str(image_file), "--model", str(tmp_path / "m.yaml")]) == 2
+    assert "rate_point.guidance" in capsys.readouterr().err
+
+
+def test_console_script_help():
+    exe = Path(sys.executable).with_name("resulic")
+    out = subprocess.run([str(exe), "compress", "--help"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "--model" in out.stdout and "--steps" in out.stdout

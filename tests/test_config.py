@@ -1,0 +1,61 @@
+"""Typed configs: unknown or ill-typed keys name the key and the file; dotted overrides."""
+
+from pathlib import Path
+
+import pytest
+
+from resulic.config import MainJobConfig, ModelConfig, build_config, load_config, parse_overrides
+from resulic.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_tiny_yaml_is_the_embedded_default():
+    assert load_config(ModelConfig, REPO / "configs/model/tiny.yaml") == ModelConfig()
+
+
+def test_every_shipped_config_validates():
+    sd = load_config(ModelConfig, REPO / "configs/model/sd21.yaml")
+    assert sd.backbone.profile == "sd21" and sd.compressor.groups == [16, 16, 32, 32, 96]
+    assert sd.control.size_ratio == 0.2
+    load_config(MainJobConfig, REPO / "configs/main.yaml")
+
+
+def test_unknown_key_names_key_and_file(tmp_path):
+    path = tmp_path / "m.yaml"
+    path.write_text("rate_point:\n  sampling_step: 3\n")
+    with pytest.raises(ConfigError, match=r"m\.yaml: rate_point\.sampling_step: unknown key"):
+        load_config(ModelConfig, path)
+
+
+def test_ill_typed_key_names_key_and_file(tmp_path):
+    path = tmp_path / "m.yaml"
+    path.write_text("compressor:\n  channels: many\n")
+    with pytest.raises(ConfigError, match=r"m\.yaml: compressor\.channels: .*integer"):
+        load_config(ModelConfig, path)
+
+
+def test_cross_field_rules(tmp_path):
+    with pytest.raises(ConfigError, match=r"rate_point\.sampling_steps: .*exceeds residual_steps"):
+        build_config(ModelConfig, {"rate_point": {"residual_steps": 2, "sampling_steps": 3}})
+
+
+def test_overrides_are_typed_and_dotted():
+    cfg = build_config(ModelConfig, {}, ["rate_point.sampling_steps=4", "compressor.groups=[8,8,8,8,16]"])
+    assert cfg.rate_point.sampling_steps == 4 and cfg.compressor.groups == [8, 8, 8, 8, 16]
+    with pytest.raises(ConfigError, match=r"--set rate_point\.guidance=abc.*rate_point\.guidance"):
+        build_config(ModelConfig, {}, ["rate_point.guidance=abc"])
+    with pytest.raises(ConfigError, match="expected key.path=value"):
+        parse_overrides(["novalue"])
+    with pytest.raises(ConfigError, match="not a section"):
+        build_config(ModelConfig, {"stride": 128}, ["stride.x=1"])
+
+
+@pytest.mark.parametrize("text,message", [("- a\n- b\n", "top level must be a mapping"), ("a: [1,\n", "not valid YAML")])
+def test_broken_files(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(ModelConfig, path)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(ModelConfig, tmp_path / "missing.yaml")

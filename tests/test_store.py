@@ -1,0 +1,79 @@
+"""Trained-codec folders and sd21-shaped loading through locally saved models."""
+
+import json
+import time
+
+import numpy as np
+import pytest
+import yaml
+
+from resulic.codec.store import load_codec, resolve_codec, save_codec
+from resulic.config import BackboneConfig
+from resulic.errors import ModelLoadError
+from resulic.models.backbone import build_tiny, load_backbone, save_backbone, weights_digest
+
+
+@pytest.fixture(scope="module")
+def folder(codec, tmp_path_factory):
+    return save_codec(codec, tmp_path_factory.mktemp("codec") / "r300")
+
+
+def test_folder_holds_only_declarative_files(folder):
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == ["compressor.safetensors", "config.yaml", "control.safetensors", "manifest.json"]
+
+
+def test_save_and_load_give_the_same_model_and_pixels(codec, folder, encoded):
+    loaded = load_codec(folder)
+    assert loaded.fingerprint == codec.fingerprint
+    assert json.loads((folder / "manifest.json").read_text())["fingerprint"] == codec.fingerprint.hex()
+    assert np.array_equal(np.asarray(loaded.decompress(encoded.data)), np.asarray(codec.decompress(encoded.data)))
+
+
+def test_resolve_codec_accepts_folder_yaml_and_default(folder, codec):
+    assert resolve_codec(str(folder)).fingerprint == codec.fingerprint
+    assert resolve_codec("configs/model/tiny.yaml").fingerprint == codec.fingerprint
+    assert resolve_codec(None).fingerprint == codec.fingerprint
+    with pytest.raises(ModelLoadError, match="neither"):
+        resolve_codec("no/such/model")
+
+
+@pytest.mark.parametrize("damage", ["edit_config", "truncate_weights", "drop_manifest", "wrong_format"])
+def test_damaged_folders_are_refused(folder, tmp_path, damage):
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(folder, bad)
+    if damage == "edit_config":
+        cfg = yaml.safe_load((bad / "config.yaml").read_text())
+        cfg["rate_point"]["seed"] = 1
+        (bad / "config.yaml").write_text(yaml.safe_dump(cfg))
+    elif damage == "truncate_weights":
+        data = (bad / "compressor.safetensors").read_bytes()
+        (bad / "compressor.safetensors").write_bytes(data[: len(data) // 2])
+    elif damage == "drop_manifest":
+        (bad / "manifest.json").unlink()
+    else:
+        (bad / "manifest.json").write_text('{"format": "pickle"}')
+    with pytest.raises(ModelLoadError):
+        load_codec(bad)
+
+
+def test_sd21_profile_loads_a_locally_saved_model(tmp_path):
+    tiny = build_tiny(BackboneConfig())
+    save_backbone(tiny, tmp_path / "sd")
+    loaded = load_backbone(BackboneConfig(profile="sd21", source=str(tmp_path / "sd")))
+    assert weights_digest(loaded.vae, loaded.unet, loaded.text_encoder) == weights_digest(tiny.vae, tiny.unet, tiny.text_encoder)
+    assert loaded.tokenizer("a red barn").input_ids == tiny.tokenizer("a red barn").input_ids
+    assert loaded.identity.startswith("sd21:")
+
+
+def test_missing_sd21_model_is_a_clear_error(tmp_path):
+    start = time.monotonic()
+    with pytest.raises(ModelLoadError, match="backbone.source") as info:
+        load_backbone(BackboneConfig(profile="sd21", source="nobody/no-such-model"))
+    assert "hub id 'nobody/no-such-model'" in str(info.value)
+    assert time.monotonic() - start < 60  # offline: fails at once rather than retrying
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelLoadError, match="local folder"):
+        load_backbone(BackboneConfig(profile="sd21", source=str(tmp_path / "empty")))
