@@ -43,6 +43,9 @@ def test_folder_mode_continues_past_bad_files(tmp_path, photo, capsys):
     err = capsys.readouterr().err
     assert "broken.png" in err and "1 of 3 file(s) failed" in err
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.rslc", "b.rslc"]
+    assert main(["info", str(tmp_path / "out")]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [Path(x["file"]).name for x in lines] == ["a.rslc", "b.rslc"] and lines[1]["width"] == 64
     assert main(["decompress", str(tmp_path / "out"), "-o", str(tmp_path / "dec")]) == 0
     assert sorted(p.name for p in (tmp_path / "dec").iterdir()) == ["a.png", "b.png"]
 

@@ -62,8 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("-o", "--output", help="output image or folder (default: input with .png / a sibling folder)")
     _model_options(d)
 
-    i = sub.add_parser("info", help="print a file's header as JSON (no model needed)")
-    i.add_argument("input", help=f"a {SUFFIX} file")
+    i = sub.add_parser("info", help="print a file's header as JSON (no model needed)",
+                       description="Print the header of a file as JSON, or one JSON line per file of a folder.")
+    i.add_argument("input", help=f"a {SUFFIX} file or a folder of them")
     return parser
 
 
@@ -141,23 +142,38 @@ def _read_bytes(path: Path) -> bytes:
         raise ResulicError(f"{path}: cannot read ({exc.strerror})") from None
 
 
-def cmd_info(args) -> int:
+def _header_info(path: Path) -> dict:
     from .codec.container import unpack
 
-    path = Path(args.input)
     data = _read_bytes(path)
     c = unpack(data)
-    info = c.header.as_dict()
-    pixels = c.header.width * c.header.height
+    info = {"file": str(path), **c.header.as_dict()}
     info.update(
         file_bytes=len(data),
-        bpp=len(data) * 8 / pixels,
+        bpp=len(data) * 8 / (c.header.width * c.header.height),
         latent_bytes=len(c.latent),
         text_bytes=len(c.text),
         header_bytes=len(data) - len(c.latent) - len(c.text),
     )
-    print(json.dumps(info, indent=2))
-    return 0
+    return info
+
+
+def cmd_info(args) -> int:
+    path = Path(args.input)
+    if not path.is_dir():
+        if not path.exists():
+            raise ResulicError(f"{path}: no such file or folder")
+        print(json.dumps(_header_info(path), indent=2))
+        return 0
+    # A folder: one JSON object per line, errors as objects too, so the output stays parseable.
+    failures = 0
+    for p in sorted(q for q in path.iterdir() if q.suffix == SUFFIX):
+        try:
+            print(json.dumps(_header_info(p)))
+        except ResulicError as exc:
+            failures += 1
+            print(json.dumps({"file": str(p), "error": str(exc)}))
+    return 2 if failures else 0
 
 
 COMMANDS = {"compress": cmd_compress, "decompress": cmd_decompress, "info": cmd_info}
