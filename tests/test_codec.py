@@ -88,3 +88,11 @@ def test_damaged_files_only_raise_the_codecs_error(codec, encoded, data):
 def test_the_fingerprint_does_not_drift_with_use(codec, encoded):
     codec.decode(encoded.data)
     assert codec._fingerprint() == codec.fingerprint
+
+
+def test_a_huge_claimed_size_is_refused_before_decoding(codec):
+    from resulic.codec import Container, Header, pack
+
+    blob = pack(Container(Header(codec.fingerprint, 60000, 60000), b"", b"\x00" * 8))
+    with pytest.raises(BitstreamError, match="over the decoder's limit"):
+        codec.decompress(blob)

@@ -53,9 +53,6 @@ def test_pad_and_tensor_round_trip():
 
 
 def test_atomic_write_leaves_nothing_on_failure(tmp_path):
-    class Boom(bytes):
-        pass
-
     target = tmp_path / "out.bin"
     with pytest.raises(TypeError):
         write_atomic(target, object())  # type: ignore[arg-type]

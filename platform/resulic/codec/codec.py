@@ -28,6 +28,9 @@ from ..models.control import build_control_unet, control_state_dict
 from .container import MAX_SIDE, Container, Header, pack, unpack
 
 VAE_FACTOR = 8
+# Files claiming more pixels than this are refused before any allocation (a crafted header
+# could otherwise ask for a 65536 x 65536 decode).
+MAX_DECODE_PIXELS = 64_000_000
 
 
 @dataclass
@@ -171,6 +174,10 @@ class Codec:
         container = unpack(data)
         header = container.header
         self.check_model(header)
+        if header.width * header.height > MAX_DECODE_PIXELS:
+            raise BitstreamError(
+                f"file claims {header.width}x{header.height} pixels, over the decoder's limit of {MAX_DECODE_PIXELS:,}"
+            )
         try:
             text = container.text.decode("utf-8")
         except UnicodeDecodeError:
@@ -186,7 +193,7 @@ class Codec:
         latent_hw = (ph // VAE_FACTOR, pw // VAE_FACTOR)
         try:
             z_c = self.compressor.decompress(container.latent, latent_hw)
-        except (RuntimeError, ValueError, IndexError) as exc:
+        except (RuntimeError, ValueError, IndexError, OverflowError) as exc:
             raise BitstreamError(f"latent stream is corrupt ({exc})") from None
         t1 = time.perf_counter()
 
