@@ -26,29 +26,18 @@ REPO = Path(__file__).resolve().parents[1]
 KODAK = REPO.parent / "shared" / "datasets" / "kodak"
 
 
-def official_loop_decode(codec, data: bytes):
-    """Decode with the official loop: a network call at every one of the S+1 grid points."""
-    from resulic.codec.codec import build_prompt
-    from resulic.codec.container import unpack
-    from resulic.diffusion import CallCounter
-    from resulic.images import padded_size
-
-    c = unpack(data)
-    rp = codec.config.rate_point
-    ph, pw = padded_size(c.header.height, c.header.width, codec.config.stride)
-    z_c = codec.compressor.decompress(c.latent, (ph // 8, pw // 8))
-    denoise = CallCounter(codec._denoiser(z_c, build_prompt(c.text.decode()), rp.guidance))
-    sched = codec.schedule
-    sched.set_timesteps(rp.sampling_steps)
-    noise = torch.randn(z_c.shape, generator=torch.Generator().manual_seed(rp.seed))
-    x = sched.start(z_c, noise)
-    grid = sched.timesteps.tolist()
+@torch.no_grad()
+def official_loop_sample(schedule, denoise, z_c, noise, num_steps, generator=None):
+    """The official sampler loop: the network is evaluated at every one of the S+1 grid points,
+    including t = N (output discarded: x0 is z_c there) and the final identity step at t = 0."""
+    schedule.set_timesteps(num_steps, device=z_c.device)
+    x = schedule.start(z_c, noise)
+    grid = schedule.timesteps.tolist()
     for i, t in enumerate(grid):
-        eps = denoise(x, t)  # evaluated even where unused (t = N, and the last identity step)
+        eps = denoise(x, t)
         if i + 1 < len(grid):
-            x = sched.step(eps, t, x, z_c)
-    codec.backbone.decode(x)
-    return denoise.calls * 2
+            x = schedule.step(eps, t, x, z_c, generator=generator)
+    return x
 
 
 def load_images(n: int):
@@ -134,8 +123,8 @@ def main() -> int:
         dec = codec.decode(enc.data)
         ours_evals = dec.network_evaluations
         t_dec = median_time(lambda: codec.decode(enc.data), args.repeats)
-        official_evals = official_loop_decode(codec, enc.data)
-        t_off = median_time(lambda: official_loop_decode(codec, enc.data), args.repeats)
+        official_evals = codec.decode(enc.data, sampler=official_loop_sample).network_evaluations
+        t_off = median_time(lambda: codec.decode(enc.data, sampler=official_loop_sample), args.repeats)
         ratios.append(t_dec / t_off)
         print(f"| {name} | {img.size[0]}x{img.size[1]} | {len(enc.data)} | {est:.1f} | {overhead:+.1f} | "
               f"{'met' if overhead <= target else 'MISSED'} ({target:.1f}) | {t_enc:.2f} | {t_dec:.2f} | {t_off:.2f} | {t_dec / t_off:.2f} |")

@@ -30,6 +30,7 @@ def main(argv=None) -> int:
 
     from resulic.codec.store import resolve_codec
     from resulic.config import MainJobConfig, load_config
+    from resulic.images import write_atomic
     from resulic.roundtrip import format_table, load_inputs, roundtrip
     try:
         cfg = load_config(MainJobConfig, args.config, args.overrides)
@@ -39,11 +40,14 @@ def main(argv=None) -> int:
               f"{codec.config.rate_point.name}); {len(items)} image(s) -> {cfg.output_dir}")
         with tqdm(total=len(items), desc="round trip", unit="img", file=sys.stderr) as bar:
             rows = roundtrip(codec, items, cfg.output_dir, progress=bar)
+        print(format_table(rows))
+        write_atomic(Path(cfg.output_dir, "results.json"), (json.dumps([r.as_dict() for r in rows], indent=2) + "\n").encode())
     except ResulicError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(format_table(rows))
-    Path(cfg.output_dir, "results.json").write_text(json.dumps([r.as_dict() for r in rows], indent=2) + "\n")
+    except OSError as exc:
+        print(f"error: cannot write to {cfg.output_dir}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     print(f"files, decoded PNGs and results.json are in {cfg.output_dir}")
     return 0
 

@@ -67,7 +67,8 @@ def test_bad_files_give_one_line_and_no_output(tmp_path, encoded, capsys, payloa
 def test_zero_size_image_and_missing_input(tmp_path, capsys):
     (tmp_path / "empty.png").write_bytes(b"")
     assert main(["compress", str(tmp_path / "empty.png")]) == 2
-    assert "file is empty" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "file is empty" in err and err.count("empty.png") == 1
     assert main(["compress", str(tmp_path / "missing.png")]) == 2
     assert "no such file" in capsys.readouterr().err
     assert not list(tmp_path.glob("*.rslc"))
@@ -83,3 +84,10 @@ def test_console_script_help():
     exe = Path(sys.executable).with_name("resulic")
     out = subprocess.run([str(exe), "compress", "--help"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "--model" in out.stdout and "--steps" in out.stdout
+
+
+def test_unwritable_output_is_a_clear_error(tmp_path, image_file, capsys):
+    (tmp_path / "taken").mkdir()  # the output path is an existing folder
+    assert main(["compress", str(image_file), "-o", str(tmp_path / "taken")]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot write {tmp_path / 'taken'}" in err and "Traceback" not in err

@@ -19,3 +19,8 @@ def test_main_job_round_trips_sample_photos(tmp_path, capsys):
 def test_main_job_reports_config_errors(capsys):
     assert main(["--config", "configs/main.yaml", "--set", "max_imgs=1"]) == 2
     assert "max_imgs: unknown key" in capsys.readouterr().err
+
+
+def test_main_job_reports_a_missing_image_folder(tmp_path, capsys):
+    assert main(["--config", "configs/main.yaml", "--set", f"images={tmp_path}/none"]) == 2
+    assert "no such image folder" in capsys.readouterr().err

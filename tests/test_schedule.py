@@ -159,3 +159,20 @@ def test_schedule_is_a_diffusers_config(tmp_path):
     assert t.config.residual_steps == 405 and t.config.gamma_variant == "time_varying"
     with pytest.raises(ValueError):
         ResidualSchedule(gamma_variant="other")
+
+
+def test_the_official_loop_gives_the_same_result_with_two_more_calls():
+    """The benchmark's baseline (network at all S+1 grid points) decodes identically."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("bench", Path(__file__).parents[1] / "benchmarks" / "bench_codec.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    s = ResidualSchedule(residual_steps=300)
+    z0, zc, eps = _latents()
+    ours, official = CallCounter(_oracle(s, z0, zc)), CallCounter(_oracle(s, z0, zc))
+    a = residual_ddim_sample(s, ours, zc, eps, 3)
+    b = bench.official_loop_sample(s, official, zc, eps, 3)
+    torch.testing.assert_close(a, b)
+    assert (ours.calls, official.calls) == (2, 4)

@@ -1,8 +1,6 @@
 """Trained-codec folders and sd21-shaped loading through locally saved models."""
 
 import json
-import time
-
 import numpy as np
 import pytest
 import yaml
@@ -69,11 +67,9 @@ def test_sd21_profile_loads_a_locally_saved_model(tmp_path):
 
 
 def test_missing_sd21_model_is_a_clear_error(tmp_path):
-    start = time.monotonic()
     with pytest.raises(ModelLoadError, match="backbone.source") as info:
         load_backbone(BackboneConfig(profile="sd21", source="nobody/no-such-model"))
     assert "hub id 'nobody/no-such-model'" in str(info.value)
-    assert time.monotonic() - start < 60  # offline: fails at once rather than retrying
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelLoadError, match="local folder"):
         load_backbone(BackboneConfig(profile="sd21", source=str(tmp_path / "empty")))

@@ -91,7 +91,12 @@ def _run_many(pairs, is_folder: bool, action: Callable[[Path, Path], str], verb:
             line = action(src, dst)
         except ResulicError as exc:
             failures += 1
-            tqdm.write(f"resulic: error: {src}: {exc}", file=sys.stderr)
+            message = str(exc) if str(src) in str(exc) else f"{src}: {exc}"  # name the file once
+            tqdm.write(f"resulic: error: {message}", file=sys.stderr)
+            continue
+        except OSError as exc:  # an unwritable or clashing output path
+            failures += 1
+            tqdm.write(f"resulic: error: cannot write {dst}: {exc.strerror or exc}", file=sys.stderr)
             continue
         tqdm.write(line) if is_folder else print(line)
     if failures and is_folder:

@@ -115,6 +115,8 @@ def save_image_atomic(img: Image.Image, path: str | Path) -> None:
 
 def list_images(folder: str | Path) -> list[Path]:
     folder = Path(folder)
+    if not folder.is_dir():
+        raise ImageError(f"{folder}: no such image folder")
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 

@@ -20,6 +20,7 @@ from PIL import Image
 
 from ..config import NEGATIVE_PROMPT, QUALITY_SUFFIX, ModelConfig
 from ..diffusion import CallCounter, ResidualSchedule, residual_ddim_sample
+from ..diffusion.sampler import Sampler
 from ..errors import BitstreamError, ModelMismatchError
 from ..images import image_to_tensor, pad_to_multiple, padded_size, tensor_to_image
 from ..models.backbone import Backbone, load_backbone, weights_digest
@@ -119,7 +120,7 @@ class Codec:
         h.update(self.config.canonical_json().encode())
         h.update(self.backbone.identity.encode())
         h.update(weights_digest(self.compressor).encode())
-        h.update(weights_digest(_ParamDict(control_state_dict(self.cdm))).encode())
+        h.update(weights_digest(control_state_dict(self.cdm)).encode())
         return h.digest()[:4]
 
     # -- encoding ------------------------------------------------------------------------------
@@ -169,7 +170,9 @@ class Codec:
             )
 
     @torch.no_grad()
-    def decode(self, data: bytes) -> DecodeResult:
+    def decode(self, data: bytes, sampler: Sampler = residual_ddim_sample) -> DecodeResult:
+        """Decode a file. ``sampler`` is swappable for benchmarks (same signature as
+        ``residual_ddim_sample``); every file decodes with the default."""
         t0 = time.perf_counter()
         container = unpack(data)
         header = container.header
@@ -200,7 +203,7 @@ class Codec:
         denoise = CallCounter(self._denoiser(z_c, build_prompt(text), guidance))
         generator = torch.Generator("cpu").manual_seed(seed)
         noise = torch.randn(z_c.shape, generator=generator, dtype=z_c.dtype).to(self.device)
-        z = residual_ddim_sample(self.schedule, denoise, z_c, noise, steps, generator=generator)
+        z = sampler(self.schedule, denoise, z_c, noise, steps, generator=generator)
         t2 = time.perf_counter()
         x = self.backbone.decode(z)[..., : header.height, : header.width]
         image = tensor_to_image(x)
@@ -231,14 +234,3 @@ class Codec:
             return eps_u + guidance * (eps_c - eps_u)
 
         return denoise
-
-
-class _ParamDict(torch.nn.Module):
-    """Lets weights_digest hash a plain dict of tensors."""
-
-    def __init__(self, tensors: dict[str, torch.Tensor]) -> None:
-        super().__init__()
-        self._t = tensors
-
-    def state_dict(self, *args, **kwargs):  # noqa: D401 - mirrors nn.Module
-        return self._t

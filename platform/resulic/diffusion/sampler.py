@@ -15,6 +15,8 @@ from torch import Tensor
 from .schedule import ResidualSchedule
 
 Denoiser = Callable[[Tensor, int], Tensor]  # (z_t, t) -> predicted eps (guidance applied)
+# (schedule, denoise, z_c, noise, num_steps, generator=...) -> z_0, e.g. residual_ddim_sample
+Sampler = Callable[..., Tensor]
 
 
 class CallCounter:

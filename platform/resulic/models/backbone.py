@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Mapping
 from pathlib import Path
 
 import torch
@@ -112,11 +113,12 @@ class Backbone:
         return self
 
 
-def weights_digest(*modules: torch.nn.Module) -> str:
-    """SHA-256 over the tensors of ``modules`` (names, shapes and bytes)."""
+def weights_digest(*parts: torch.nn.Module | Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 over the tensors of modules or state dicts (names, shapes and bytes)."""
     h = hashlib.sha256()
-    for module in modules:
-        for name, tensor in sorted(module.state_dict().items()):
+    for part in parts:
+        tensors = part.state_dict() if isinstance(part, torch.nn.Module) else part
+        for name, tensor in sorted(tensors.items()):
             t = tensor.detach().cpu().contiguous()
             h.update(name.encode())
             h.update(str(tuple(t.shape)).encode())

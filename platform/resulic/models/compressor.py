@@ -173,12 +173,15 @@ class LatentCompressor(nn.Module):
         return (h // 4, w // 4), (h // 16, w // 16)
 
     @torch.no_grad()
-    def estimate_bits(self, z0: Tensor) -> float:
-        """-log2 likelihood of the symbols compress() codes (eval mode: rounding, not noise)."""
+    def estimate_bits(self, z0: Tensor | None = None, y: Tensor | None = None) -> float:
+        """-log2 likelihood of the symbols compress() codes (eval mode: rounding, not noise).
+
+        Pass ``y`` when it is already computed, to skip g_a.
+        """
         was_training = self.training
         self.eval()
         try:
-            out = self.latent_codec(self.g_a(z0))
+            out = self.latent_codec(self.g_a(z0) if y is None else y)
         finally:
             self.train(was_training)
         return float(sum((-torch.log2(lk)).sum() for lk in out["likelihoods"].values()))
@@ -192,7 +195,7 @@ class LatentCompressor(nn.Module):
         with self.stream.encoding() as result:
             out = self.latent_codec.compress(y)
         z_c = self.g_s(out["y_hat"])
-        return CompressedLatent(result.data, z_c, self.estimate_bits(z0))
+        return CompressedLatent(result.data, z_c, self.estimate_bits(y=y))
 
     @torch.no_grad()
     def decompress(self, data: bytes, latent_hw: tuple[int, int]) -> Tensor:
