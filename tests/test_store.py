@@ -73,3 +73,13 @@ def test_missing_sd21_model_is_a_clear_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelLoadError, match="local folder"):
         load_backbone(BackboneConfig(profile="sd21", source=str(tmp_path / "empty")))
+
+
+def test_saving_never_replaces_an_unrelated_folder(codec, folder, tmp_path):
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "thesis.tex").write_text("do not delete")
+    with pytest.raises(ModelLoadError, match="refusing to replace"):
+        save_codec(codec, precious)
+    assert (precious / "thesis.tex").read_text() == "do not delete"
+    assert save_codec(codec, folder) == folder  # an earlier codec folder may be replaced

@@ -45,6 +45,8 @@ def _sha256(path: Path) -> str:
 def save_codec(codec: Codec, folder: str | Path) -> Path:
     """Write ``codec``'s trained parts to ``folder`` (replaced whole, never left half-written)."""
     folder = Path(folder)
+    if folder.exists() and not _replaceable(folder):
+        raise ModelLoadError(f"{folder}: exists and is not a trained-codec folder; refusing to replace it")
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
     tmp.chmod(0o755)
@@ -70,6 +72,18 @@ def save_codec(codec: Codec, folder: str | Path) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return folder
+
+
+def _replaceable(folder: Path) -> bool:
+    """Only an empty folder or an earlier trained-codec folder may be overwritten."""
+    if not folder.is_dir():
+        return False
+    if not any(folder.iterdir()):
+        return True
+    try:
+        return json.loads((folder / "manifest.json").read_text()).get("format") == FOLDER_FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _load_compressor_state(compressor: LatentCompressor, state: dict[str, torch.Tensor]) -> None:
