@@ -50,3 +50,16 @@ def photo() -> Image.Image:
 @pytest.fixture(scope="session")
 def encoded(codec, photo):
     return codec.encode(photo)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray for the whole session (127.0.0.1, 4 logical CPUs on any machine)."""
+    from resulic import cluster
+
+    import ray
+
+    cluster.ensure_ray(min_cpus=3)
+    cluster.quiet_data_progress()
+    yield ray
+    ray.shutdown()

@@ -86,7 +86,7 @@ def _replaceable(folder: Path) -> bool:
         return False
 
 
-def _load_compressor_state(compressor: LatentCompressor, state: dict[str, torch.Tensor]) -> None:
+def load_compressor_state(compressor: LatentCompressor, state: dict[str, torch.Tensor]) -> None:
     # The CDF tables' sizes depend on training; give each buffer the saved size first.
     for key, tensor in state.items():
         prefix, _, name = key.rpartition(".")
@@ -94,6 +94,21 @@ def _load_compressor_state(compressor: LatentCompressor, state: dict[str, torch.
             module = compressor.get_submodule(prefix)
             module.register_buffer(name, torch.empty_like(tensor))
     compressor.load_state_dict(state, strict=True)
+
+
+def load_trained_parts(
+    folder: Path, config: ModelConfig, backbone: Backbone
+) -> tuple[LatentCompressor, torch.nn.Module]:
+    """The compressor and control module saved in ``folder``, built for ``config`` (whose
+    compressor and control sizes must be the saved ones; its rate point may differ)."""
+    try:
+        compressor = LatentCompressor(config.compressor)
+        load_compressor_state(compressor, load_file(folder / "compressor.safetensors"))
+        cdm = build_control_unet(backbone.unet, config.control)
+        load_control_state(cdm, load_file(folder / "control.safetensors"))
+    except (KeyError, RuntimeError, ValueError, OSError) as exc:
+        raise ModelLoadError(f"{folder}: weights do not fit the model config ({exc})") from None
+    return compressor, cdm
 
 
 def load_codec(folder: str | Path, backbone: Backbone | None = None, device="cpu") -> Codec:
@@ -120,13 +135,7 @@ def load_codec(folder: str | Path, backbone: Backbone | None = None, device="cpu
             raise ModelLoadError(f"{path}: contents do not match manifest.json (corrupt or edited)")
     config = load_config(ModelConfig, folder / "config.yaml")
     backbone = backbone or load_backbone(config.backbone)
-    try:
-        compressor = LatentCompressor(config.compressor)
-        _load_compressor_state(compressor, load_file(folder / "compressor.safetensors"))
-        cdm = build_control_unet(backbone.unet, config.control)
-        load_control_state(cdm, load_file(folder / "control.safetensors"))
-    except (KeyError, RuntimeError, ValueError, OSError) as exc:
-        raise ModelLoadError(f"{folder}: weights do not fit config.yaml ({exc})") from None
+    compressor, cdm = load_trained_parts(folder, config, backbone)
     codec = Codec(config, backbone, compressor, cdm, device).to(device)
     if codec.fingerprint.hex() != manifest.get("fingerprint"):
         raise ModelLoadError(

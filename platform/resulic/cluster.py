@@ -1,0 +1,50 @@
+"""Connecting to Ray: the cluster named by ``RAY_ADDRESS`` (a submitted job), or a local one
+started here, bound to 127.0.0.1.
+
+Import this module before ``ray`` anywhere in the platform: Ray reads
+``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` at import time, and ``0`` keeps a local cluster on the
+loopback address instead of the machine's external one.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+
+# What local Ray workers need to behave like the driver (offline, one thread each).
+WORKER_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
+              "MLFLOW_TRACKING_URI", "MLFLOW_DISABLE_TELEMETRY", "TOKENIZERS_PARALLELISM")
+
+
+def ensure_ray(min_cpus: float = 1) -> None:
+    """Use the running Ray (or ``RAY_ADDRESS``'s); otherwise start a local one with at least
+    ``min_cpus`` logical CPUs plus one for Ray Data."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    env = {k: os.environ[k] for k in WORKER_ENV if k in os.environ}
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(runtime_env={"env_vars": env}, log_to_driver=True)
+        return
+    num_cpus = max(int(min_cpus + 0.999) + 1, os.cpu_count() or 1)
+    ray.init(
+        num_cpus=num_cpus,
+        include_dashboard=True,  # Ray Train cleans up through the state API, which the dashboard serves
+        dashboard_host="127.0.0.1",
+        object_store_memory=2 * 1024**3,
+        runtime_env={"env_vars": env},
+        log_to_driver=True,
+    )
+
+
+def quiet_data_progress() -> None:
+    """Ray Data's per-operator progress bars drown the training log; the trainer prints its own."""
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False

@@ -1,0 +1,88 @@
+"""MLflow: where runs go, finding a run again by its deterministic name, batched logging.
+
+Default store: ``sqlite:///<working folder>/mlflow.db`` with artifacts in ``./mlartifacts``
+(absolute, so Ray worker processes write to the same place); ``MLFLOW_TRACKING_URI`` points
+everything at a tracking server instead (the only sane choice on a multi-node cluster).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Iterable
+
+RUN_NAME_TAG = "resulic.run_name"
+STORAGE_TAG = "resulic.storage_path"
+CONFIG_HASH_TAG = "resulic.config_hash"
+MAX_PARAM_LENGTH = 6000
+
+
+def tracking_uri(explicit: str | None = None) -> str:
+    if explicit:
+        return explicit
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    return f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+def client(uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def ensure_experiment(mlflow_client, name: str) -> str:
+    experiment = mlflow_client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    location = None
+    if mlflow_client.tracking_uri.startswith("sqlite:"):
+        location = (Path.cwd() / "mlartifacts").as_uri()
+    return mlflow_client.create_experiment(name, artifact_location=location)
+
+
+def find_run(mlflow_client, experiment_id: str, run_name: str, storage: str):
+    """The run that an earlier submission of the same (name, storage path) created, if any."""
+    runs = mlflow_client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{RUN_NAME_TAG}` = '{run_name}' and tags.`{STORAGE_TAG}` = '{storage}'",
+        max_results=1,
+        order_by=["attributes.start_time DESC"],
+    )
+    return runs[0] if runs else None
+
+
+def start_run(mlflow_client, experiment_id: str, run_name: str, storage: str, tags: dict[str, str]) -> str:
+    run = mlflow_client.create_run(
+        experiment_id, run_name=run_name, tags={RUN_NAME_TAG: run_name, STORAGE_TAG: storage, **tags}
+    )
+    return run.info.run_id
+
+
+def reopen_run(mlflow_client, run_id: str) -> None:
+    mlflow_client.update_run(run_id, status="RUNNING")
+
+
+def log_params(mlflow_client, run_id: str, params: dict[str, object]) -> None:
+    """Log params that the run does not have yet (MLflow refuses to change a logged value)."""
+    from mlflow.entities import Param
+
+    existing = mlflow_client.get_run(run_id).data.params
+    new = [
+        Param(key, str(value)[:MAX_PARAM_LENGTH])
+        for key, value in params.items()
+        if key not in existing
+    ]
+    for i in range(0, len(new), 100):
+        mlflow_client.log_batch(run_id, params=new[i : i + 100])
+
+
+def log_metrics(mlflow_client, run_id: str, rows: Iterable[tuple[int, dict[str, float]]]) -> None:
+    """``rows`` of (step, {name: value}), in as few requests as possible."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    metrics = [Metric(key, float(value), now, step) for step, values in rows for key, value in values.items()]
+    for i in range(0, len(metrics), 1000):
+        mlflow_client.log_batch(run_id, metrics=metrics[i : i + 1000])

@@ -1,0 +1,5 @@
+"""Staged training (RESULIC.md §4): schema, losses, checkpoints, the Ray Train loop and driver.
+
+``config``, ``model``, ``checkpoint`` and ``perceptual`` need neither Ray nor MLflow; ``loop``
+(per-worker) and ``trainer`` (driver) wire them to Ray Train and MLflow.
+"""

@@ -1,0 +1,90 @@
+"""Training checkpoints: a trained-codec folder plus the optimiser state and the step.
+
+    <checkpoint>/codec/      the model as ``resulic.codec.store`` writes it: loadable by every tool
+    <checkpoint>/state.pt    {"step", "optimizers", "discriminator", "run_id", ...}
+
+so the best or last checkpoint of a run *is* a codec; nothing needs converting. No Ray here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import yaml
+
+from ..codec import Codec
+from ..codec.store import load_compressor_state, load_trained_parts, save_codec
+from ..config import ModelConfig
+from ..errors import ConfigError, ModelLoadError
+from ..models.backbone import Backbone
+from ..models.compressor import LatentCompressor
+from ..models.control import build_control_unet
+from .model import TrainableCodec
+
+STATE_FILE = "state.pt"
+CODEC_DIR = "codec"
+
+
+def fresh_parts(config: ModelConfig, backbone: Backbone) -> tuple[LatentCompressor, torch.nn.Module]:
+    """Seeded initial compressor and control module (the same as ``Codec.build``)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.compressor.seed)
+        compressor = LatentCompressor(config.compressor)
+    return compressor, build_control_unet(backbone.unet, config.control)
+
+
+def parts_from_folder(
+    folder: str | Path, config: ModelConfig, backbone: Backbone
+) -> tuple[LatentCompressor, torch.nn.Module]:
+    """The trained parts of an earlier model, for a config that may change only the rate point."""
+    folder = Path(folder)
+    try:
+        saved = ModelConfig.model_validate(yaml.safe_load((folder / "config.yaml").read_text()))
+    except FileNotFoundError:
+        raise ModelLoadError(f"{folder}: not a trained-codec folder (no config.yaml)") from None
+    for section in ("backbone", "compressor", "control"):
+        if getattr(saved, section) != getattr(config, section):
+            raise ConfigError(
+                f"model.{section}: differs from the model in {folder}; a later stage may change only the rate point"
+            )
+    return load_trained_parts(folder, config, backbone)
+
+
+def snapshot_codec(trainable: TrainableCodec, device: torch.device | str) -> Codec:
+    """A codec of the current weights, for validation and checkpoints. The compressor is copied
+    (its coding tables are rebuilt); the control module is shared, so the caller puts it back in
+    training mode afterwards."""
+    # A new instance rather than deepcopy: DDP hooks on the live parameters cannot be copied.
+    compressor = LatentCompressor(trainable.config.compressor).to(next(trainable.compressor.parameters()).device)
+    load_compressor_state(compressor, {k: v.detach().clone() for k, v in trainable.compressor.state_dict().items()})
+    compressor.update(force=True)
+    return Codec(trainable.config, trainable.backbone, compressor, trainable.cdm, device)
+
+
+def save_checkpoint(
+    folder: str | Path,
+    codec: Codec,
+    trainable: TrainableCodec,
+    optimizers: dict[str, torch.optim.Optimizer],
+    step: int,
+    extra: dict | None = None,
+) -> Path:
+    folder = Path(folder)
+    save_codec(codec, folder / CODEC_DIR)
+    state = {
+        "step": step,
+        "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
+        "discriminator": None if trainable.discriminator is None else trainable.discriminator.state_dict(),
+        **(extra or {}),
+    }
+    torch.save(state, folder / STATE_FILE)
+    return folder
+
+
+def load_state(folder: str | Path) -> dict:
+    path = Path(folder) / STATE_FILE
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ModelLoadError(f"{path}: training checkpoint has no state file") from None

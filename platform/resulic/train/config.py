@@ -1,0 +1,153 @@
+"""The training job's schema (``configs/train/*.yaml``): stage, model, data, losses, optimiser,
+workers and the Ray/MLflow run.
+
+Defaults are a short stage 1 of the embedded ``tiny`` profile on the sample photos, two CPU
+workers, local Ray, ``./ray_results`` and the SQLite store ``./mlflow.db``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from ..config import ModelConfig, StrictModel, load_config
+
+
+class DataConfig(StrictModel):
+    # An image folder, a JSONL manifest ({"path": ..., "caption": ...} per line; paths relative
+    # to the manifest, absolute, or URIs such as s3://...), or 'samples' for scikit-image's photos.
+    source: str = "samples"
+    crop_size: int = Field(128, ge=128, description="random square crops; a multiple of 128 px")
+    caption_dropout: float = Field(0.3, ge=0, le=1, description="probability a caption is replaced by ''")
+    validation_images: int = Field(1, ge=0, description="held-out images, fixed by name, for validation")
+    validation_size: int = Field(128, ge=16, description="centre crop side of validation images")
+
+    @field_validator("crop_size")
+    @classmethod
+    def _stride(cls, v: int) -> int:
+        if v % 128:
+            raise ValueError(f"{v} is not a multiple of 128 (the model's stride)")
+        return v
+
+
+class LossConfig(StrictModel):
+    """RESULIC.md §4. Stage 1: eps + λ_R·rate + λ_g·guide. Stage 2 adds λ_d·MSE + λ_p·LPIPS."""
+
+    lambda_rate: float | None = Field(None, gt=0, description="λ_R; null = the rate point's lambda_rate")
+    lambda_guide: float = Field(1.0, ge=0, description="L_D = ||z_c - z_0||² (RESULIC.md §0 item 9)")
+    lambda_mse: float = Field(1.0, ge=0, description="stage 2: pixel MSE on VAE-decoded x̂0, x in [-1, 1]")
+    lambda_lpips: float = Field(1.0, ge=0, description="stage 2: LPIPS-VGG on VAE-decoded x̂0")
+    lambda_adversarial: float = Field(0.0, ge=0, description="stage 2: optional hinge-GAN term, off by default")
+    # torchvision VGG16 weights (a local .pth) for LPIPS' backbone; without them the backbone is
+    # random (LPIPS' own linear layers ship in the package) and the run is tagged so.
+    lpips_vgg_weights: str | None = None
+
+
+class OptimConfig(StrictModel):
+    steps: int = Field(30, ge=1, description="total optimiser steps of this stage")
+    batch_size: int = Field(2, ge=1, description="per worker")
+    lr: float = Field(1e-4, gt=0, description="AdamW for compressor + control module")
+    aux_lr: float = Field(1e-3, gt=0, description="AdamW for the entropy bottleneck's quantiles")
+    weight_decay: float = Field(0.01, ge=0)
+    grad_clip: float | None = Field(None, gt=0)
+    seed: int = 0
+
+
+class WorkersConfig(StrictModel):
+    num_workers: int = Field(2, ge=1)
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(1, gt=0)
+    bf16: bool = Field(False, description="bf16 autocast of the forward pass (GPUs)")
+    gradient_checkpointing: bool = False
+
+
+class RunConfig(StrictModel):
+    # Deterministic: submitting the same name with the same storage path resumes that run.
+    name: str = "stage1-tiny"
+    storage_path: str = Field("ray_results", description="local folder, NFS path or s3://… URI")
+    experiment: str = "resulic-train"
+    tracking_uri: str | None = Field(None, description="null = $MLFLOW_TRACKING_URI or sqlite:///mlflow.db")
+    checkpoint_every: int = Field(10, ge=1, description="steps between validation + checkpoint")
+    keep_checkpoints: int = Field(2, ge=1)
+    checkpoint_score: str = Field("val_bpp_real", description="validation metric that ranks checkpoints")
+    checkpoint_score_order: Literal["min", "max"] = "min"
+    max_failures: int = Field(2, ge=-1, description="restarts of the worker group (-1 = unlimited)")
+    log_every: int = Field(5, ge=1, description="steps between progress lines")
+    # Test switch: rank 0 raises once when it reaches this step (a marker file in the run folder
+    # makes it once), to exercise restart and resume.
+    fail_once_at_step: int | None = Field(None, ge=1)
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        if not v or not all(c.isalnum() or c in "-_." for c in v) or v.startswith("."):
+            raise ValueError("use letters, digits, '-', '_' and '.' (it names a folder)")
+        return v
+
+
+class TrainConfig(StrictModel):
+    stage: Literal[1, 2] = 1
+    # A model YAML (configs/model/*.yaml) or the model config inline; default: the tiny profile.
+    model: ModelConfig | str = Field(default_factory=ModelConfig)
+    # Stage 2 starts from the whole stage-1 model: a run name under the same storage path, or a
+    # trained-codec folder.
+    init_from: str | None = None
+    data: DataConfig = Field(default_factory=DataConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    workers: WorkersConfig = Field(default_factory=WorkersConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
+
+    @field_validator("model")
+    @classmethod
+    def _load_model_file(cls, v: ModelConfig | str) -> ModelConfig:
+        return load_config(ModelConfig, v) if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _stage_rules(self) -> "TrainConfig":
+        if self.stage == 2 and not self.init_from:
+            raise ValueError("init_from: stage 2 starts from a stage-1 model; name its run or folder")
+        if self.stage == 1 and self.init_from:
+            raise ValueError("init_from: only stage 2 starts from an earlier model")
+        if self.stage == 1 and self.loss.lambda_adversarial > 0:
+            raise ValueError("loss.lambda_adversarial: the adversarial term belongs to stage 2")
+        return self
+
+    @property
+    def lambda_rate(self) -> float:
+        assert isinstance(self.model, ModelConfig)
+        return self.loss.lambda_rate if self.loss.lambda_rate is not None else self.model.rate_point.lambda_rate
+
+    def flat(self) -> dict[str, object]:
+        """Dotted keys -> values, for MLflow params."""
+        out: dict[str, object] = {}
+
+        def walk(prefix: str, node: object) -> None:
+            if isinstance(node, dict):
+                for k, v in node.items():
+                    walk(f"{prefix}.{k}" if prefix else k, v)
+            else:
+                out[prefix] = node
+
+        walk("", self.model_dump(mode="json"))
+        return out
+
+    def science_hash(self) -> str:
+        """Hash of what defines the result (not workers, run bookkeeping or step count), so a
+        resumed run can be checked against the config it was started with."""
+        data = self.model_dump(mode="json")
+        for operational in ("workers", "run"):
+            data.pop(operational)
+        data["optim"].pop("steps")
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def storage_root(run: RunConfig) -> str:
+    """The storage path as Ray needs it: URIs as given, local folders absolute."""
+    if "://" in run.storage_path:
+        return run.storage_path
+    return str(Path(run.storage_path).expanduser().resolve())

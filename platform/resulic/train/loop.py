@@ -1,0 +1,230 @@
+"""The per-worker training loop that Ray Train runs on every worker.
+
+Every worker: build the backbone and the trained parts (from the run's latest checkpoint, the
+stage-1 model, or fresh), wrap them in DDP, and step through its shard of the Ray Data pipeline.
+Every ``checkpoint_every`` steps rank 0 validates through real files, writes a checkpoint and
+reports it (all workers report: it is a barrier). Rank 0 alone talks to MLflow, and only after
+the checkpoint is stored: the metrics MLflow shows are those of steps a checkpoint holds, so a
+restarted run never logs a step twice and never leaves a gap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .. import cluster  # noqa: F401  (sets Ray's environment before ray is imported)
+from ..config import ModelConfig
+from ..data import center_crop, load_image
+from ..models.backbone import load_backbone
+from ..roundtrip import psnr
+from ..runtime import configure_threads, quiet_libraries
+from .checkpoint import fresh_parts, load_state, parts_from_folder, save_checkpoint, snapshot_codec
+from .config import TrainConfig
+from .model import TrainableCodec
+from .perceptual import build_lpips
+
+
+class InjectedFailure(RuntimeError):
+    """Raised once by the ``run.fail_once_at_step`` test switch."""
+
+
+def _optimizers(trainable: TrainableCodec, cfg: TrainConfig) -> dict[str, torch.optim.Optimizer]:
+    groups = trainable.parameter_groups()
+    o = cfg.optim
+    optimizers = {
+        "main": torch.optim.AdamW(groups["main"], lr=o.lr, weight_decay=o.weight_decay),
+        "aux": torch.optim.AdamW(groups["aux"], lr=o.aux_lr, weight_decay=0.0),
+    }
+    if "disc" in groups:
+        optimizers["disc"] = torch.optim.Adam(groups["disc"], lr=o.lr, betas=(0.5, 0.9))
+    return optimizers
+
+
+def _batches(shard, batch_size: int):
+    """Endless batches from this worker's shard; each pass is a new epoch of crops."""
+    while True:
+        seen = False
+        for batch in shard.iter_batches(batch_size=batch_size, batch_format="numpy", drop_last=False):
+            seen = True
+            yield batch
+        if not seen:
+            raise RuntimeError("this worker's data shard is empty: use fewer workers or more images")
+
+
+def _images(batch: dict, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(np.array(batch["image"], dtype=np.uint8)).permute(0, 3, 1, 2).float().div(255).to(device)
+
+
+def _grid(pairs: list[tuple[Image.Image, Image.Image]]) -> Image.Image:
+    """Originals on the top row, reconstructions below."""
+    side = max(max(a.size) for a, _ in pairs)
+    grid = Image.new("RGB", (side * len(pairs), 2 * side), "white")
+    for i, (a, b) in enumerate(pairs):
+        grid.paste(a, (i * side, 0))
+        grid.paste(b, (i * side, side))
+    return grid
+
+
+@torch.no_grad()
+def validate(codec, validation: list[dict], size: int, lpips) -> tuple[dict[str, float], Image.Image | None]:
+    """Real files: compress each held-out image, decode it, measure bpp from the bytes."""
+    if not validation:
+        return {}, None
+    rows, pairs = [], []
+    for item in validation:
+        img = center_crop(load_image(item["path"]), size)
+        enc = codec.encode(img, text=item["caption"])
+        out = codec.decode(enc.data).image
+        x = torch.from_numpy(np.array(img)).permute(2, 0, 1)[None].float().div(127.5).sub(1)
+        y = torch.from_numpy(np.array(out)).permute(2, 0, 1)[None].float().div(127.5).sub(1)
+        device = next(lpips.parameters()).device if lpips is not None else "cpu"
+        rows.append({
+            "val_bpp_real": enc.bpp,
+            "val_bpp_estimated": enc.estimated_bpp,
+            "val_psnr": psnr(img, out),
+            **({"val_lpips": float(lpips(x.to(device), y.to(device)).mean())} if lpips is not None else {}),
+        })
+        pairs.append((img, out))
+    metrics = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+    return metrics, _grid(pairs)
+
+
+def train_loop_per_worker(loop_config: dict) -> None:
+    import ray.train
+    import ray.train.torch
+
+    quiet_libraries()
+    configure_threads()
+    cfg = TrainConfig.model_validate(loop_config["train"])
+    model_cfg: ModelConfig = cfg.model  # type: ignore[assignment]
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    device = ray.train.torch.get_device()
+
+    backbone = load_backbone(model_cfg.backbone).to(device)
+    checkpoint = ray.train.get_checkpoint()
+    state = None
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            compressor, cdm = parts_from_folder(Path(folder) / "codec", model_cfg, backbone)
+            state = load_state(folder)
+    elif loop_config.get("init_folder"):
+        compressor, cdm = parts_from_folder(loop_config["init_folder"], model_cfg, backbone)
+    else:
+        compressor, cdm = fresh_parts(model_cfg, backbone)
+    if cfg.workers.gradient_checkpointing:
+        cdm.enable_gradient_checkpointing()
+    lpips, _ = build_lpips(cfg.loss.lpips_vgg_weights) if cfg.stage == 2 or rank == 0 else (None, True)
+    if lpips is not None:
+        lpips.to(device)
+    trainable = TrainableCodec(
+        model_cfg, backbone, compressor, cdm, cfg.stage, cfg.loss, cfg.lambda_rate,
+        lpips if cfg.stage == 2 else None,
+    )
+    trainable.train()
+    optimizers = _optimizers(trainable, cfg)
+    start = 0
+    if state is not None:
+        start = int(state["step"])
+        for name, opt in optimizers.items():
+            opt.load_state_dict(state["optimizers"][name])
+        if trainable.discriminator is not None and state.get("discriminator") is not None:
+            trainable.discriminator.load_state_dict(state["discriminator"])
+    # Each worker and each restart draws different noise; the stream is reproducible per step.
+    torch.manual_seed(cfg.optim.seed + 1000 * rank + start)
+    model = ray.train.torch.prepare_model(
+        trainable,
+        # Every trained parameter takes part in forward (the aux loss included); the coding
+        # tables change size on rank 0 alone, so buffers are not broadcast.
+        parallel_strategy_kwargs={"find_unused_parameters": False, "broadcast_buffers": False},
+    )
+
+    mlflow_client = None
+    if rank == 0:
+        from .. import tracking
+
+        mlflow_client = tracking.client(loop_config["tracking_uri"])
+    run_id = loop_config["run_id"]
+    total = cfg.optim.steps
+    if start >= total:
+        if rank == 0:
+            print(f"[train] {cfg.run.name}: already at step {start} of {total}; nothing to do", flush=True)
+        return
+    if rank == 0:
+        origin = f"resuming at step {start}" if start else ("from " + loop_config["init_folder"] if loop_config.get("init_folder") else "from scratch")
+        print(f"[train] {cfg.run.name}: stage {cfg.stage}, {world} worker(s), steps {start + 1}..{total}, {origin}", flush=True)
+
+    shard = ray.train.get_dataset_shard("train")
+    batches = _batches(shard, cfg.optim.batch_size)
+    autocast = (
+        torch.autocast(device_type=device.type, dtype=torch.bfloat16) if cfg.workers.bf16 else contextlib.nullcontext()
+    )
+    pending: list[tuple[int, dict[str, float]]] = []  # rank 0: metrics not yet in MLflow
+    t_start, images_seen = time.perf_counter(), 0
+    for step in range(start + 1, total + 1):
+        t0 = time.perf_counter()
+        batch = next(batches)
+        images = _images(batch, device)
+        with autocast:
+            terms = model(images, list(batch["caption"]))
+        for opt in optimizers.values():
+            opt.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        if cfg.optim.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(trainable.parameter_groups()["main"], cfg.optim.grad_clip)
+        for opt in optimizers.values():
+            opt.step()
+        seconds = time.perf_counter() - t0
+        images_seen += images.shape[0]
+
+        if rank == 0:
+            row = {k: float(v.detach()) for k, v in terms.items() if k != "total"}
+            row["images_per_second"] = images.shape[0] * world / seconds
+            pending.append((step, row))
+            if step % cfg.run.log_every == 0 or step == start + 1:
+                rate = (step - start) / (time.perf_counter() - t_start)
+                eta = (total - step) / rate if rate > 0 else math.inf
+                losses = "  ".join(f"{k} {row[k]:.4g}" for k in ("loss", "loss_eps", "bpp_estimated", "loss_lpips") if k in row)
+                print(f"[train] step {step}/{total}  {rate:.2f} step/s  {losses}  ETA {eta:.0f} s", flush=True)
+            if cfg.run.fail_once_at_step == step:
+                marker = Path(loop_config["fail_marker"])
+                if not marker.exists():
+                    marker.parent.mkdir(parents=True, exist_ok=True)
+                    marker.write_text(str(step))
+                    raise InjectedFailure(f"run.fail_once_at_step: injected failure at step {step}")
+
+        if step % cfg.run.checkpoint_every == 0 or step == total:
+            _checkpoint(step, cfg, trainable, optimizers, device, rank, loop_config, mlflow_client, run_id, pending, lpips)
+            pending = []
+
+
+def _checkpoint(step, cfg, trainable, optimizers, device, rank, loop_config, mlflow_client, run_id, pending, lpips) -> None:
+    import ray.train
+
+    if rank != 0:
+        ray.train.report({"step": step}, checkpoint=None)
+        return
+    codec = snapshot_codec(trainable, device)
+    try:
+        metrics, grid = validate(codec, loop_config["validation"], cfg.data.validation_size, lpips)
+    finally:
+        trainable.train()
+    metrics["step"] = step
+    with tempfile.TemporaryDirectory() as folder:
+        save_checkpoint(folder, codec, trainable, optimizers, step, {"run_id": run_id})
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+    from .. import tracking
+
+    tracking.log_metrics(mlflow_client, run_id, [*pending, (step, {k: v for k, v in metrics.items() if k != "step"})])
+    if grid is not None:
+        mlflow_client.log_image(run_id, grid, key="validation", step=step)
+    summary = "  ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k != "step")
+    print(f"[train] checkpoint at step {step}: {summary}", flush=True)

@@ -1,0 +1,145 @@
+"""The trained parts and their losses (RESULIC.md §4), as one ``nn.Module`` whose ``forward``
+returns every loss term, so that one DDP wrapper covers everything that learns.
+
+Stage 1:  L1 = ||eps - eps_theta(z_n, n, z_c, c)||² + λ_R·R + λ_g·||z_c - z_0||²
+Stage 2:  L2 = L1 + λ_d·MSE(x̂, x) + λ_p·LPIPS(x̂, x) [+ λ_adv·hinge-GAN], x̂ = VAE-Dec(x̂_0)
+
+with n ~ U{0..N_r}, z_n from the residual forward process, R the estimated bits per pixel of
+y and z, and x̂, x in [-1, 1] given the same random shift-and-resize augmentation. Gradients reach
+the trained parts through the frozen VAE decoder. No Ray or MLflow here.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..config import ModelConfig
+from ..diffusion import ResidualSchedule
+from ..models.backbone import Backbone
+from ..models.compressor import LatentCompressor
+from .config import LossConfig
+
+AUGMENT_PAD = 15  # px, as in the official stage 2
+
+
+class PatchDiscriminator(nn.Module):
+    """A small PatchGAN for the optional adversarial term (spectral norm keeps it stable)."""
+
+    def __init__(self, width: int = 32) -> None:
+        super().__init__()
+        sn = nn.utils.spectral_norm
+        self.layers = nn.Sequential(
+            sn(nn.Conv2d(3, width, 4, 2, 1)), nn.LeakyReLU(0.2),
+            sn(nn.Conv2d(width, 2 * width, 4, 2, 1)), nn.LeakyReLU(0.2),
+            sn(nn.Conv2d(2 * width, 4 * width, 4, 2, 1)), nn.LeakyReLU(0.2),
+            nn.Conv2d(4 * width, 1, 3, 1, 1),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.layers(x)
+
+
+def shared_augment(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    """The same random replicate-pad, crop and bicubic resize applied to both batches."""
+    _, _, h, w = a.shape
+    padded = F.pad(torch.cat([a, b]), [AUGMENT_PAD] * 4, mode="replicate")
+    left, right, top, bottom = (int(v) for v in torch.randint(0, AUGMENT_PAD + 1, (4,)))
+    crop = padded[..., top : padded.shape[-2] - bottom, left : padded.shape[-1] - right]
+    out = F.interpolate(crop, size=(h, w), mode="bicubic", align_corners=False)
+    return out.chunk(2)
+
+
+class TrainableCodec(nn.Module):
+    """Compressor + control module (+ discriminator) with the stage's loss in ``forward``."""
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        backbone: Backbone,
+        compressor: LatentCompressor,
+        cdm: nn.Module,
+        stage: int,
+        loss: LossConfig,
+        lambda_rate: float,
+        lpips: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        self.compressor = compressor
+        self.cdm = cdm
+        self.discriminator = PatchDiscriminator() if stage == 2 and loss.lambda_adversarial > 0 else None
+        # Frozen helpers are kept out of the module tree: DDP then neither syncs nor checks them.
+        self.__dict__["backbone"] = backbone
+        self.__dict__["lpips"] = lpips
+        self.config = config
+        self.stage = stage
+        self.weights = loss
+        self.lambda_rate = lambda_rate
+        rp = config.rate_point
+        self.schedule = ResidualSchedule(residual_steps=rp.residual_steps, gamma_variant=rp.gamma)
+        if stage == 2 and lpips is None and loss.lambda_lpips > 0:
+            raise ValueError("stage 2 with lambda_lpips > 0 needs an LPIPS module")
+
+    # -- parameter groups ----------------------------------------------------------------------
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """main: compressor (no quantiles) + control module; aux: quantiles; disc: discriminator."""
+        aux = [p for n, p in self.compressor.named_parameters() if n.endswith("quantiles")]
+        aux_ids = {id(p) for p in aux}
+        main = [p for p in self.compressor.parameters() if id(p) not in aux_ids]
+        main += [p for p in self.cdm.parameters() if p.requires_grad]
+        groups = {"main": main, "aux": aux}
+        if self.discriminator is not None:
+            groups["disc"] = list(self.discriminator.parameters())
+        return groups
+
+    # -- the loss ------------------------------------------------------------------------------
+    def forward(self, images: Tensor, captions: list[str]) -> dict[str, Tensor]:
+        """``images`` in [0, 1], (B, 3, H, W). Returns the terms; ``total`` is what to backprop
+        (the model loss, the entropy models' auxiliary loss and the discriminator's loss touch
+        disjoint parameters, each stepped by its own optimiser)."""
+        backbone = self.backbone
+        with torch.no_grad():
+            z0 = backbone.encode(images)
+            context = backbone.encode_text(list(captions))
+        out = self.compressor(z0)
+        z_c = out["z_c"]
+        pixels = images.shape[0] * images.shape[-2] * images.shape[-1]
+        rate = sum((-torch.log2(lk)).sum() for lk in out["likelihoods"].values()) / pixels
+
+        n = torch.randint(0, self.schedule.N + 1, (images.shape[0],), device=images.device)
+        noise = torch.randn_like(z0)
+        z_n = self.schedule.q_sample(z0, z_c, noise, n)
+        eps = self.cdm(z_n, n, encoder_hidden_states=context, controlnet_cond=z_c).sample
+
+        terms = {
+            "loss_eps": F.mse_loss(eps.float(), noise.float()),
+            "bpp_estimated": rate,
+            "loss_guide": F.mse_loss(z_c.float(), z0.float()),
+        }
+        loss = terms["loss_eps"] + self.lambda_rate * rate + self.weights.lambda_guide * terms["loss_guide"]
+        disc_loss = torch.zeros((), device=images.device)
+        if self.stage == 2:
+            x0_hat = self.schedule.predict_x0(z_n, eps, z_c, n)
+            x_hat = backbone.vae.decode(x0_hat / backbone.scaling_factor).sample.float()
+            x = images * 2 - 1
+            x_hat, x = shared_augment(x_hat, x)
+            terms["loss_mse"] = F.mse_loss(x_hat, x)
+            loss = loss + self.weights.lambda_mse * terms["loss_mse"]
+            if self.weights.lambda_lpips > 0:
+                terms["loss_lpips"] = self.lpips(x_hat, x).mean()
+                loss = loss + self.weights.lambda_lpips * terms["loss_lpips"]
+            if self.discriminator is not None:
+                # The generator's term sees the discriminator's weights as constants, and the
+                # discriminator's term sees x̂ as a constant: one backward, two directions.
+                frozen = {k: v.detach() for k, v in self.discriminator.named_parameters()}
+                buffers = dict(self.discriminator.named_buffers())
+                fake_logits = torch.func.functional_call(self.discriminator, {**frozen, **buffers}, (x_hat,))
+                terms["loss_adversarial"] = -fake_logits.mean()
+                loss = loss + self.weights.lambda_adversarial * terms["loss_adversarial"]
+                disc_loss = F.relu(1 - self.discriminator(x)).mean() + F.relu(1 + self.discriminator(x_hat.detach())).mean()
+                terms["loss_discriminator"] = disc_loss
+        terms["loss"] = loss
+        terms["loss_aux"] = self.compressor.aux_loss()
+        terms["total"] = loss + terms["loss_aux"] + disc_loss
+        return terms

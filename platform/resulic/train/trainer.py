@@ -1,0 +1,200 @@
+"""Driver side of a training stage: check the data, find or create the MLflow run, run the
+``TorchTrainer`` and publish the result as a trained-codec folder.
+
+Resuming is Ray Train's: the same ``run.name`` under the same ``run.storage_path`` restores the
+latest checkpoint (a finished run simply has nothing left to do). The MLflow run is found again
+by the same name, and refused if the config that defines the result has changed.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import cluster, tracking
+from ..config import ModelConfig
+from ..data import check_images, dataset_hash, resolve_records, split_validation, train_dataset
+from ..errors import ConfigError, ModelLoadError, ResulicError
+from ..images import write_atomic
+from .checkpoint import CODEC_DIR
+from .config import TrainConfig, storage_root
+
+MODEL_DIR = "model"  # <storage>/<run name>/model: the run's final trained-codec folder
+TRAINING_INFO = "training.json"
+
+
+@dataclass
+class TrainingOutcome:
+    run_name: str
+    mlflow_run_id: str
+    checkpoint_path: str
+    model_dir: str | None  # local copy of the final codec (None when storage is remote)
+    metrics: dict
+    resumed: bool
+
+
+def code_version() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        )
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def resolve_init(cfg: TrainConfig, storage: str) -> tuple[str | None, str | None]:
+    """(folder of the model stage 2 starts from, its MLflow run id if it was trained here)."""
+    if cfg.init_from is None:
+        return None, None
+    candidates = [Path(cfg.init_from)]
+    if "://" not in storage:
+        candidates.insert(0, Path(storage) / cfg.init_from / MODEL_DIR)
+    for folder in candidates:
+        if (folder / "manifest.json").is_file():
+            parent = None
+            info = folder / TRAINING_INFO
+            if info.is_file():
+                parent = json.loads(info.read_text()).get("mlflow_run_id")
+            return str(folder.resolve()), parent
+    raise ConfigError(
+        f"init_from: {cfg.init_from!r} is neither a finished run under {storage} nor a trained-codec folder"
+    )
+
+
+def _trainer(cfg: TrainConfig, storage: str, loop_config: dict, datasets: dict):
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from .loop import train_loop_per_worker
+
+    w = cfg.workers
+    resources = {"CPU": w.cpus_per_worker, **({"GPU": 1} if w.use_gpu else {})}
+    has_score = bool(loop_config["validation"])
+    checkpointing = ray.train.CheckpointConfig(
+        num_to_keep=cfg.run.keep_checkpoints,
+        checkpoint_score_attribute=cfg.run.checkpoint_score if has_score else None,
+        checkpoint_score_order=cfg.run.checkpoint_score_order,
+    )
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=loop_config,
+        scaling_config=ray.train.ScalingConfig(num_workers=w.num_workers, use_gpu=w.use_gpu, resources_per_worker=resources),
+        run_config=ray.train.RunConfig(
+            name=cfg.run.name,
+            storage_path=storage,
+            failure_config=ray.train.FailureConfig(max_failures=cfg.run.max_failures),
+            checkpoint_config=checkpointing,
+            logging_config=ray.train.LoggingConfig(log_level="WARNING"),  # not a line per report
+            # Train's print patch re-emits every print of the loop through a logger: shown twice.
+            worker_runtime_env={"env_vars": {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}},
+        ),
+        datasets=datasets,
+    )
+
+
+def run_training(cfg: TrainConfig) -> TrainingOutcome:
+    storage = storage_root(cfg.run)
+    local = "://" not in storage
+    run_dir = Path(storage) / cfg.run.name if local else None
+    records = resolve_records(cfg.data.source, Path(storage) / "_data" if local else Path(".cache/resulic"))
+    train_records, validation = split_validation(records, cfg.data.validation_images)
+    check_images(train_records, cfg.data.crop_size)
+    check_images(validation, 16)
+    if cfg.workers.num_workers > len(train_records):
+        raise ConfigError(
+            f"workers.num_workers: {cfg.workers.num_workers} workers but only {len(train_records)} training image(s)"
+        )
+    init_folder, parent_run = resolve_init(cfg, storage)
+
+    uri = tracking.tracking_uri(cfg.run.tracking_uri)
+    client = tracking.client(uri)
+    experiment = tracking.ensure_experiment(client, cfg.run.experiment)
+    config_hash = cfg.science_hash()
+    existing = tracking.find_run(client, experiment, cfg.run.name, storage)
+    if existing is not None:
+        if existing.data.tags.get(tracking.CONFIG_HASH_TAG) != config_hash:
+            raise ConfigError(
+                f"run.name: {cfg.run.name!r} already exists in {storage} with a different config "
+                f"({existing.data.tags.get(tracking.CONFIG_HASH_TAG)} != {config_hash}); pick a new run.name "
+                "or restore the config to resume it"
+            )
+        run_id = existing.info.run_id
+        tracking.reopen_run(client, run_id)
+    else:
+        model_cfg: ModelConfig = cfg.model  # type: ignore[assignment]
+        tags = {
+            "stage": str(cfg.stage),
+            tracking.CONFIG_HASH_TAG: config_hash,
+            "code_version": code_version(),
+            "dataset_hash": dataset_hash(records),
+            "dataset_source": cfg.data.source,
+            "profile": model_cfg.backbone.profile,
+            "rate_point": model_cfg.rate_point.name,
+            "lpips_backbone": "vgg16 (loaded)" if cfg.loss.lpips_vgg_weights else "random (no VGG16 weights)",
+        }
+        if init_folder:
+            tags["init_from"] = init_folder
+        if parent_run:
+            tags["parent_stage_run"] = parent_run
+        run_id = tracking.start_run(client, experiment, cfg.run.name, storage, tags)
+    tracking.log_params(client, run_id, {**cfg.flat(), "lambda_rate_effective": cfg.lambda_rate})
+
+    loop_config = {
+        "train": cfg.model_dump(mode="json"),
+        "init_folder": init_folder,
+        "validation": [{"path": r.path, "caption": r.caption} for r in validation],
+        "tracking_uri": uri,
+        "run_id": run_id,
+        "fail_marker": str((run_dir or Path(".cache/resulic") / cfg.run.name) / ".injected_failure"),
+    }
+    cluster.ensure_ray(cfg.workers.num_workers * cfg.workers.cpus_per_worker)
+    cluster.quiet_data_progress()
+    datasets = {"train": train_dataset(train_records, cfg.data.crop_size, cfg.data.caption_dropout)}
+    try:
+        result = _trainer(cfg, storage, loop_config, datasets).fit()
+    except ResulicError:
+        client.set_terminated(run_id, status="FAILED")
+        raise
+    except Exception as exc:  # Ray wraps worker errors; keep the message, not the traceback
+        client.set_terminated(run_id, status="FAILED")
+        raise ResulicError(f"training failed: {_root_message(exc)}") from exc
+    if result.checkpoint is None:
+        client.set_terminated(run_id, status="FAILED")
+        raise ResulicError("training finished without a checkpoint")
+    model_dir = None
+    with result.checkpoint.as_directory() as folder:
+        info = {"run_name": cfg.run.name, "mlflow_run_id": run_id, "checkpoint": result.checkpoint.path, "stage": cfg.stage}
+        if local:
+            model_dir = str(run_dir / MODEL_DIR)
+            _publish(Path(folder) / CODEC_DIR, Path(model_dir), info)
+        client.log_artifacts(run_id, str(Path(folder) / CODEC_DIR), artifact_path="codec")
+    client.set_tag(run_id, "checkpoint", result.checkpoint.path)
+    client.set_terminated(run_id, status="FINISHED")
+    return TrainingOutcome(cfg.run.name, run_id, result.checkpoint.path, model_dir, dict(result.metrics or {}), existing is not None)
+
+
+def _publish(codec_folder: Path, target: Path, info: dict) -> None:
+    """Copy the final codec next to the run's checkpoints, replacing an earlier copy whole."""
+    if not (codec_folder / "manifest.json").is_file():
+        raise ModelLoadError(f"{codec_folder}: the final checkpoint holds no trained codec")
+    tmp = target.with_name(f".{target.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(codec_folder, tmp)
+    write_atomic(tmp / TRAINING_INFO, (json.dumps(info, indent=2) + "\n").encode())
+    if target.exists():
+        shutil.rmtree(target)
+    tmp.rename(target)
+
+
+def _root_message(exc: BaseException) -> str:
+    """The innermost cause's message (Ray nests a worker's exception in several wrappers)."""
+    seen = exc
+    while seen.__cause__ is not None:
+        seen = seen.__cause__
+    text = str(seen).strip().splitlines()
+    return text[-1] if text else seen.__class__.__name__

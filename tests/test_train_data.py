@@ -1,0 +1,123 @@
+"""Training data and config checks: everything a user gets wrong fails before training, naming
+the file or key. No Ray needed."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from resulic.config import build_config
+from resulic.data import (
+    CropAndDrop,
+    check_images,
+    dataset_hash,
+    read_manifest,
+    resolve_records,
+    split_validation,
+)
+from resulic.errors import ConfigError, ImageError
+from resulic.train.config import TrainConfig
+
+
+def _image(path, size=(160, 140)):
+    Image.new("RGB", size, (120, 30, 200)).save(path)
+    return path
+
+
+def test_manifest_paths_are_relative_to_the_manifest(tmp_path):
+    (tmp_path / "img").mkdir()
+    _image(tmp_path / "img" / "a.png")
+    manifest = tmp_path / "train.jsonl"
+    manifest.write_text('{"path": "img/a.png", "caption": "a purple square"}\n\n{"path": "s3://bucket/b.png"}\n')
+    records = read_manifest(manifest)
+    assert records[0].path == str(tmp_path / "img" / "a.png") and records[0].caption == "a purple square"
+    assert records[1].path == "s3://bucket/b.png" and records[1].is_remote and records[1].caption == ""
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("{not json", "train.jsonl:2: not valid JSON"),
+        ('["a.png"]', 'train.jsonl:2: expected an object with a "path" string'),
+        ('{"path": "a.png", "caption": 3}', 'train.jsonl:2: "caption" must be a string'),
+    ],
+)
+def test_malformed_manifest_names_file_and_line(tmp_path, line, message):
+    manifest = tmp_path / "train.jsonl"
+    manifest.write_text('{"path": "a.png"}\n' + line + "\n")
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
+        read_manifest(manifest)
+
+
+def test_missing_and_too_small_images_are_named(tmp_path):
+    _image(tmp_path / "small.png", (100, 300))
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"path": "gone.png"}) + "\n" + json.dumps({"path": "small.png"}) + "\n")
+    records = read_manifest(manifest)
+    with pytest.raises(ImageError, match="gone.png: listed in the training data but not found"):
+        check_images(records, 128)
+    with pytest.raises(ImageError, match=r"small.png: 100x300 is smaller than the 128-px crop \(data.crop_size\)"):
+        check_images(records[1:], 128)
+    (tmp_path / "text.png").write_text("not an image")
+    with pytest.raises(ImageError, match="text.png: not a readable image"):
+        check_images(read_manifest_line(tmp_path, "text.png"), 128)
+
+
+def read_manifest_line(folder, name):
+    path = folder / f"{name}.jsonl"
+    path.write_text(json.dumps({"path": name}) + "\n")
+    return read_manifest(path)
+
+
+def test_validation_split_is_fixed_by_name_and_leaves_training_images(tmp_path):
+    for name in "abcde":
+        _image(tmp_path / f"{name}.png")
+    records = resolve_records(str(tmp_path), tmp_path / "cache")
+    train, held = split_validation(records, 2)
+    assert len(train) == 3 and len(held) == 2 and not set(train) & set(held)
+    # adding an image does not reshuffle which old images are held out unless it ranks first
+    _image(tmp_path / "f.png")
+    _, held_again = split_validation(resolve_records(str(tmp_path), tmp_path / "cache"), 2)
+    assert len(set(held) & set(held_again)) >= 1
+    with pytest.raises(ConfigError, match="data.validation_images"):
+        split_validation(records, 5)
+    assert dataset_hash(records) != dataset_hash(records[:-1])
+
+
+def test_sample_source_writes_real_photos_once(tmp_path):
+    records = resolve_records("samples", tmp_path)
+    assert len(records) == 4
+    before = [(tmp_path / "samples" / f"{r.name}").stat().st_mtime_ns for r in records]
+    resolve_records("samples", tmp_path)
+    assert before == [(tmp_path / "samples" / f"{r.name}").stat().st_mtime_ns for r in records]
+
+
+def test_crop_and_caption_dropout(tmp_path):
+    path = _image(tmp_path / "a.png", (300, 200))
+    always = CropAndDrop(128, caption_dropout=1.0)
+    never = CropAndDrop(128, caption_dropout=0.0)
+    row = {"path": str(path), "caption": "a boat"}
+    out = always(row)
+    assert out["image"].shape == (128, 128, 3) and out["image"].dtype == np.uint8 and out["caption"] == ""
+    assert never(row)["caption"] == "a boat"
+
+
+def test_train_config_rules_name_the_key():
+    with pytest.raises(ConfigError, match="init_from: stage 2 starts from a stage-1 model"):
+        build_config(TrainConfig, {"stage": 2})
+    with pytest.raises(ConfigError, match="data.crop_size: .*not a multiple of 128"):
+        build_config(TrainConfig, {"data": {"crop_size": 200}})
+    with pytest.raises(ConfigError, match="optim.stpes: unknown key"):
+        build_config(TrainConfig, {"optim": {"stpes": 3}})
+    with pytest.raises(ConfigError, match="run.name: .*names a folder"):
+        build_config(TrainConfig, {"run": {"name": "../up"}})
+    with pytest.raises(ConfigError, match="no-such.yaml: config file not found"):
+        build_config(TrainConfig, {"model": "no-such.yaml"})
+
+
+def test_science_hash_ignores_operational_keys():
+    a = build_config(TrainConfig, {})
+    b = build_config(TrainConfig, {}, ["optim.steps=99", "workers.num_workers=1", "run.checkpoint_every=3"])
+    c = build_config(TrainConfig, {}, ["optim.lr=0.001"])
+    assert a.science_hash() == b.science_hash() != c.science_hash()

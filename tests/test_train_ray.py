@@ -1,0 +1,110 @@
+"""Staged training on a real local Ray cluster with a real SQLite MLflow store: two CPU workers,
+tiny profile, a failure injected once, a resubmission, then stage 2 from stage 1."""
+
+from pathlib import Path
+
+import pytest
+
+from resulic.codec.store import load_codec
+from resulic.config import build_config
+from resulic.errors import ConfigError
+from resulic.train.config import TrainConfig
+from resulic.train.trainer import run_training
+
+pytestmark = pytest.mark.slow
+
+
+def _config(tmp: Path, stage: int, name: str, init_from: str | None = None, **extra) -> TrainConfig:
+    data = {
+        "stage": stage,
+        "init_from": init_from,
+        "data": {"source": "samples", "validation_images": 1, "validation_size": 96},
+        "optim": {"steps": 4, "batch_size": 1},
+        "workers": {"num_workers": 2, "cpus_per_worker": 1},
+        "run": {
+            "name": name,
+            "storage_path": str(tmp / "ray_results"),
+            "tracking_uri": f"sqlite:///{tmp / 'mlflow.db'}",
+            "experiment": "tests",
+            "checkpoint_every": 2,
+        },
+    }
+    for key, value in extra.items():
+        section, _, field = key.partition("__")
+        data.setdefault(section, {})[field] = value
+    return build_config(TrainConfig, data)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory, ray_cluster):
+    return tmp_path_factory.mktemp("training")
+
+
+@pytest.fixture(scope="module")
+def stage1(workdir, monkeypatch_module):
+    monkeypatch_module.chdir(workdir)  # ./mlartifacts of the SQLite store lands here
+    cfg = _config(workdir, 1, "s1", run__fail_once_at_step=3)
+    return cfg, run_training(cfg)
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    mp = pytest.MonkeyPatch()
+    yield mp
+    mp.undo()
+
+
+def _client(workdir):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+
+
+def test_stage1_restarts_after_a_failure_without_gaps_or_repeats(workdir, stage1):
+    cfg, outcome = stage1
+    assert (workdir / "ray_results" / "s1" / ".injected_failure").read_text() == "3"
+    history = _client(workdir).get_metric_history(outcome.mlflow_run_id, "loss")
+    assert sorted(m.step for m in history) == [1, 2, 3, 4]
+    assert outcome.metrics["step"] == 4
+
+
+def test_stage1_checkpoints_params_metrics_and_images(workdir, stage1):
+    _, outcome = stage1
+    checkpoints = [p for p in (workdir / "ray_results" / "s1").glob("checkpoint_*") if p.is_dir()]
+    assert checkpoints and all((c / "codec" / "manifest.json").is_file() for c in checkpoints)
+    run = _client(workdir).get_run(outcome.mlflow_run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["optim.steps"] == "4" and run.data.params["model.rate_point.residual_steps"] == "300"
+    for key in ("loss_eps", "bpp_estimated", "loss_guide", "images_per_second", "val_bpp_real", "val_psnr", "val_lpips"):
+        assert key in run.data.metrics, key
+    assert run.data.tags["stage"] == "1" and len(run.data.tags["dataset_hash"]) == 16
+    artifacts = [a.path for a in _client(workdir).list_artifacts(outcome.mlflow_run_id, "images")]
+    assert any("validation" in p for p in artifacts)
+    codec = load_codec(outcome.model_dir)  # the published model is a working codec
+    from resulic.images import sample_images
+
+    img = sample_images(1)[0][1].crop((0, 0, 100, 90))
+    assert codec.decompress(codec.compress(img)).size == (100, 90)
+
+
+def test_resubmitting_a_finished_run_resumes_it(workdir, stage1):
+    cfg, first = stage1
+    again = run_training(cfg)
+    assert again.resumed and again.mlflow_run_id == first.mlflow_run_id
+    assert again.checkpoint_path == first.checkpoint_path
+    history = _client(workdir).get_metric_history(first.mlflow_run_id, "loss")
+    assert sorted(m.step for m in history) == [1, 2, 3, 4]
+    changed = cfg.model_copy(update={"optim": cfg.optim.model_copy(update={"lr": 5e-4})})
+    with pytest.raises(ConfigError, match="already exists .* with a different config"):
+        run_training(changed)
+
+
+def test_stage2_starts_from_stage1_and_records_the_link(workdir, stage1):
+    _, first = stage1
+    cfg = _config(workdir, 2, "s2", init_from="s1", optim__steps=2)
+    outcome = run_training(cfg)
+    run = _client(workdir).get_run(outcome.mlflow_run_id)
+    assert run.data.tags["parent_stage_run"] == first.mlflow_run_id
+    assert run.data.tags["init_from"].endswith("s1/model")
+    assert "loss_lpips" in run.data.metrics and "loss_mse" in run.data.metrics
+    assert run.data.tags["lpips_backbone"].startswith("random")
