@@ -1,5 +1,6 @@
-"""The main job on the embedded defaults: compress and decompress sample photos through real
-files with the tiny profile, then print bpp, encode/decode time and PSNR.
+"""The main job on the embedded defaults: a short stage 1 then stage 2 of the tiny profile on
+sample photos (Ray Train, MLflow), then compress and decompress sample photos through real files
+with the trained codec and print bpp, encode/decode time and PSNR.
 
     python jobs/main.py --config configs/main.yaml [--set key=value ...]
 """
@@ -12,6 +13,24 @@ import sys
 from pathlib import Path
 
 from resulic.errors import ResulicError
+
+
+def train_stages(train) -> str | None:
+    """Stage 1, then stage 2 from it; returns the final trained-codec folder (None: no training)."""
+    from resulic.config import load_config
+    from resulic.train.config import TrainConfig
+    from resulic.train.trainer import run_training
+
+    model = None
+    for stage, path in ((1, train.stage1), (2, train.stage2)):
+        if path is None:
+            continue
+        cfg = load_config(TrainConfig, path, train.overrides)
+        print(f"training stage {stage}: {path} (run {cfg.run.name}; MLflow experiment {cfg.run.experiment})")
+        outcome = run_training(cfg)
+        model = outcome.model_dir
+        print(f"stage {stage} done: {model}" + (" (resumed a finished run)" if outcome.resumed else ""))
+    return model
 
 
 def main(argv=None) -> int:
@@ -34,7 +53,8 @@ def main(argv=None) -> int:
     from resulic.roundtrip import format_table, load_inputs, roundtrip
     try:
         cfg = load_config(MainJobConfig, args.config, args.overrides)
-        codec = resolve_codec(cfg.model)
+        model = cfg.model or train_stages(cfg.train)
+        codec = resolve_codec(model)
         items = load_inputs(cfg.images, cfg.max_images, cfg.max_side)
         print(f"model {codec.fingerprint.hex()} ({codec.config.backbone.profile}, rate point "
               f"{codec.config.rate_point.name}); {len(items)} image(s) -> {cfg.output_dir}")

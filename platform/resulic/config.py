@@ -117,10 +117,21 @@ class ModelConfig(StrictModel):
         return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
 
 
-class MainJobConfig(StrictModel):
-    """``jobs/main.py``: the round trip of sample images on the embedded defaults."""
+class MainTrainingConfig(StrictModel):
+    """The short training the main job runs first (null stage configs = no training)."""
 
-    model: str | None = Field(None, description="a trained-codec folder or a model YAML; none = tiny")
+    stage1: str | None = Field("configs/train/stage1.yaml", description="stage-1 training YAML")
+    stage2: str | None = Field("configs/train/stage2.yaml", description="stage-2 training YAML (needs stage1)")
+    overrides: list[str] = Field(default_factory=list, description="--set overrides for both stages")
+
+
+class MainJobConfig(StrictModel):
+    """``jobs/main.py``: train briefly, then round-trip sample images through real files."""
+
+    train: MainTrainingConfig = Field(default_factory=MainTrainingConfig)
+    model: str | None = Field(
+        None, description="a trained-codec folder or a model YAML; none = what training made, else tiny"
+    )
     images: str = Field("samples", description="an image folder, or 'samples' for scikit-image's photos")
     max_images: int = Field(4, ge=1)
     max_side: int = Field(512, ge=16, description="downscale larger images so the demo stays quick")

@@ -11,6 +11,7 @@ restarted run never logs a step twice and never leaves a gap.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import tempfile
 import time
@@ -103,6 +104,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
     quiet_libraries()
     configure_threads()
+    # Train logs every report at INFO; LoggingConfig(log_level=...) does not reach that logger here.
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
     cfg = TrainConfig.model_validate(loop_config["train"])
     model_cfg: ModelConfig = cfg.model  # type: ignore[assignment]
     context = ray.train.get_context()
@@ -187,6 +190,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
         if rank == 0:
             row = {k: float(v.detach()) for k, v in terms.items() if k != "total"}
+            row["step_seconds"] = seconds
             row["images_per_second"] = images.shape[0] * world / seconds
             pending.append((step, row))
             if step % cfg.run.log_every == 0 or step == start + 1:
