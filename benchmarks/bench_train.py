@@ -90,6 +90,9 @@ def main(argv=None) -> int:
     quiet_libraries()
     configure_threads()
     plain = plain_step_seconds(args.steps, args.batch)
+    from resulic import cluster
+
+    cluster.ensure_ray(min_cpus=2)  # room for two workers and Ray Data in the same local cluster
     with tempfile.TemporaryDirectory() as tmp:
         one = ray_step_seconds(1, args.steps, args.batch, Path(tmp))
         two = ray_step_seconds(2, args.steps, args.batch, Path(tmp))

@@ -27,6 +27,7 @@ from ..data import center_crop, load_image
 from ..models.backbone import load_backbone
 from ..roundtrip import psnr
 from ..runtime import configure_threads, quiet_libraries
+from ..storage import download_folder, is_uri
 from .checkpoint import fresh_parts, load_state, parts_from_folder, save_checkpoint, snapshot_codec
 from .config import TrainConfig
 from .model import TrainableCodec
@@ -53,7 +54,7 @@ def _batches(shard, batch_size: int):
     """Endless batches from this worker's shard; each pass is a new epoch of crops."""
     while True:
         seen = False
-        for batch in shard.iter_batches(batch_size=batch_size, batch_format="numpy", drop_last=False):
+        for batch in shard.iter_batches(batch_size=batch_size, batch_format="numpy", drop_last=False, prefetch_batches=2):
             seen = True
             yield batch
         if not seen:
@@ -104,8 +105,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
     quiet_libraries()
     configure_threads()
-    # Train logs every report at INFO; LoggingConfig(log_level=...) does not reach that logger here.
-    logging.getLogger("ray.train").setLevel(logging.WARNING)
+    # Train logs every report call at INFO from this module's logger; keep the console for progress.
+    logging.getLogger("ray.train.v2._internal.execution.context").setLevel(logging.WARNING)
     cfg = TrainConfig.model_validate(loop_config["train"])
     model_cfg: ModelConfig = cfg.model  # type: ignore[assignment]
     context = ray.train.get_context()
@@ -120,7 +121,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
             compressor, cdm = parts_from_folder(Path(folder) / "codec", model_cfg, backbone)
             state = load_state(folder)
     elif loop_config.get("init_folder"):
-        compressor, cdm = parts_from_folder(loop_config["init_folder"], model_cfg, backbone)
+        init = loop_config["init_folder"]
+        compressor, cdm = parts_from_folder(download_folder(init) if is_uri(init) else init, model_cfg, backbone)
     else:
         compressor, cdm = fresh_parts(model_cfg, backbone)
     if cfg.workers.gradient_checkpointing:

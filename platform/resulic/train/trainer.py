@@ -11,10 +11,12 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from .. import cluster, tracking
+from .. import storage as storage_lib
 from ..config import ModelConfig
 from ..data import check_images, dataset_hash, resolve_records, split_validation, train_dataset
 from ..errors import ConfigError, ModelLoadError, ResulicError
@@ -31,7 +33,7 @@ class TrainingOutcome:
     run_name: str
     mlflow_run_id: str
     checkpoint_path: str
-    model_dir: str | None  # local copy of the final codec (None when storage is remote)
+    model_dir: str  # the final trained-codec folder: <storage>/<run>/model (a path or a URI)
     metrics: dict
     resumed: bool
 
@@ -48,19 +50,21 @@ def code_version() -> str:
 
 
 def resolve_init(cfg: TrainConfig, storage: str) -> tuple[str | None, str | None]:
-    """(folder of the model stage 2 starts from, its MLflow run id if it was trained here)."""
+    """(location of the model stage 2 starts from, its MLflow run id if it was trained here).
+
+    ``init_from`` is a run name under the storage path (its published ``model`` folder) or a
+    trained-codec folder; the location may be a URI, which each worker downloads.
+    """
     if cfg.init_from is None:
         return None, None
-    candidates = [Path(cfg.init_from)]
-    if "://" not in storage:
-        candidates.insert(0, Path(storage) / cfg.init_from / MODEL_DIR)
-    for folder in candidates:
-        if (folder / "manifest.json").is_file():
+    for location in (storage_lib.join(storage, cfg.init_from, MODEL_DIR), cfg.init_from):
+        if storage_lib.file_exists(storage_lib.join(location, "manifest.json")):
             parent = None
-            info = folder / TRAINING_INFO
-            if info.is_file():
-                parent = json.loads(info.read_text()).get("mlflow_run_id")
-            return str(folder.resolve()), parent
+            info = storage_lib.join(location, TRAINING_INFO)
+            if storage_lib.file_exists(info):
+                folder = Path(location) if not storage_lib.is_uri(location) else storage_lib.download_folder(location)
+                parent = json.loads((folder / TRAINING_INFO).read_text()).get("mlflow_run_id")
+            return (location if storage_lib.is_uri(location) else str(Path(location).resolve())), parent
     raise ConfigError(
         f"init_from: {cfg.init_from!r} is neither a finished run under {storage} nor a trained-codec folder"
     )
@@ -166,29 +170,34 @@ def run_training(cfg: TrainConfig) -> TrainingOutcome:
     if result.checkpoint is None:
         client.set_terminated(run_id, status="FAILED")
         raise ResulicError("training finished without a checkpoint")
-    model_dir = None
+    model_dir = storage_lib.join(storage, cfg.run.name, MODEL_DIR)
     with result.checkpoint.as_directory() as folder:
         info = {"run_name": cfg.run.name, "mlflow_run_id": run_id, "checkpoint": result.checkpoint.path, "stage": cfg.stage}
-        if local:
-            model_dir = str(run_dir / MODEL_DIR)
-            _publish(Path(folder) / CODEC_DIR, Path(model_dir), info)
+        _publish(Path(folder) / CODEC_DIR, model_dir, info)
         client.log_artifacts(run_id, str(Path(folder) / CODEC_DIR), artifact_path="codec")
     client.set_tag(run_id, "checkpoint", result.checkpoint.path)
     client.set_terminated(run_id, status="FINISHED")
     return TrainingOutcome(cfg.run.name, run_id, result.checkpoint.path, model_dir, dict(result.metrics or {}), existing is not None)
 
 
-def _publish(codec_folder: Path, target: Path, info: dict) -> None:
-    """Copy the final codec next to the run's checkpoints, replacing an earlier copy whole."""
+def _publish(codec_folder: Path, target: str, info: dict) -> None:
+    """Copy the final codec to ``<storage>/<run>/model``, replacing an earlier copy whole."""
     if not (codec_folder / "manifest.json").is_file():
         raise ModelLoadError(f"{codec_folder}: the final checkpoint holds no trained codec")
-    tmp = target.with_name(f".{target.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(codec_folder, tmp)
-    write_atomic(tmp / TRAINING_INFO, (json.dumps(info, indent=2) + "\n").encode())
-    if target.exists():
-        shutil.rmtree(target)
-    tmp.rename(target)
+    staged = Path(tempfile.mkdtemp(prefix="resulic-model-")) / MODEL_DIR
+    shutil.copytree(codec_folder, staged)
+    write_atomic(staged / TRAINING_INFO, (json.dumps(info, indent=2) + "\n").encode())
+    if storage_lib.is_uri(target):
+        storage_lib.upload_folder(staged, target)
+    else:
+        target_path = Path(target)
+        tmp = target_path.with_name(f".{target_path.name}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.move(str(staged), tmp)
+        if target_path.exists():
+            shutil.rmtree(target_path)
+        tmp.rename(target_path)
+    shutil.rmtree(staged.parent, ignore_errors=True)
 
 
 def _root_message(exc: BaseException) -> str:
