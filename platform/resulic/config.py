@@ -159,7 +159,7 @@ class PfoConfig(StrictModel):
     clip_weight: float = Field(0.1, ge=0)
     clip_model: str | None = Field(None, description="a transformers CLIPModel (folder or cached hub id)")
     metric: Literal["psnr", "lpips", "lpips-random"] = "psnr"
-    seed: int = 0
+    noise_draws: int = Field(0, ge=0, description="0: a fresh (n, eps) every iteration; k: cycle k fixed draws")
     progress: bool = True
 
 
