@@ -133,13 +133,23 @@ def cmd_compress(args) -> int:
         raise type(exc)(str(exc).replace("(with --set ", "(with --semantics-set ")) from None
     codec = resolve_codec(args.model, args.overrides, device=args.device)
 
+    warned: set[str] = set()
+
     def action(src: Path, dst: Path) -> str:
+        import warnings
+
         img = open_image(src, max_pixels=args.max_pixels)
         try:
-            r = codec.encode(img, text=args.text, caption=args.caption, srr=args.srr, pfo=args.pfo, image_name=src.name,
-                             semantics=semantics, steps=args.steps, guidance=args.guidance, seed=args.seed)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", UserWarning)
+                r = codec.encode(img, text=args.text, caption=args.caption, srr=args.srr, pfo=args.pfo, image_name=src.name,
+                                 semantics=semantics, steps=args.steps, guidance=args.guidance, seed=args.seed)
         except ValueError as exc:
             raise ResulicError(str(exc)) from None
+        for message in dict.fromkeys(str(w.message) for w in caught if w.filename.find("resulic") >= 0):
+            if message not in warned:  # library warnings (e.g. no captioner) once, as one line
+                warned.add(message)
+                print(f"resulic: warning: {message}", file=sys.stderr)
         write_atomic(dst, r.data)
         text = f", text {r.semantics['text_mode']} {r.text_bytes} bytes {r.semantics.get('text', '')!r}" if r.text_mode else ""
         return (f"{src} -> {dst}: {len(r.data)} bytes, {r.bpp:.5f} bpp "
@@ -221,10 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     quiet_libraries()
     configure_threads()
-    import warnings
 
-    # Library warnings (e.g. "no captioner configured") as one line, like the errors.
-    warnings.formatwarning = lambda message, *rest, **kw: f"resulic: warning: {message}\n"
     try:
         return COMMANDS[args.command](args)
     except ResulicError as exc:
