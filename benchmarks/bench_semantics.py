@@ -26,6 +26,21 @@ CAPTIONS = REPO.parent / "shared" / "datasets" / "captions" / "flickr2w_captions
 BPE = REPO.parent / "shared" / "vocab" / "bpe_simple_vocab_16e6.txt.gz"
 
 
+# Hand-written pairs: (original, reconstruction's caption, words the residual must hold; none = empty).
+HAND_PAIRS = [
+    ("A young boy in a green shirt is eating a green apple.", "A little boy wearing a green shirt eats a green apple.", None),
+    ("Two dogs play in the snow next to a wooden fence.", "Two dogs are playing in the snow beside a wooden fence.", None),
+    ("A man rides a bicycle down a city street.", "A man riding a bike on a street in the city.", None),
+    ("A woman is sitting on a bench in a park.", "A lady sits on a park bench.", None),
+    ("A group of people walking down a street.", "Several people are walking along a street.", None),
+    ("A child is holding a red umbrella in the rain.", "A kid holds a red umbrella while it rains.", None),
+    ("A red barn surrounded by trees, reflected in a pond.", "Red house surrounded by trees.", {"pond"}),
+    ("A man rides a bicycle on a city street with a red bus behind him.", "A man riding a bike on a street.", {"bus"}),
+    ("A woman walks a dog on the beach, carrying a surfboard.", "A woman walks a dog on the beach.", {"surfboard"}),
+    ("Two children play soccer on a field, with a goal in the background.", "Two kids play football on a field.", {"goal"}),
+]
+
+
 def bench_residual(n: int) -> None:
     from resulic.config import ResidualConfig
     from resulic.models.tokenizer import clip_tokenizer_from_bpe
@@ -53,6 +68,7 @@ def bench_residual(n: int) -> None:
     print(f"residual matchers on {len(pairs)} captions (full caption: {full_bytes:.1f} coded bytes on average)\n")
     print("| matcher | identical → empty | dropped phrase recalled | extra phrases kept | residual bytes | ms / pair |")
     print("|---|---|---|---|---|---|")
+    hand_rows: list[str] = []
     for name, config in (("embedding (all-MiniLM-L6-v2)", ResidualConfig()), ("lexical", ResidualConfig(matcher="lexical"))):
         extractor = build_residual(config)
         extractor.residual("warm up", "the model")
@@ -67,8 +83,18 @@ def bench_residual(n: int) -> None:
             extra += max(0, len(split_phrases(residual)) - 1)
             sizes.append(coded(residual))
         k = len(pairs)
+        hand_ok = sum(
+            (extractor.residual(o, r) == "") if need is None else need <= content_words(extractor.residual(o, r))
+            for o, r, need in HAND_PAIRS
+        )
+        hand_rows.append(f"| {name} | {hand_ok}/{len(HAND_PAIRS)} |")
         print(f"| {name} | {empty / k:.0%} | {recalled / k:.0%} | {extra / k:.2f} | {statistics.mean(sizes):.1f} | "
               f"{1000 * statistics.median(times):.1f} |")
+    print(f"\nhand-written pairs ({sum(p[2] is None for p in HAND_PAIRS)} paraphrases that must give an empty residual, "
+          f"{sum(p[2] is not None for p in HAND_PAIRS)} with a missing object that must be kept):\n")
+    print("| matcher | correct |")
+    print("|---|---|")
+    print("\n".join(hand_rows))
     print()
 
 
