@@ -88,3 +88,38 @@ def test_caption_mode_uses_the_caption_source(codec, photo, tmp_path):
 def test_pfo_needs_srr(codec, photo):
     with pytest.raises(ValueError, match="srr"):
         codec.encode(photo, text=CAPTION, pfo=True)
+
+
+def test_the_clip_term_runs_with_a_local_clip_model(codec, photo, latents, tmp_path):
+    from transformers import CLIPConfig, CLIPModel
+
+    from resulic.models.backbone import TINY_TEXT
+
+    text = {k: TINY_TEXT[k] for k in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                                       "num_attention_heads", "max_position_embeddings", "bos_token_id", "eos_token_id")}
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=32, patch_size=16)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).save_pretrained(tmp_path / "clip")
+    ids = text_token_ids(codec.backbone.tokenizer, CAPTION)
+    base = PfoConfig(iterations=2, eval_every=100, noise_draws=1, progress=False)
+    with_clip = base.model_copy(update={"clip_model": str(tmp_path / "clip"), "clip_weight": 1.0})
+    plain = optimize_prompt(codec, photo, latents[1], ids, base)
+    clipped = optimize_prompt(codec, photo, latents[1], ids, with_clip)
+    assert clipped.losses[0] > plain.losses[0]  # 1 - cos adds a positive term at the same tokens
+    assert clipped.losses[0] - plain.losses[0] <= 2.0
+
+
+def test_a_clip_model_of_another_width_is_refused(codec, photo, latents, tmp_path):
+    from transformers import CLIPConfig, CLIPModel
+
+    from resulic.errors import ModelLoadError
+
+    CLIPModel(CLIPConfig(
+        text_config=dict(vocab_size=514, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2),
+        vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=32, patch_size=16),
+        projection_dim=8,
+    )).save_pretrained(tmp_path / "clip16")
+    config = PfoConfig(iterations=1, clip_model=str(tmp_path / "clip16"), progress=False)
+    with pytest.raises(ModelLoadError, match="wide"):
+        optimize_prompt(codec, photo, latents[1], text_token_ids(codec.backbone.tokenizer, CAPTION), config)

@@ -152,6 +152,10 @@ def cmd_compress(args) -> int:
                 print(f"resulic: warning: {message}", file=sys.stderr)
         write_atomic(dst, r.data)
         text = f", text {r.semantics['text_mode']} {r.text_bytes} bytes {r.semantics.get('text', '')!r}" if r.text_mode else ""
+        if "pfo" in r.semantics:
+            p = r.semantics["pfo"]
+            text += (f" (pfo: {p['metric'].split(' ')[0]} {p['initial_score']:.4g} -> {p['best_score']:.4g}, "
+                     f"{p['iterations']} it, {p['stopped_by']})")
         return (f"{src} -> {dst}: {len(r.data)} bytes, {r.bpp:.5f} bpp "
                 f"(estimate {r.estimated_bpp:.5f}){text}, {r.seconds:.2f} s")
 
