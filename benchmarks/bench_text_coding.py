@@ -8,7 +8,7 @@ Every scheme is charged every byte it needs to be decoded alone, plus nothing el
 where a row says so. "+1" rows add the container's 1-byte section length (a varint), which every
 scheme needs inside a ResULIC file.
 
-- ours: CLIP BPE ids, bigram/Witten-Bell model fixed in the codec, exact arithmetic coding,
+- ours: CLIP BPE ids, trigram/Witten-Bell model fixed in the codec, exact arithmetic coding,
   end-of-text symbol (the file format). "count instead of end symbol": the same ids coded
   without the end symbol, plus a varint token count.
 - official digit string (RESULIC.md §5.3): "id1,id2,..." coded with a static frequency table of
@@ -121,7 +121,8 @@ def main() -> int:
     size = text_model.MODEL_FILE.stat().st_size
     print(f"measuring split: {n_caps} captions, {n_tok} CLIP tokens ({n_tok / n_caps:.1f} per caption), "
           f"mean {statistics.mean(len(t) for t in texts):.0f} UTF-8 bytes")
-    print(f"model: {text_model.MODEL_FILE.name}, {size / 1024:.0f} KiB, {len(model.contexts)} contexts, "
+    print(f"model: {text_model.MODEL_FILE.name}, {size / 1024:.0f} KiB, order {model.order}, "
+          f"{', '.join(str(len(level)) for level in model.levels)} contexts per level, "
           f"fitted on {model.meta['fit_captions']} captions (min_count {model.meta['min_count']})")
     print(f"ideal -log2 P: {ideal_bits / n_tok:.2f} bits/token; end symbol costs {end_bits / n_caps:.2f} bits per caption")
     print(f"ours on the {unseen_caps} captions that do not occur verbatim in the fit part: "

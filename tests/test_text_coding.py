@@ -103,7 +103,7 @@ def test_the_model_file_is_pinned(tmp_path):
     copy.write_bytes(text_model.MODEL_FILE.read_bytes() + b"\0")
     with pytest.raises(ModelLoadError, match="pins"):
         text_model.load(copy, text_model.MODEL_SHA256)
-    assert text_model.default_model().meta["min_count"] == 1
+    assert text_model.default_model().meta["order"] == 3
 
 
 def test_split_is_deterministic_and_about_a_tenth():

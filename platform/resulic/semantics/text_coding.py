@@ -39,12 +39,11 @@ def _check_ids(ids: Sequence[int]) -> list[int]:
 
 def _interval(model: TextModel, ids: list[int], end: bool) -> tuple[int, int, int]:
     low, width, denom = 0, 1, 1
-    prev = START_ID
+    history = model.start()
     for s in [*ids, END_ID] if end else ids:
-        cum, freq = model.interval(prev, s)
-        total = model.total(prev)
+        cum, freq, total = model.interval(history, s)
         low, width, denom = low * total + width * cum, width * freq, denom * total
-        prev = s
+        history = model.advance(history, s)
     return low, width, denom
 
 
@@ -83,14 +82,14 @@ def decode_ids(data: bytes, model: TextModel | None = None, *, count: int | None
     num, den = int.from_bytes(data, "big"), 1 << (8 * len(data))
     limit = count if count is not None else MAX_DECODED_TOKENS
     ids: list[int] = []
-    prev = START_ID
+    history = model.start()
     while True:
         if count is not None and len(ids) == count:
             break
-        total = model.total(prev)
+        total = model.total(history)
         target = num * total // den
-        s = model.lookup(prev, target)
-        cum, freq = model.interval(prev, s)
+        s = model.lookup(history, target)
+        cum, freq, _ = model.interval(history, s)
         if freq == 0 or not cum <= target < cum + freq:
             raise BitstreamError("text section is corrupt (value outside the model's range)")
         num, den = num * total - cum * den, den * freq
@@ -99,7 +98,7 @@ def decode_ids(data: bytes, model: TextModel | None = None, *, count: int | None
         if s == END_ID or s == START_ID:
             raise BitstreamError("text section is corrupt (unexpected end token)")
         ids.append(s)
-        prev = s
+        history = model.advance(history, s)
         if len(ids) > limit:
             raise BitstreamError(f"text section is corrupt (no end after {limit} tokens)")
     if encode_ids(ids, model, end_symbol=count is None) != data:

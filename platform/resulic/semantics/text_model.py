@@ -1,18 +1,20 @@
-"""The fixed probability model of the text coder: CLIP-BPE token bigrams with Witten-Bell backoff.
+"""The fixed probability model of the text coder: CLIP-BPE token trigrams with Witten-Bell backoff.
 
 The model is part of the codec (RESULIC.md §0 item 2): the decoder has the same table, so
 nothing but the message is transmitted. It was fitted once on the fit split of the Flickr2W
 caption corpus (``python -m resulic.semantics.text_model --fit CAPTIONS.jsonl``) and ships in
-the package as ``clip_bigram.npz``; its SHA-256 is pinned below, because a different table
+the package as ``clip_trigram.npz``; its SHA-256 is pinned below, because a different table
 decodes every existing file to different tokens (changing it needs a new format version).
 
 Symbols are CLIP token ids 0..49407. ``<|endoftext|>`` (49407) ends a message;
 ``<|startoftext|>`` (49406) is only the context of the first token and is never coded.
 
-    P(s | prev) = (c(prev, s) + n(prev) * Pu(s)) / (C(prev) + n(prev))   (Witten-Bell)
-    Pu(s)       = (c(s) + m / K) / (N + m)                               (Witten-Bell to uniform)
+    P3(s | a, b) = (c(a, b, s) + n(a, b) * P2(s | b)) / (C(a, b) + n(a, b))   (Witten-Bell)
+    P2(s | b)    = (c(b, s) + n(b) * Pu(s)) / (C(b) + n(b))
+    Pu(s)        = (c(s) + m / K) / (N + m)                                 (Witten-Bell to uniform)
 
-with c the fit counts, C(prev) = sum of c(prev, .), n(prev) the number of distinct successors,
+with c the fit counts, C(h) = sum of c(h, .), n(h) the number of distinct successors of h (a
+history never seen in the fit part uses the level below as it is),
 N the number of fit tokens, m the number of distinct fit tokens and K the number of codable
 symbols. Every symbol but the start token has a non-zero probability in every context, so any
 token sequence can be coded (unknown tokens cost about log2 K ≈ 15.6 bits plus the backoff).
@@ -39,9 +41,9 @@ START_ID = 49406
 END_ID = 49407  # also the end-of-message symbol
 CODABLE = VOCAB_SIZE - 1  # every id but the start token
 
-MODEL_FILE = Path(__file__).with_name("clip_bigram.npz")
+MODEL_FILE = Path(__file__).with_name("clip_trigram.npz")
 # Pinned: a different table means different decoded tokens for every existing file.
-MODEL_SHA256 = "e830ce18efdc7c79e77f1e13e580dedba745ebc38d91ac56b320050f21a939ba"
+MODEL_SHA256 = "009076ba1cd77fa20d33cf680156c8589df8fdb6817456c4d929a75a04298e1c"
 
 
 @dataclass(frozen=True)
@@ -49,14 +51,35 @@ class _Context:
     successors: list[int]  # sorted token ids seen after this context
     prefix: list[int]  # prefix[i] = sum of counts of successors[:i]
     counts: list[int]
-    total: int  # C(prev)
-    types: int  # n(prev)
+    total: int  # C(context)
+    types: int  # n(context)
+
+
+def _contexts(rows: np.ndarray, pruned: np.ndarray, k: int) -> dict[tuple[int, ...], _Context]:
+    """Rows (k context ids..., next, count) sorted by context then next -> {context: _Context}."""
+    rows = np.asarray(rows, dtype=np.int64).reshape(-1, k + 2)
+    extra = {tuple(int(v) for v in r[:k]): int(r[k]) for r in np.asarray(pruned, dtype=np.int64).reshape(-1, k + 1)}
+    out: dict[tuple[int, ...], _Context] = {}
+    if len(rows):
+        keys = rows[:, :k]
+        starts = np.flatnonzero(np.r_[True, (keys[1:] != keys[:-1]).any(axis=1)])
+        for a, b in zip(starts, list(starts[1:]) + [len(rows)]):
+            context = tuple(int(v) for v in rows[a, :k])
+            succ, cnt = rows[a:b, k].tolist(), rows[a:b, k + 1].tolist()
+            prefix = [0] + np.cumsum(cnt).tolist()
+            out[context] = _Context(succ, prefix, cnt, prefix[-1], len(succ) + extra.get(context, 0))
+    return out
 
 
 class TextModel:
-    """Exact integer frequencies ``freq(s | prev)``, cumulative ``cum(s | prev)`` and lookup."""
+    """Exact integer ``(cum, freq, total)`` of a symbol given the history, and the inverse lookup.
 
-    def __init__(self, unigram: np.ndarray, bigram: np.ndarray, pruned_types: np.ndarray, meta: dict) -> None:
+    Orders: unigram (Witten-Bell to uniform), then each n-gram level blends its counts with the
+    level below, P_k(s | h) = (c_k(h, s) + n_k(h) P_{k-1}(s | h')) / (C_k(h) + n_k(h)); a history
+    unseen at level k uses level k-1 as it is.
+    """
+
+    def __init__(self, unigram: np.ndarray, levels: list[tuple[np.ndarray, np.ndarray]], meta: dict) -> None:
         counts = np.asarray(unigram, dtype=np.int64)
         if counts.shape != (VOCAB_SIZE,) or counts[START_ID] != 0:
             raise ModelLoadError("text model: unigram table has the wrong shape")
@@ -68,69 +91,80 @@ class TextModel:
         self.uni_cum = [0] + np.cumsum(weights).tolist()
         self.uni_total = self.uni_cum[-1]
         assert self.uni_total == (n_tokens + n_types) * CODABLE
-        self.contexts: dict[int, _Context] = {}
-        pruned = {int(p): int(n) for p, n in pruned_types}
-        bigram = np.asarray(bigram, dtype=np.int64).reshape(-1, 3)
-        if len(bigram):
-            starts = np.flatnonzero(np.r_[True, bigram[1:, 0] != bigram[:-1, 0]])
-            for a, b in zip(starts, list(starts[1:]) + [len(bigram)]):
-                prev = int(bigram[a, 0])
-                succ, cnt = bigram[a:b, 1].tolist(), bigram[a:b, 2].tolist()
-                prefix = [0] + np.cumsum(cnt).tolist()
-                self.contexts[prev] = _Context(succ, prefix, cnt, prefix[-1], len(succ) + pruned.get(prev, 0))
+        self.levels = [_contexts(rows, pruned, k) for k, (rows, pruned) in enumerate(levels, start=1)]
+        self.order = 1 + len(self.levels)
 
-    # -- the distribution of one step ------------------------------------------------------------
-    def total(self, prev: int) -> int:
-        ctx = self.contexts.get(prev)
-        return self.uni_total if ctx is None else (ctx.total + ctx.types) * self.uni_total
+    def start(self) -> tuple[int, ...]:
+        """The history before the first token."""
+        return (START_ID,) * (self.order - 1)
 
-    def interval(self, prev: int, s: int) -> tuple[int, int]:
-        """(cum, freq) of symbol ``s`` after ``prev``."""
-        ctx = self.contexts.get(prev)
-        if ctx is None:
-            return self.uni_cum[s], self.uni[s]
-        i = bisect.bisect_left(ctx.successors, s)
-        c = ctx.counts[i] if i < len(ctx.successors) and ctx.successors[i] == s else 0
-        cum = ctx.prefix[i] * self.uni_total + ctx.types * self.uni_cum[s]
-        return cum, c * self.uni_total + ctx.types * self.uni[s]
+    def interval(self, history: tuple[int, ...], s: int) -> tuple[int, int, int]:
+        """(cum, freq, total) of symbol ``s`` after ``history`` (its last order-1 tokens)."""
+        cum, freq, total = self.uni_cum[s], self.uni[s], self.uni_total
+        for k, contexts in enumerate(self.levels, start=1):
+            ctx = contexts.get(history[len(history) - k :])
+            if ctx is None:
+                continue
+            i = bisect.bisect_left(ctx.successors, s)
+            c = ctx.counts[i] if i < len(ctx.successors) and ctx.successors[i] == s else 0
+            cum = ctx.prefix[i] * total + ctx.types * cum
+            freq = c * total + ctx.types * freq
+            total = (ctx.total + ctx.types) * total
+        return cum, freq, total
 
-    def lookup(self, prev: int, target: int) -> int:
+    def total(self, history: tuple[int, ...]) -> int:
+        return self.interval(history, 0)[2]
+
+    def lookup(self, history: tuple[int, ...], target: int) -> int:
         """The symbol s with cum(s) <= target < cum(s) + freq(s) (binary search; cum is monotone)."""
         lo, hi = 0, VOCAB_SIZE - 1
         while lo < hi:  # largest s with cum(s) <= target
             mid = (lo + hi + 1) // 2
-            if self.interval(prev, mid)[0] <= target:
+            if self.interval(history, mid)[0] <= target:
                 lo = mid
             else:
                 hi = mid - 1
         return lo
+
+    def advance(self, history: tuple[int, ...], s: int) -> tuple[int, ...]:
+        return (*history, s)[1:] if history else history
 
 
 def tokenize_corpus(tokenizer, captions: Iterable[str]) -> list[list[int]]:
     return [tokenizer(c, add_special_tokens=False).input_ids for c in captions]
 
 
-def fit(sequences: list[list[int]], min_count: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Unigram counts, bigram (prev, next, count) rows with count >= min_count, and per context
-    the number of distinct successors pruned away (they stay in the escape mass n(prev))."""
+def fit(sequences: list[list[int]], order: int = 3, min_count: int = 1) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
+    """Unigram counts and, for each n-gram level k = 1..order-1, rows (k context ids, next, count)
+    with count >= min_count, and per context the number of distinct successors pruned away (they
+    stay in the escape mass n(context))."""
     unigram = np.zeros(VOCAB_SIZE, dtype=np.int64)
-    pairs: dict[tuple[int, int], int] = {}
+    grams: list[dict[tuple[int, ...], int]] = [dict() for _ in range(order - 1)]
     for seq in sequences:
         symbols = [*seq, END_ID]
         np.add.at(unigram, symbols, 1)
-        for prev, nxt in zip([START_ID, *seq], symbols):
-            pairs[prev, nxt] = pairs.get((prev, nxt), 0) + 1
-    kept = sorted((p, n, c) for (p, n), c in pairs.items() if c >= min_count)
-    pruned: dict[int, int] = {}
-    for (p, _), c in pairs.items():
-        if c < min_count:
-            pruned[p] = pruned.get(p, 0) + 1
-    bigram = np.array(kept, dtype=np.int32).reshape(-1, 3)
-    return unigram.astype(np.int32), bigram, np.array(sorted(pruned.items()), dtype=np.int32).reshape(-1, 2)
+        padded = [START_ID] * (order - 1) + symbols
+        for i in range(order - 1, len(padded)):
+            for k in range(1, order):
+                key = tuple(padded[i - k : i + 1])
+                grams[k - 1][key] = grams[k - 1].get(key, 0) + 1
+    levels = []
+    for k, table in enumerate(grams, start=1):
+        kept = sorted((*key, c) for key, c in table.items() if c >= min_count)
+        pruned: dict[tuple[int, ...], int] = {}
+        for key, c in table.items():
+            if c < min_count:
+                pruned[key[:k]] = pruned.get(key[:k], 0) + 1
+        levels.append((np.array(kept, dtype=np.int32).reshape(-1, k + 2),
+                       np.array([(*key, n) for key, n in sorted(pruned.items())], dtype=np.int32).reshape(-1, k + 1)))
+    return unigram.astype(np.int32), levels
 
 
-def save(path: Path, unigram, bigram, pruned, meta: dict) -> None:
-    np.savez_compressed(path, unigram=unigram, bigram=bigram, pruned=pruned, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8))
+def save(path: Path, unigram, levels, meta: dict) -> None:
+    arrays = {"unigram": unigram, "meta": np.frombuffer(json.dumps(meta).encode(), np.uint8)}
+    for k, (rows, pruned) in enumerate(levels, start=1):
+        arrays[f"rows{k}"], arrays[f"pruned{k}"] = rows, pruned
+    np.savez_compressed(path, **arrays)
 
 
 def load(path: Path, expected_sha256: str | None) -> TextModel:
@@ -146,7 +180,8 @@ def load(path: Path, expected_sha256: str | None) -> TextModel:
         )
     with np.load(path) as z:
         meta = json.loads(bytes(z["meta"]).decode())
-        return TextModel(z["unigram"], z["bigram"], z["pruned"], meta)
+        levels = [(z[f"rows{k}"], z[f"pruned{k}"]) for k in range(1, meta["order"])]
+        return TextModel(z["unigram"], levels, meta)
 
 
 @lru_cache(maxsize=1)
@@ -183,20 +218,22 @@ def main(argv: list[str] | None = None) -> None:
 
     from ..models.tokenizer import clip_tokenizer_from_bpe
 
-    p = argparse.ArgumentParser(description="Fit the text coder's bigram table on the fit split.")
+    p = argparse.ArgumentParser(description="Fit the text coder's n-gram tables on the fit split.")
     p.add_argument("--fit", required=True, help="captions JSONL (image, caption)")
     p.add_argument("--bpe", required=True, help="CLIP BPE merges file (bpe_simple_vocab_16e6.txt.gz)")
+    p.add_argument("--order", type=int, default=3, help="n-gram order (2: bigram, 3: trigram)")
     p.add_argument("--min-count", type=int, default=1)
     p.add_argument("-o", "--output", default=str(MODEL_FILE))
     args = p.parse_args(argv)
     tokenizer = clip_tokenizer_from_bpe(args.bpe)
     fit_part, _ = split_captions(args.fit)
-    uni, bi, pruned = fit(tokenize_corpus(tokenizer, fit_part), args.min_count)
-    meta = {"corpus": Path(args.fit).name, "fit_captions": len(fit_part), "min_count": args.min_count,
-            "split": "sha256(image)[0] % 10 != 0"}
-    save(Path(args.output), uni, bi, pruned, meta)
+    uni, levels = fit(tokenize_corpus(tokenizer, fit_part), args.order, args.min_count)
+    meta = {"corpus": Path(args.fit).name, "fit_captions": len(fit_part), "order": args.order,
+            "min_count": args.min_count, "split": "sha256(image)[0] % 10 != 0"}
+    save(Path(args.output), uni, levels, meta)
     digest = hashlib.sha256(Path(args.output).read_bytes()).hexdigest()
-    print(f"{args.output}: {Path(args.output).stat().st_size} bytes, {len(bi)} bigrams, sha256 {digest}")
+    sizes = ", ".join(f"{len(rows)} {k + 1}-grams" for k, (rows, _) in enumerate(levels, start=1))
+    print(f"{args.output}: {Path(args.output).stat().st_size} bytes, {sizes}, sha256 {digest}")
 
 
 if __name__ == "__main__":  # pragma: no cover
