@@ -180,11 +180,10 @@ def optimize_prompt(
         z, _ = codec.sample(z_c, tokens, S, w, seed)
         return metric.loss(backbone.decode(z)[..., :height, :width], x)
 
+    if not ids:  # nothing to refine: an empty residual stays empty
+        return PfoRun([], [], metric.name, float("nan"), float("nan"), seconds=time.perf_counter() - t_start)
     initial = score(ids)
     run = PfoRun(ids, ids, metric.name, metric.value(initial), metric.value(initial))
-    if not ids:
-        run.seconds = time.perf_counter() - t_start
-        return run
     best_loss, best_ids = initial, list(ids)
     scored = {tuple(ids): initial}
 
