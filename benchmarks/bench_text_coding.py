@@ -8,6 +8,10 @@ Every scheme is charged every byte it needs to be decoded alone, plus nothing el
 where a row says so. "+1" rows add the container's 1-byte section length (a varint), which every
 scheme needs inside a ResULIC file.
 
+Two message sets: the full captions, and residual-like messages (each caption's phrases after
+the first, joined by ", " — what the offline residual sends when x′'s caption covers only the
+first phrase).
+
 - ours: CLIP BPE ids, trigram/Witten-Bell model fixed in the codec, exact arithmetic coding,
   end-of-text symbol (the file format). "count instead of end symbol": the same ids coded
   without the end symbol, plus a varint token count.
@@ -54,29 +58,11 @@ def static_arith_bytes(message: str) -> tuple[int, Counter]:
     return len(_shortest_bytes(low, width, denom)), counts
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--captions", default=str(CAPTIONS))
-    p.add_argument("--limit", type=int, default=0, help="measure only the first N captions (0 = all)")
-    args = p.parse_args()
-    if not Path(args.captions).exists() or not BPE.exists():
-        print(f"skipped: {args.captions} or {BPE} is not present (only the project's machines have ../shared)")
-        return 0
+def measure_set(texts, ids, model, seen):
+    """Per-scheme sizes (bytes) and our statistics over one set of messages."""
     import brotli
 
-    from resulic.models.tokenizer import clip_tokenizer_from_bpe
-    from resulic.semantics import text_model
     from resulic.semantics.text_coding import decode_ids, encode_ids, message_bits
-
-    tokenizer = clip_tokenizer_from_bpe(BPE)
-    fit, measure = text_model.split_captions(args.captions)
-    seen = {c.strip().lower() for c in fit}
-    if args.limit:
-        measure = measure[: args.limit]
-    texts = [c.strip() for c in measure]
-    ids = [tokenizer(t, add_special_tokens=False).input_ids for t in texts]
-    n_caps, n_tok = len(texts), sum(map(len, ids))
-    model = text_model.default_model()
 
     rows: dict[str, list[int]] = {k: [] for k in (
         "ours (section)", "ours +1", "ours, count instead of end symbol +1",
@@ -117,7 +103,39 @@ def main() -> int:
             ("16-bit ids +1", b"\0\0" * len(tok)),
         ):
             rows[name].append(len(blob) + varint_len(len(blob)))
+    return rows, dict(ideal_bits=ideal_bits, end_bits=end_bits, unseen=(unseen_bits, unseen_tok, unseen_caps), enc_t=enc_t, dec_t=dec_t)
 
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--captions", default=str(CAPTIONS))
+    p.add_argument("--limit", type=int, default=0, help="measure only the first N captions (0 = all)")
+    args = p.parse_args()
+    if not Path(args.captions).exists() or not BPE.exists():
+        print(f"skipped: {args.captions} or {BPE} is not present (only the project's machines have ../shared)")
+        return 0
+    from resulic.models.tokenizer import clip_tokenizer_from_bpe
+    from resulic.semantics import text_model
+    from resulic.semantics.residual import split_phrases
+
+    tokenizer = clip_tokenizer_from_bpe(BPE)
+    fit, measure = text_model.split_captions(args.captions)
+    seen = {c.strip().lower() for c in fit}
+    if args.limit:
+        measure = measure[: args.limit]
+    texts = [c.strip() for c in measure]
+    ids = [tokenizer(t, add_special_tokens=False).input_ids for t in texts]
+    n_caps, n_tok = len(texts), sum(map(len, ids))
+    model = text_model.default_model()
+
+    results = {"full captions": measure_set(texts, ids, model, seen)}
+    residual_texts = [", ".join(p[1:]) for p in map(split_phrases, texts) if len(p) >= 2]
+    residual_ids = [tokenizer(t, add_special_tokens=False).input_ids for t in residual_texts]
+    results["residual-like messages"] = measure_set(residual_texts, residual_ids, model, set())
+    rows, stats = results["full captions"]
+    ideal_bits, end_bits = stats["ideal_bits"], stats["end_bits"]
+    unseen_bits, unseen_tok, unseen_caps = stats["unseen"]
+    enc_t, dec_t = stats["enc_t"], stats["dec_t"]
     size = text_model.MODEL_FILE.stat().st_size
     print(f"measuring split: {n_caps} captions, {n_tok} CLIP tokens ({n_tok / n_caps:.1f} per caption), "
           f"mean {statistics.mean(len(t) for t in texts):.0f} UTF-8 bytes")
@@ -129,11 +147,15 @@ def main() -> int:
           f"{unseen_bits / unseen_tok:.2f} bits/token (section only)")
     print(f"ours: encode {statistics.median(enc_t) * 1e6:.0f} µs, decode {statistics.median(dec_t) * 1e6:.0f} µs per caption (median)")
     print()
-    print("| scheme | bytes / caption | bits / CLIP token |")
-    print("|---|---|---|")
-    for name, sizes in rows.items():
-        total = sum(sizes)
-        print(f"| {name} | {total / n_caps:.2f} | {8 * total / n_tok:.2f} |")
+    for title, (rows, _) in results.items():
+        n_msg = len(next(iter(rows.values())))
+        n_tokens = sum(map(len, ids)) if title == "full captions" else sum(map(len, residual_ids))
+        print(f"\n{title}: {n_msg} messages, {n_tokens / n_msg:.1f} tokens each\n")
+        print("| scheme | bytes / message | bits / CLIP token |")
+        print("|---|---|---|")
+        for name, sizes in rows.items():
+            total = sum(sizes)
+            print(f"| {name} | {total / n_msg:.2f} | {8 * total / n_tokens:.2f} |")
     return 0
 
 

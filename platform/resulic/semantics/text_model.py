@@ -2,7 +2,9 @@
 
 The model is part of the codec (RESULIC.md §0 item 2): the decoder has the same table, so
 nothing but the message is transmitted. It was fitted once on the fit split of the Flickr2W
-caption corpus (``python -m resulic.semantics.text_model --fit CAPTIONS.jsonl``) and ships in
+caption corpus — its captions and, as separate messages, their phrases (``residual.split_phrases``),
+because a semantic residual is a few such phrases — (``python -m resulic.semantics.text_model
+--fit CAPTIONS.jsonl --bpe BPE``) and ships in
 the package as ``clip_trigram.npz``; its SHA-256 is pinned below, because a different table
 decodes every existing file to different tokens (changing it needs a new format version).
 
@@ -43,7 +45,7 @@ CODABLE = VOCAB_SIZE - 1  # every id but the start token
 
 MODEL_FILE = Path(__file__).with_name("clip_trigram.npz")
 # Pinned: a different table means different decoded tokens for every existing file.
-MODEL_SHA256 = "009076ba1cd77fa20d33cf680156c8589df8fdb6817456c4d929a75a04298e1c"
+MODEL_SHA256 = "626f6892b7b81f32713af11d37d525c157605efc9ab2675a6b20866152d2b0f5"
 
 
 @dataclass(frozen=True)
@@ -223,13 +225,20 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--bpe", required=True, help="CLIP BPE merges file (bpe_simple_vocab_16e6.txt.gz)")
     p.add_argument("--order", type=int, default=3, help="n-gram order (2: bigram, 3: trigram)")
     p.add_argument("--min-count", type=int, default=1)
+    p.add_argument("--no-phrases", dest="phrases", action="store_false",
+                   help="fit on whole captions only (default: also on each caption's phrases, which is what residuals look like)")
     p.add_argument("-o", "--output", default=str(MODEL_FILE))
     args = p.parse_args(argv)
     tokenizer = clip_tokenizer_from_bpe(args.bpe)
     fit_part, _ = split_captions(args.fit)
-    uni, levels = fit(tokenize_corpus(tokenizer, fit_part), args.order, args.min_count)
+    sequences = tokenize_corpus(tokenizer, fit_part)
+    if args.phrases:
+        from .residual import split_phrases
+
+        sequences += tokenize_corpus(tokenizer, [p for c in fit_part for p in split_phrases(c)])
+    uni, levels = fit(sequences, args.order, args.min_count)
     meta = {"corpus": Path(args.fit).name, "fit_captions": len(fit_part), "order": args.order,
-            "min_count": args.min_count, "split": "sha256(image)[0] % 10 != 0"}
+            "min_count": args.min_count, "phrases": args.phrases, "split": "sha256(image)[0] % 10 != 0"}
     save(Path(args.output), uni, levels, meta)
     digest = hashlib.sha256(Path(args.output).read_bytes()).hexdigest()
     sizes = ", ".join(f"{len(rows)} {k + 1}-grams" for k, (rows, _) in enumerate(levels, start=1))
