@@ -48,10 +48,11 @@ def test_very_long_and_unusual_token_sequences_round_trip():
     assert decode_ids(encode_ids(byte_tokens)) == byte_tokens
 
 
-def test_code_length_is_within_a_byte_of_the_information():
+def test_code_length_is_within_about_a_byte_of_the_information():
     ids = [320, 2368, 525, 320, 15723, 269]
     bits = message_bits(ids)
-    assert bits / 8 <= len(encode_ids(ids)) <= bits / 8 + 2
+    # a grid point can fall in the interval a byte early, never much later
+    assert bits / 8 - 1 <= len(encode_ids(ids)) <= bits / 8 + 2
 
 
 @pytest.mark.parametrize("bad", [[-1], [49406], [49407], [10**6]])
