@@ -231,3 +231,12 @@ def test_llm_residual_with_a_local_causal_lm(tiny_lm_folder):
 def test_clean_answer():
     assert clean_answer("  'a dog'\nmore text") == "a dog"
     assert clean_answer("Nothing.") == "" and clean_answer("") == ""
+
+
+def test_phrase_splitting():
+    from resulic.semantics.residual import split_phrases
+
+    assert split_phrases("A man with a hat, wearing a coat and holding a cup. A dog sleeps!") == [
+        "A man", "with a hat", "wearing a coat", "holding a cup", "A dog sleeps"]
+    assert split_phrases("A child is holding a red umbrella.") == ["A child is holding a red umbrella"]
+    assert split_phrases(" . , the of ") == []

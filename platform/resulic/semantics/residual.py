@@ -46,7 +46,10 @@ EMPTY_ANSWERS = {"", "none", "nothing", "empty", "n/a", "no residual", "no diffe
 
 _SENTENCES = re.compile(r"[.!?;]+(?:\s+|$)")
 _CLAUSE_BREAK = re.compile(r",\s*|\s+(?:and|while|whereas|but|who|which|where|as well as)\s+", re.IGNORECASE)
-_PHRASE_START = re.compile(r"\s+(?=(?:with|wearing|holding|carrying)\s)", re.IGNORECASE)
+# "with/wearing/holding/carrying …" starts a phrase, except after an auxiliary ("is holding").
+_PHRASE_START = re.compile(
+    r"(?<!\bis)(?<!\bare)(?<!\bwas)(?<!\bwere)(?<!\bbe)\s+(?=(?:with|wearing|holding|carrying)\s)", re.IGNORECASE
+)
 STOPWORDS = set(
     "a an the is are was were be been being of in on at to for from by it its this that there these those "
     "and or but as some can also which who while his her their them they he she we you i one two into "

@@ -45,7 +45,7 @@ CODABLE = VOCAB_SIZE - 1  # every id but the start token
 
 MODEL_FILE = Path(__file__).with_name("clip_trigram.npz")
 # Pinned: a different table means different decoded tokens for every existing file.
-MODEL_SHA256 = "626f6892b7b81f32713af11d37d525c157605efc9ab2675a6b20866152d2b0f5"
+MODEL_SHA256 = "935be8456da8ecfb13f91f0711250dcbe21edf6967f622e4af9a844cde22fba5"
 
 
 @dataclass(frozen=True)
