@@ -91,3 +91,31 @@ def test_unwritable_output_is_a_clear_error(tmp_path, image_file, capsys):
     assert main(["compress", str(image_file), "-o", str(tmp_path / "taken")]) == 2
     err = capsys.readouterr().err
     assert f"cannot write {tmp_path / 'taken'}" in err and "Traceback" not in err
+
+
+def test_semantic_options_set_the_text_mode_that_info_reports(tmp_path, image_file, capsys):
+    captions = tmp_path / "captions.jsonl"
+    captions.write_text(json.dumps({"image": image_file.name, "caption": "an astronaut with a helmet"}) + "\n")
+    out = tmp_path / "s.rslc"
+    args = ["compress", str(image_file), "-o", str(out), "--captions", str(captions), "--srr", "--pfo",
+            "--semantics-set", "pfo.iterations=2", "--semantics-set", "pfo.progress=false"]
+    assert main(args) == 0
+    assert "residual+pfo" in capsys.readouterr().out
+    assert main(["info", str(out)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["text_mode"] == "residual+pfo" and info["format_version"] == 2 and info["text_tokens"] > 0
+    assert main(["compress", str(image_file), "-o", str(out), "--caption", "--captions", str(captions)]) == 0
+    capsys.readouterr()
+    assert main(["info", str(out)]) == 0
+    assert json.loads(capsys.readouterr().out)["text_mode"] == "caption"
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [(["--pfo"], "add --srr"), (["--caption"], "no caption"), (["--srr", "--semantics-set", "pfo.iters=3"], "pfo.iters: unknown key")],
+)
+def test_semantic_option_errors_are_one_line(tmp_path, image_file, capsys, extra, message):
+    assert main(["compress", str(image_file), "-o", str(tmp_path / "x.rslc"), *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "x.rslc").exists()

@@ -79,8 +79,8 @@ def test_random_bytes_raise_bitstream_error(blob):
     [
         (b"", "empty"),
         (b"\x89PNG\r\n\x1a\n" + b"\x00" * 20, "not a ResULIC file"),
-        (bytes([0xC5, 0x20]) + b"\x00" * 20, "version"),
-        (bytes([0xC5, 0x10, 1, 2]), "truncated"),
+        (bytes([0xC5, 0xF0]) + b"\x00" * 20, "version"),
+        (bytes([0xC5, 0x20, 1, 2]), "truncated"),
     ],
 )
 def test_clear_messages(blob, message):

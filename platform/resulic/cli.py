@@ -31,6 +31,9 @@ examples:
   resulic info photo.rslc
   resulic compress photos/ -o compressed/        # every image in a folder, with a progress bar
   resulic compress photo.png --model runs/codec-r300 --steps 4
+  resulic compress photo.png --text "a red barn by a pond" --srr     # send the semantic residual
+  resulic compress photos/ --captions captions.jsonl --caption      # captions by file name
+  resulic compress photo.png --text "..." --srr --pfo --semantics sem.yaml --semantics-set pfo.iterations=100
 """
 
 
@@ -54,7 +57,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--steps", type=int, help="DDIM steps S for the decoder (default: the model's rate point)")
     c.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the model's)")
     c.add_argument("--seed", type=int, help="seed of the decoder's starting noise (default: the model's)")
-    c.add_argument("--text", default="", help="a caption to send in the text section (UTF-8)")
+    c.add_argument("--text", default="", help="the original image's caption: sent whole, or the source of --srr's residual")
+    c.add_argument("--caption", action="store_true",
+                   help="send the original's caption from the caption source (--captions file or semantics.captioner)")
+    c.add_argument("--srr", action="store_true",
+                   help="send the semantic residual: the caption minus what the decoder's starting point already shows")
+    c.add_argument("--pfo", action="store_true", help="refine the residual by prompt fidelity optimisation (with --srr)")
+    c.add_argument("--captions", metavar="JSONL", help="captions of the originals by file name ({image, caption} per line)")
+    c.add_argument("--semantics", metavar="YAML", help="semantics config: captioner, residual extractor, Pfo (see docs/semantics.md)")
+    c.add_argument("--semantics-set", dest="semantics_overrides", metavar="KEY=VALUE", action="append", default=[],
+                   help="override a semantics key, e.g. --semantics-set pfo.iterations=50 (repeatable)")
     c.add_argument("--max-pixels", type=int, default=64_000_000, help="refuse larger images (default: 64M)")
 
     d = sub.add_parser("decompress", help=".rslc file(s) -> PNG", description="Decompress a file or a folder of .rslc files.")
@@ -108,18 +120,44 @@ def cmd_compress(args) -> int:
     from .codec.store import resolve_codec
     from .images import IMAGE_SUFFIXES, open_image, write_atomic
 
+    from .config import SemanticsConfig, load_config
+    from .semantics.pipeline import Semantics
+
+    if args.pfo and not args.srr:
+        raise ResulicError("--pfo refines the semantic residual: add --srr")
     pairs, is_folder = _pairs(Path(args.input), args.output, lambda p: p.suffix.lower() in IMAGE_SUFFIXES, SUFFIX, "_rslc")
+    sem_overrides = list(args.semantics_overrides) + ([f"captions_file={args.captions}"] if args.captions else [])
+    try:
+        semantics = Semantics(load_config(SemanticsConfig, args.semantics, sem_overrides))
+    except ResulicError as exc:
+        raise type(exc)(str(exc).replace("(with --set ", "(with --semantics-set ")) from None
     codec = resolve_codec(args.model, args.overrides, device=args.device)
 
+    warned: set[str] = set()
+
     def action(src: Path, dst: Path) -> str:
+        import warnings
+
         img = open_image(src, max_pixels=args.max_pixels)
         try:
-            r = codec.encode(img, text=args.text, steps=args.steps, guidance=args.guidance, seed=args.seed)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", UserWarning)
+                r = codec.encode(img, text=args.text, caption=args.caption, srr=args.srr, pfo=args.pfo, image_name=src.name,
+                                 semantics=semantics, steps=args.steps, guidance=args.guidance, seed=args.seed)
         except ValueError as exc:
             raise ResulicError(str(exc)) from None
+        for message in dict.fromkeys(str(w.message) for w in caught if w.filename.find("resulic") >= 0):
+            if message not in warned:  # library warnings (e.g. no captioner) once, as one line
+                warned.add(message)
+                print(f"resulic: warning: {message}", file=sys.stderr)
         write_atomic(dst, r.data)
+        text = f", text {r.semantics['text_mode']} {r.text_bytes} bytes {r.semantics.get('text', '')!r}" if r.text_mode else ""
+        if "pfo" in r.semantics:
+            p = r.semantics["pfo"]
+            text += (f" (pfo: {p['metric'].split(' ')[0]} {p['initial_score']:.4g} -> {p['best_score']:.4g}, "
+                     f"{p['iterations']} it, {p['stopped_by']})")
         return (f"{src} -> {dst}: {len(r.data)} bytes, {r.bpp:.5f} bpp "
-                f"(estimate {r.estimated_bpp:.5f}), {r.seconds:.2f} s")
+                f"(estimate {r.estimated_bpp:.5f}){text}, {r.seconds:.2f} s")
 
     return _run_many(pairs, is_folder, action, "compress")
 
@@ -158,9 +196,16 @@ def _header_info(path: Path) -> dict:
         bpp=len(data) * 8 / (c.header.width * c.header.height),
         latent_bytes=len(c.latent),
         text_bytes=len(c.text),
+        text_tokens=len(_text_tokens(c)),
         header_bytes=len(data) - len(c.latent) - len(c.text),
     )
     return info
+
+
+def _text_tokens(container) -> list[int]:
+    from .semantics.text_coding import decode_ids
+
+    return decode_ids(container.text) if container.header.text_mode else []
 
 
 def cmd_info(args) -> int:
@@ -190,6 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     quiet_libraries()
     configure_threads()
+
     try:
         return COMMANDS[args.command](args)
     except ResulicError as exc:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal, Sequence, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from .errors import ConfigError
 
@@ -115,6 +115,62 @@ class ModelConfig(StrictModel):
 
     def canonical_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+
+class EndpointConfig(StrictModel):
+    """Where a model for captions or residuals lives (RESULIC.md §0 item 7)."""
+
+    # none: no model; transformers: a local transformers model (hub id in the cache, or a folder)
+    # in ``source``; openai: an OpenAI-compatible chat endpoint at ``base_url`` serving ``source``.
+    kind: Literal["none", "transformers", "openai"] = "none"
+    source: str | None = None
+    base_url: str | None = None
+    api_key_env: str = Field("OPENAI_API_KEY", description="environment variable that holds the API key")
+    max_tokens: int = Field(77, ge=1)
+    timeout_s: float = Field(60.0, gt=0)
+    device: str = "cpu"
+
+    @model_validator(mode="after")
+    def _complete(self):
+        if self.kind in ("transformers", "openai") and not self.source:
+            raise ValueError(f"source: a model (hub id, folder or endpoint model name) is required for kind {self.kind!r}")
+        if self.kind == "openai" and not self.base_url:
+            raise ValueError("base_url: required for kind 'openai' (e.g. http://127.0.0.1:8000/v1)")
+        return self
+
+
+class ResidualConfig(EndpointConfig):
+    """Semantic residual extraction: ``kind`` none means the offline phrase matcher."""
+
+    # The offline matcher: 'embedding' (all-MiniLM-L6-v2 sentence embeddings) or 'lexical'.
+    matcher: Literal["embedding", "lexical"] = "embedding"
+    threshold: float = Field(0.78, gt=0, le=1, description="similarity at which a phrase counts as present")
+
+
+class PfoConfig(StrictModel):
+    """Prompt fidelity optimisation (RESULIC.md §6), bounded by iterations and seconds."""
+
+    iterations: int = Field(500, ge=1)
+    time_budget_s: float = Field(300.0, ge=0, description="the loop stops after the first iteration past it")
+    eval_every: int = Field(50, ge=1, description="K: full decode and selection every K iterations")
+    lr: float = Field(0.1, gt=0)
+    weight_decay: float = Field(0.1, ge=0)
+    diffusion_weight: float = Field(1.0, ge=0)
+    clip_weight: float = Field(0.1, ge=0)
+    clip_model: str | None = Field(None, description="a transformers CLIPModel (folder or cached hub id)")
+    metric: Literal["psnr", "lpips", "lpips-random"] = "psnr"
+    noise_draws: int = Field(0, ge=0, description="0: a fresh (n, eps) every iteration; k: cycle k fixed draws")
+    progress: bool = True
+
+
+class SemanticsConfig(StrictModel):
+    """Captions, semantic residual and Pfo on the encoder side; the decoder needs none of it."""
+
+    captioner: EndpointConfig = Field(default_factory=EndpointConfig)
+    captions_file: str | None = Field(None, description="JSONL {image, caption}: captions of originals by file name")
+    cache_dir: str | None = Field(None, description="cache of original-image captions by content hash")
+    residual: ResidualConfig = Field(default_factory=ResidualConfig)
+    pfo: PfoConfig = Field(default_factory=PfoConfig)
 
 
 class MainTrainingConfig(StrictModel):

@@ -26,7 +26,9 @@ from ..images import image_to_tensor, pad_to_multiple, padded_size, tensor_to_im
 from ..models.backbone import Backbone, load_backbone, weights_digest
 from ..models.compressor import LatentCompressor
 from ..models.control import build_control_unet, control_state_dict
-from .container import MAX_SIDE, Container, Header, pack, unpack
+from ..semantics.prompt import check_clip_vocabulary, ids_to_text, prompt_input_ids, special_ids, text_token_ids
+from ..semantics.text_coding import decode_ids, encode_ids
+from .container import MAX_SIDE, TEXT_MODES, Container, Header, pack, unpack
 
 VAE_FACTOR = 8
 # Files claiming more pixels than this are refused before any allocation (a crafted header
@@ -43,6 +45,9 @@ class EncodeResult:
     text_bytes: int
     estimated_latent_bits: float  # -log2 likelihoods of what was coded
     seconds: float
+    text_mode: int = 0
+    text_tokens: list[int] = field(default_factory=list)  # what the text section codes
+    semantics: dict = field(default_factory=dict)  # captions, residual, Pfo report (encoder side only)
 
     @property
     def pixels(self) -> int:
@@ -62,10 +67,11 @@ class EncodeResult:
 class DecodeResult:
     image: Image.Image
     header: Header
-    text: str
+    text: str  # the decoded tokens as text (the decoder conditions on the tokens themselves)
     network_evaluations: int  # UNet+control evaluations, counting each CFG branch
     seconds: float
     timings: dict = field(default_factory=dict)
+    text_tokens: list[int] = field(default_factory=list)
 
 
 def build_prompt(text: str) -> str:
@@ -93,6 +99,9 @@ class Codec:
         rp = config.rate_point
         self.schedule = ResidualSchedule(residual_steps=rp.residual_steps, gamma_variant=rp.gamma)
         self.fingerprint = self._fingerprint()
+        check_clip_vocabulary(backbone.tokenizer)  # the text coder's model is over CLIP ids
+        self._specials = special_ids(backbone.tokenizer)
+        self.semantics = None  # resulic.semantics.pipeline.Semantics, built on first use
 
     # -- construction --------------------------------------------------------------------------
     @classmethod
@@ -124,22 +133,37 @@ class Codec:
         return h.digest()[:4]
 
     # -- encoding ------------------------------------------------------------------------------
-    @torch.no_grad()
     def encode(
         self,
         image: Image.Image,
         *,
         text: str = "",
+        caption: bool = False,
+        srr: bool = False,
+        pfo: bool = False,
+        image_name: str | None = None,
+        semantics=None,
         steps: int | None = None,
         guidance: float | None = None,
         seed: int | None = None,
     ) -> EncodeResult:
         """Compress one image. ``steps``/``guidance``/``seed`` override the rate point's decoder
-        settings and cost a few header bytes; leave them None to use what the model implies."""
+        settings and cost a few header bytes; leave them None to use what the model implies.
+
+        Text (RESULIC.md §5): ``text`` is the original image's caption when the caller has one.
+        Without ``srr`` a non-empty ``text`` (or, with ``caption=True``, the caption from the
+        caption source) is sent whole (text mode 1). ``srr=True`` sends the semantic residual of
+        that caption against the caption of the decoder's own starting point x' = VAE-decode(z_c)
+        (mode 2); ``pfo=True`` refines the residual's tokens by prompt fidelity optimisation
+        (mode 3, needs ``srr``). ``semantics`` (a ``Semantics``) supplies captioners, the
+        residual extractor and Pfo's settings; ``image_name`` finds captions in a captions file.
+        """
         t0 = time.perf_counter()
         width, height = image.size
         if not (1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE):
             raise ValueError(f"image size {width}x{height} is outside 1..{MAX_SIDE}")
+        if pfo and not srr:
+            raise ValueError("pfo refines the semantic residual: use it together with srr")
         rp = self.config.rate_point
         steps = None if steps == rp.sampling_steps else steps
         guidance = None if guidance == rp.guidance else guidance
@@ -148,15 +172,45 @@ class Codec:
             raise ValueError(f"steps must be in 1..{rp.residual_steps} (the rate point's N_r)")
         if guidance is not None and not 0 <= guidance <= 100:
             raise ValueError("guidance must be in 0..100")
-        x = image_to_tensor(image).to(self.device)
-        z0 = self.backbone.encode(pad_to_multiple(x, self.config.stride))
-        latent = self.compressor.compress(z0)
-        text_bytes = text.encode("utf-8")
-        header = Header(self.fingerprint, width, height, 1 if text_bytes else 0, steps, guidance, seed)
+        with torch.no_grad():
+            x = image_to_tensor(image).to(self.device)
+            z0 = self.backbone.encode(pad_to_multiple(x, self.config.stride))
+            latent = self.compressor.compress(z0)
+        text_mode = 3 if pfo else 2 if srr else 1 if (text.strip() or caption) else 0
+        info: dict = {"text_mode": TEXT_MODES[text_mode]}
+        ids: list[int] = []
+        if text_mode:
+            sem = semantics or self._default_semantics()
+            original = text if text.strip() else sem.caption_original(image, image_name)
+            info["caption"] = original
+            message = original
+            if srr:
+                with torch.no_grad():
+                    x_c = self.backbone.decode(latent.z_c)[..., :height, :width]
+                info["reconstruction_caption"] = sem.caption_reconstruction(tensor_to_image(x_c))
+                message = info["residual"] = sem.residual(original, info["reconstruction_caption"])
+            ids = text_token_ids(self.backbone.tokenizer, message)
+            if pfo and ids:
+                from ..semantics.pfo import optimize_prompt
+
+                run = optimize_prompt(self, image, latent.z_c, ids, sem.config.pfo, steps=steps, guidance=guidance, seed=seed)
+                ids = run.tokens
+                info["pfo"] = run.report()
+        text_bytes = encode_ids(ids)
+        header = Header(self.fingerprint, width, height, text_mode, steps, guidance, seed)
         data = pack(Container(header, text_bytes, latent.data))
+        info["text"] = ids_to_text(self.backbone.tokenizer, ids)
         return EncodeResult(
-            data, width, height, len(latent.data), len(text_bytes), latent.estimated_bits, time.perf_counter() - t0
+            data, width, height, len(latent.data), len(text_bytes), latent.estimated_bits, time.perf_counter() - t0,
+            text_mode, ids, info,
         )
+
+    def _default_semantics(self):
+        if self.semantics is None:
+            from ..semantics.pipeline import Semantics
+
+            self.semantics = Semantics()
+        return self.semantics
 
     def compress(self, image: Image.Image, **options) -> bytes:
         return self.encode(image, **options).data
@@ -181,10 +235,9 @@ class Codec:
             raise BitstreamError(
                 f"file claims {header.width}x{header.height} pixels, over the decoder's limit of {MAX_DECODE_PIXELS:,}"
             )
-        try:
-            text = container.text.decode("utf-8")
-        except UnicodeDecodeError:
-            raise BitstreamError("text section is not valid UTF-8") from None
+        ids = decode_ids(container.text) if header.text_mode else []
+        if any(i >= len(self.backbone.tokenizer) or i in self._specials for i in ids):
+            raise BitstreamError("text section holds tokens outside this model's vocabulary")
         rp = self.config.rate_point
         steps = header.steps if header.steps is not None else rp.sampling_steps
         guidance = header.guidance if header.guidance is not None else rp.guidance
@@ -200,28 +253,48 @@ class Codec:
             raise BitstreamError(f"latent stream is corrupt ({exc})") from None
         t1 = time.perf_counter()
 
-        denoise = CallCounter(self._denoiser(z_c, build_prompt(text), guidance))
-        generator = torch.Generator("cpu").manual_seed(seed)
-        noise = torch.randn(z_c.shape, generator=generator, dtype=z_c.dtype).to(self.device)
-        z = sampler(self.schedule, denoise, z_c, noise, steps, generator=generator)
+        z, calls = self.sample(z_c, ids, steps, guidance, seed, sampler)
         t2 = time.perf_counter()
         x = self.backbone.decode(z)[..., : header.height, : header.width]
         image = tensor_to_image(x)
         t3 = time.perf_counter()
-        evaluations = denoise.calls * (1 if guidance == 1 else 2)
+        evaluations = calls * (1 if guidance == 1 else 2)
         timings = {"entropy": t1 - t0, "diffusion": t2 - t1, "vae": t3 - t2}
-        return DecodeResult(image, header, text, evaluations, t3 - t0, timings)
+        text = ids_to_text(self.backbone.tokenizer, ids)
+        return DecodeResult(image, header, text, evaluations, t3 - t0, timings, ids)
+
+    @torch.no_grad()
+    def sample(
+        self, z_c: torch.Tensor, ids: list[int], steps: int, guidance: float, seed: int,
+        sampler: Sampler = residual_ddim_sample,
+    ) -> tuple[torch.Tensor, int]:
+        """The decoder's final latent from z_c and the text's token ids, and the number of
+        sampler calls. Pfo's selection decodes through here too, so it scores what the
+        receiver will see."""
+        denoise = CallCounter(self._denoiser(z_c, ids, guidance))
+        generator = torch.Generator("cpu").manual_seed(seed)
+        noise = torch.randn(z_c.shape, generator=generator, dtype=z_c.dtype).to(self.device)
+        return sampler(self.schedule, denoise, z_c, noise, steps, generator=generator), denoise.calls
+
+    def settings(self, steps: int | None, guidance: float | None, seed: int | None) -> tuple[int, float, int]:
+        """(S, guidance, seed) with the rate point's values where None."""
+        rp = self.config.rate_point
+        return (steps if steps is not None else rp.sampling_steps,
+                guidance if guidance is not None else rp.guidance,
+                seed if seed is not None else rp.seed)
 
     def decompress(self, data: bytes) -> Image.Image:
         return self.decode(data).image
 
-    def _denoiser(self, z_c: torch.Tensor, prompt: str, guidance: float):
-        """eps(z_t, t) with classifier-free guidance, both branches in one batch."""
+    def _denoiser(self, z_c: torch.Tensor, ids: list[int], guidance: float):
+        """eps(z_t, t) with classifier-free guidance, both branches in one batch. The positive
+        prompt is the text's token ids + the quality suffix (``prompt_input_ids``)."""
+        positive = self.backbone.encode_ids(prompt_input_ids(self.backbone.tokenizer, ids))
         if guidance == 1:
-            context = self.backbone.encode_text([prompt])
+            context = positive
             cond = z_c
         else:
-            context = self.backbone.encode_text([NEGATIVE_PROMPT, prompt])
+            context = torch.cat([self.backbone.encode_text([NEGATIVE_PROMPT]), positive])
             cond = torch.cat([z_c, z_c])
 
         def denoise(x: torch.Tensor, t: int) -> torch.Tensor:

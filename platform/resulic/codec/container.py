@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from ..errors import BitstreamError
 
 MAGIC = 0xC5
-FORMAT_VERSION = 1
+# 2: the text section holds entropy-coded CLIP token ids (semantics/text_coding.py); 1 held UTF-8.
+FORMAT_VERSION = 2
 FINGERPRINT_BYTES = 4
 CHECKSUM_BYTES = 2
 MAX_SIDE = 1 << 16  # pixels; anything larger is not a file we wrote

@@ -107,6 +107,10 @@ class Backbone:
         ).input_ids.to(self.text_encoder.device)
         return self.text_encoder(ids).last_hidden_state
 
+    def encode_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Text features of ready-made (B, 77) input ids (the decoder's prompt from coded tokens)."""
+        return self.text_encoder(input_ids.to(self.text_encoder.device)).last_hidden_state
+
     def to(self, device: torch.device | str) -> "Backbone":
         for part in (self.vae, self.unet, self.text_encoder):
             part.to(device)

@@ -1,0 +1,1 @@
+"""Semantic residual coding (RESULIC.md §5–§6): captioners, residual extraction, text coding, Pfo."""
