@@ -8,6 +8,7 @@ loopback address instead of the machine's external one.
 
 from __future__ import annotations
 
+import math
 import os
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
@@ -21,7 +22,7 @@ WORKER_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "HF_HUB_OFFLINE", "TRANSFORM
 
 def ensure_ray(min_cpus: float = 1) -> None:
     """Use the running Ray (or ``RAY_ADDRESS``'s); otherwise start a local one with at least
-    ``min_cpus`` logical CPUs plus one for Ray Data."""
+    ``min_cpus`` logical CPUs plus two spare."""
     import ray
 
     if ray.is_initialized():
@@ -30,7 +31,9 @@ def ensure_ray(min_cpus: float = 1) -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(runtime_env={"env_vars": env}, log_to_driver=True)
         return
-    num_cpus = max(int(min_cpus + 0.999) + 1, os.cpu_count() or 1)
+    # Logical CPUs: Ray only counts them. Two spare ones keep Ray Data and the Train/Tune
+    # controllers from waiting on the workers' share on a small machine.
+    num_cpus = max(math.ceil(min_cpus) + 2, os.cpu_count() or 1)
     ray.init(
         num_cpus=num_cpus,
         include_dashboard=True,  # Ray Train cleans up through the state API, which the dashboard serves

@@ -70,7 +70,7 @@ def resolve_init(cfg: TrainConfig, storage: str) -> tuple[str | None, str | None
     )
 
 
-def _trainer(cfg: TrainConfig, storage: str, loop_config: dict, datasets: dict):
+def _trainer(cfg: TrainConfig, storage: str, loop_config: dict, datasets: dict, callbacks=()):
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -93,6 +93,7 @@ def _trainer(cfg: TrainConfig, storage: str, loop_config: dict, datasets: dict):
             storage_path=storage,
             failure_config=ray.train.FailureConfig(max_failures=cfg.run.max_failures),
             checkpoint_config=checkpointing,
+            callbacks=list(callbacks),
             logging_config=ray.train.LoggingConfig(log_level="WARNING"),  # not a line per report
             # Train's print patch re-emits every print of the loop through a logger: shown twice.
             worker_runtime_env={"env_vars": {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}},
@@ -101,7 +102,9 @@ def _trainer(cfg: TrainConfig, storage: str, loop_config: dict, datasets: dict):
     )
 
 
-def run_training(cfg: TrainConfig) -> TrainingOutcome:
+def run_training(cfg: TrainConfig, *, extra_tags: dict[str, str] | None = None, callbacks=()) -> TrainingOutcome:
+    """Run (or resume) one stage. ``extra_tags`` go on a new MLflow run (a sweep passes
+    ``mlflow.parentRunId``); ``callbacks`` are Ray Train callbacks (a sweep passes Tune's)."""
     storage = storage_root(cfg.run)
     local = "://" not in storage
     run_dir = Path(storage) / cfg.run.name if local else None
@@ -145,6 +148,7 @@ def run_training(cfg: TrainConfig) -> TrainingOutcome:
             tags["init_from"] = init_folder
         if parent_run:
             tags["parent_stage_run"] = parent_run
+        tags.update(extra_tags or {})
         run_id = tracking.start_run(client, experiment, cfg.run.name, storage, tags)
     tracking.log_params(client, run_id, {**cfg.flat(), "lambda_rate_effective": cfg.lambda_rate})
 
@@ -160,7 +164,7 @@ def run_training(cfg: TrainConfig) -> TrainingOutcome:
     cluster.quiet_data_progress()
     datasets = {"train": train_dataset(train_records, cfg.data.crop_size, cfg.data.caption_dropout)}
     try:
-        result = _trainer(cfg, storage, loop_config, datasets).fit()
+        result = _trainer(cfg, storage, loop_config, datasets, callbacks).fit()
     except ResulicError:
         client.set_terminated(run_id, status="FAILED")
         raise

@@ -1,0 +1,1 @@
+"""Sweeps: search spaces and objectives (no Ray), and the Ray Tune + Optuna + MLflow run."""

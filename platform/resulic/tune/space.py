@@ -1,0 +1,169 @@
+"""Search spaces from YAML: which training-config keys a sweep varies, over what ranges, and the
+conditional range of N_r that grows with λ_R (RESULIC.md §3.7, §4). No Ray here.
+
+A parameter is named by its dotted key in the training config::
+
+    loss.lambda_rate:              {type: loguniform, low: 1.0, high: 36.0}
+    model.rate_point.residual_steps:
+      type: int
+      low: 50                      # the range at the lowest value of `follows`
+      high: 300
+      low_at_max: 400              # ... and at its highest; in between, log-linear
+      high_at_max: 800
+      follows: loss.lambda_rate
+    model.rate_point.gamma:        {type: choice, values: [constant, time_varying]}
+
+Everything is checked before any trial starts: unknown keys (of the spec or of the training
+config), empty ranges, non-positive bounds on a log scale, a `follows` that is not a sampled
+float parameter listed before it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from ..config import StrictModel, build_config
+from ..errors import ConfigError
+from ..train.config import TrainConfig
+
+# (stage-2 λ_R, N_r) of the published configs (RESULIC.md §4 table), to seed a search.
+PUBLISHED_GRID = [(1.5, 100), (3.5, 300), (6.0, 300), (9.0, 405), (12.0, 495), (16.0, 600), (27.0, 600)]
+
+
+class ParameterSpec(StrictModel):
+    type: Literal["loguniform", "uniform", "int", "choice"]
+    low: float | None = None
+    high: float | None = None
+    step: int = Field(1, ge=1, description="int only")
+    values: list[Any] | None = None
+    follows: str | None = None
+    low_at_max: float | None = None
+    high_at_max: float | None = None
+
+    @model_validator(mode="after")
+    def _ranges(self) -> "ParameterSpec":
+        if self.type == "choice":
+            if not self.values:
+                raise ValueError("values: a choice needs at least one value")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError("low and high are required")
+        if not self.low < self.high:
+            raise ValueError(f"empty range: low ({self.low}) must be below high ({self.high})")
+        if self.type == "loguniform" and self.low <= 0:
+            raise ValueError(f"low: {self.low} must be > 0 on a log scale")
+        if self.follows is not None:
+            if self.low_at_max is None or self.high_at_max is None:
+                raise ValueError("low_at_max and high_at_max are required with follows")
+            if not self.low_at_max < self.high_at_max:
+                raise ValueError("empty range: low_at_max must be below high_at_max")
+        elif self.low_at_max is not None or self.high_at_max is not None:
+            raise ValueError("low_at_max/high_at_max need follows")
+        return self
+
+
+class SearchSpace:
+    """Validated parameters, in order (a parameter may follow only one listed before it)."""
+
+    def __init__(self, raw: dict, base: TrainConfig, source: str = "space") -> None:
+        if not isinstance(raw, dict) or not raw:
+            raise ConfigError(f"{source}: must map training-config keys to parameter specs")
+        self.params: dict[str, ParameterSpec] = {}
+        for key, spec in raw.items():
+            if not isinstance(spec, dict):
+                raise ConfigError(f"{source}.{key}: must be a mapping with a type")
+            self.params[key] = build_config(ParameterSpec, spec, source=f"{source}.{key}")
+            p = self.params[key]
+            if p.follows is not None:
+                leader = self.params.get(p.follows)
+                if leader is None or p.follows == key or leader.type not in ("loguniform", "uniform"):
+                    raise ConfigError(
+                        f"{source}.{key}.follows: {p.follows!r} must be a float parameter listed before it"
+                    )
+        self._check_keys(base, source)
+
+    def _check_keys(self, base: TrainConfig, source: str) -> None:
+        """Each key must be a training-config key that accepts the range's end points."""
+        data = base.model_dump(mode="json")
+        for key, p in self.params.items():
+            node = data
+            parts = key.split(".")
+            for part in parts[:-1]:
+                node = node.get(part) if isinstance(node, dict) else None
+            if not isinstance(node, dict) or parts[-1] not in node:
+                raise ConfigError(f"{source}.{key}: not a key of the training config")
+            for value in self.extremes(key):
+                try:
+                    self.apply(base, {key: value})
+                except ConfigError as exc:
+                    raise ConfigError(f"{source}.{key}: value {value!r} is not accepted ({exc})") from None
+
+    def extremes(self, key: str) -> list[Any]:
+        p = self.params[key]
+        if p.type == "choice":
+            return list(p.values or [])
+        ends = [p.low, p.high] + ([p.low_at_max, p.high_at_max] if p.follows else [])
+        return [int(v) if p.type == "int" else v for v in ends]
+
+    # -- sampling (Optuna define-by-run) ------------------------------------------------------
+    def suggest(self, trial) -> None:
+        """Optuna define-by-run: sample every parameter, conditional ranges included."""
+        sampled: dict[str, Any] = {}
+        for key, p in self.params.items():
+            low, high = self._range(key, sampled)
+            if p.type == "choice":
+                sampled[key] = trial.suggest_categorical(key, p.values)
+            elif p.type == "int":
+                sampled[key] = trial.suggest_int(key, int(math.ceil(low)), int(math.floor(high)), step=p.step)
+            else:
+                sampled[key] = trial.suggest_float(key, low, high, log=p.type == "loguniform")
+
+    def _range(self, key: str, sampled: dict[str, Any]) -> tuple[float, float]:
+        p = self.params[key]
+        if p.type == "choice":
+            return 0.0, 0.0
+        if p.follows is None:
+            return p.low, p.high  # type: ignore[return-value]
+        leader = self.params[p.follows]
+        x = sampled[p.follows]
+        if leader.type == "loguniform":
+            frac = math.log(x / leader.low) / math.log(leader.high / leader.low)  # type: ignore[operator]
+        else:
+            frac = (x - leader.low) / (leader.high - leader.low)  # type: ignore[operator]
+        lo = p.low + frac * (p.low_at_max - p.low)  # type: ignore[operator]
+        hi = p.high + frac * (p.high_at_max - p.high)  # type: ignore[operator]
+        return lo, hi
+
+    def contains(self, point: dict[str, Any]) -> bool:
+        """Whether a point (e.g. a published one) lies inside the space, conditions included."""
+        if set(point) != set(self.params):
+            return False
+        for key, p in self.params.items():
+            value = point[key]
+            if p.type == "choice":
+                if value not in (p.values or []):
+                    return False
+                continue
+            lo, hi = self._range(key, point)
+            if not lo <= value <= hi:
+                return False
+        return True
+
+    def published_points(self, defaults: dict[str, Any]) -> list[dict[str, Any]]:
+        """The published (λ_R, N_r) grid as starting points, where it lies inside the space."""
+        points = []
+        for lam, n_r in PUBLISHED_GRID:
+            point = {**defaults, "loss.lambda_rate": lam, "model.rate_point.residual_steps": n_r}
+            point = {k: v for k, v in point.items() if k in self.params}
+            if self.contains(point):
+                points.append(point)
+        return points
+
+    # -- into a training config ----------------------------------------------------------------
+    @staticmethod
+    def apply(base: TrainConfig, values: dict[str, Any], extra: list[str] = ()) -> TrainConfig:
+        overrides = [f"{k}={v}" for k, v in values.items()] + list(extra)
+        return build_config(TrainConfig, base.model_dump(mode="json"), overrides, source="trial")
