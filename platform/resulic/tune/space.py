@@ -30,6 +30,7 @@ from ..errors import ConfigError
 from ..train.config import TrainConfig
 
 # (stage-2 λ_R, N_r) of the published configs (RESULIC.md §4 table), to seed a search.
+POSITION = "@position"  # suffix of the sampled relative position of a conditional parameter
 PUBLISHED_GRID = [(1.5, 100), (3.5, 300), (6.0, 300), (9.0, 405), (12.0, 495), (16.0, 600), (27.0, 600)]
 
 
@@ -109,17 +110,52 @@ class SearchSpace:
         return [int(v) if p.type == "int" else v for v in ends]
 
     # -- sampling (Optuna define-by-run) ------------------------------------------------------
-    def suggest(self, trial) -> None:
-        """Optuna define-by-run: sample every parameter, conditional ranges included."""
+    def suggest(self, trial) -> dict[str, Any]:
+        """Optuna define-by-run: sample every parameter, conditional ranges included.
+
+        A parameter that follows another is sampled as its relative position in the range the
+        leader's value gives (``<key>@position`` in [0, 1]) and its value returned as a constant:
+        the sampler then always sees the same distribution, which TPE needs to learn from earlier
+        trials (a range that moves from trial to trial would leave it sampling at random).
+        """
         sampled: dict[str, Any] = {}
+        derived: dict[str, Any] = {}
         for key, p in self.params.items():
-            low, high = self._range(key, sampled)
             if p.type == "choice":
                 sampled[key] = trial.suggest_categorical(key, p.values)
+            elif p.follows is not None:
+                position = trial.suggest_float(key + POSITION, 0.0, 1.0)
+                sampled[key] = derived[key] = self._at(key, position, sampled)
             elif p.type == "int":
-                sampled[key] = trial.suggest_int(key, int(math.ceil(low)), int(math.floor(high)), step=p.step)
+                sampled[key] = trial.suggest_int(key, int(p.low), int(p.high), step=p.step)
             else:
-                sampled[key] = trial.suggest_float(key, low, high, log=p.type == "loguniform")
+                sampled[key] = trial.suggest_float(key, p.low, p.high, log=p.type == "loguniform")
+        return derived
+
+    def _at(self, key: str, position: float, sampled: dict[str, Any]) -> float | int:
+        p = self.params[key]
+        lo, hi = self._range(key, sampled)
+        value = lo + position * (hi - lo)
+        if p.type == "int":  # multiples of step inside the range
+            first, last = math.ceil(lo / p.step) * p.step, math.floor(hi / p.step) * p.step
+            value = max(first, min(int(round(value / p.step)) * p.step, last))
+        return value
+
+    def sampler_point(self, point: dict[str, Any]) -> dict[str, Any]:
+        """A point in config values -> the sampler's parameters (positions for followers)."""
+        out = {}
+        for key, p in self.params.items():
+            if p.follows is None:
+                out[key] = point[key]
+            else:
+                lo, hi = self._range(key, point)
+                out[key + POSITION] = (point[key] - lo) / (hi - lo)
+        return out
+
+    @staticmethod
+    def config_values(params: dict[str, Any]) -> dict[str, Any]:
+        """Drop the sampler-only position parameters."""
+        return {k: v for k, v in params.items() if not k.endswith(POSITION)}
 
     def _range(self, key: str, sampled: dict[str, Any]) -> tuple[float, float]:
         p = self.params[key]

@@ -139,7 +139,7 @@ def trial_driver(values: dict, sweep: dict, stages: list[dict], parent_run_id: s
     config = SweepConfig.model_validate(sweep)
     plan = Sweep(config, [TrainConfig.model_validate(s) for s in stages], space=None)
     trial = ray.tune.get_context().get_trial_id()
-    for cfg in plan.trial_configs(values, f"{plan.config.name}-{trial}"):
+    for cfg in plan.trial_configs(SearchSpace.config_values(values), f"{plan.config.name}-{trial}"):
         tags = {"mlflow.parentRunId": parent_run_id, SWEEP_TAG: plan.config.name, "trial_id": trial}
         run_training(cfg, extra_tags=tags, callbacks=[_report_callback(plan.config.objective)])
 
@@ -178,9 +178,10 @@ def run_sweep(sweep: Sweep) -> SweepOutcome:
     objective = cfg.objective
     metric = objective.metrics if objective.mode == "pareto" else objective.metrics[0]
     mode = ["min"] * len(metric) if isinstance(metric, list) else "min"
-    sampler = (optuna.samplers.TPESampler(seed=cfg.search.seed) if cfg.search.algorithm == "tpe"
+    sampler = (optuna.samplers.TPESampler(seed=cfg.search.seed, multivariate=True) if cfg.search.algorithm == "tpe"
                else optuna.samplers.RandomSampler(seed=cfg.search.seed))
     points = sweep.space.published_points(_defaults(sweep)) if cfg.search.seed_published else []
+    points = [sweep.space.sampler_point(p) for p in points]
     searcher = OptunaSearch(space=sweep.space.suggest, metric=metric, mode=mode, sampler=sampler,
                             points_to_evaluate=points[: cfg.search.num_samples] or None)
     first = sweep.stages[0].workers
@@ -269,7 +270,7 @@ def _summarise(grid, objective: ObjectiveConfig, client, experiment: str, sweep_
         ) if metrics.get("trial_id") else []
         rows.append({
             "trial_id": trial,
-            "values": {k: v for k, v in config.items()},
+            "values": SearchSpace.config_values(config),
             "bpp": metrics.get(BPP_METRIC),
             "distortion": metrics.get(objective.distortion),
             "objective": objective.value(metrics),

@@ -1,0 +1,93 @@
+"""Search spaces, objectives and the Pareto front: no Ray, no training."""
+
+import optuna
+import pytest
+
+from resulic.config import build_config
+from resulic.errors import ConfigError
+from resulic.train.config import TrainConfig
+from resulic.tune.objective import ObjectiveConfig, dominates, pareto_front
+from resulic.tune.space import POSITION, SearchSpace
+from resulic.tune.sweep import Sweep, SweepConfig
+
+SPACE = {
+    "loss.lambda_rate": {"type": "loguniform", "low": 1.0, "high": 36.0},
+    "model.rate_point.residual_steps": {
+        "type": "int", "low": 50, "high": 300, "low_at_max": 500, "high_at_max": 800, "step": 5,
+        "follows": "loss.lambda_rate",
+    },
+    "model.rate_point.gamma": {"type": "choice", "values": ["constant", "time_varying"]},
+    "model.rate_point.sampling_steps": {"type": "int", "low": 2, "high": 5},
+}
+
+
+def test_sampled_values_stay_inside_the_conditional_space():
+    space = SearchSpace(SPACE, TrainConfig())
+    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0, multivariate=True))
+    for _ in range(40):
+        trial = study.ask()
+        derived = space.suggest(trial)
+        values = {**SearchSpace.config_values(trial.params), **derived}
+        assert space.contains(values), values
+        assert not any(k.endswith(POSITION) for k in values)
+        cfg = SearchSpace.apply(TrainConfig(), values)  # every sample is a valid training config
+        assert cfg.model.rate_point.residual_steps == values["model.rate_point.residual_steps"]
+        study.tell(trial, values["loss.lambda_rate"])
+    # N_r grows with λ_R: the range at the top of λ_R lies above the range at the bottom
+    assert space._range("model.rate_point.residual_steps", {"loss.lambda_rate": 36.0}) == (500, 800)
+    assert space._range("model.rate_point.residual_steps", {"loss.lambda_rate": 1.0}) == (50, 300)
+
+
+def test_published_points_seed_only_inside_the_space():
+    space = SearchSpace(SPACE, TrainConfig())
+    points = space.published_points({"model.rate_point.gamma": "constant", "model.rate_point.sampling_steps": 3})
+    assert points and all(space.contains(p) for p in points)
+    assert {p["loss.lambda_rate"] for p in points} <= {1.5, 3.5, 6.0, 9.0, 12.0, 16.0, 27.0}
+    # and they convert to the sampler's parameters and back
+    p = points[0]
+    position = space.sampler_point(p)["model.rate_point.residual_steps" + POSITION]
+    assert space._at("model.rate_point.residual_steps", position, p) == p["model.rate_point.residual_steps"]
+
+
+@pytest.mark.parametrize(
+    "key, spec, message",
+    [
+        ("loss.lambda_rat", {"type": "uniform", "low": 1, "high": 2}, "space.loss.lambda_rat: not a key of the training config"),
+        ("loss.lambda_rate", {"type": "uniform", "low": 3, "high": 3}, r"space.loss.lambda_rate: .*empty range"),
+        ("loss.lambda_rate", {"type": "loguniform", "low": 0, "high": 3}, r"space.loss.lambda_rate: .*must be > 0 on a log scale"),
+        ("loss.lambda_rate", {"type": "loguniform", "low": 1, "high": 3, "scale": 2}, r"space.loss.lambda_rate: scale: unknown key"),
+        ("model.rate_point.gamma", {"type": "choice", "values": []}, r"space.model.rate_point.gamma: .*at least one value"),
+        ("model.rate_point.gamma", {"type": "choice", "values": ["linear"]}, r"space.model.rate_point.gamma: value 'linear' is not accepted"),
+        ("model.rate_point.residual_steps", {"type": "int", "low": 5, "high": 50, "follows": "loss.lambda_rate",
+                                             "low_at_max": 1, "high_at_max": 9}, r"follows: 'loss.lambda_rate' must be a float parameter listed before it"),
+    ],
+)
+def test_malformed_spaces_fail_naming_the_key(key, spec, message):
+    with pytest.raises(ConfigError, match=message):
+        SearchSpace({key: spec}, TrainConfig())
+
+
+def test_sweep_config_is_checked_before_any_trial(tmp_path):
+    bad = build_config(SweepConfig, {"space": {"optim.lr": {"type": "loguniform", "low": -1, "high": 1}}})
+    with pytest.raises(ConfigError, match="space.optim.lr: .*> 0 on a log scale"):
+        Sweep.from_config(bad)
+    with pytest.raises(ConfigError, match="search.num_sample: unknown key"):
+        build_config(SweepConfig, {"search": {"num_sample": 3}})
+    with pytest.raises(ConfigError, match="stages: .*one stage-1 config"):
+        build_config(SweepConfig, {"stages": []})
+
+
+def test_pareto_front_never_holds_a_dominated_point():
+    points = [(0.1, 0.5), (0.2, 0.3), (0.15, 0.6), (0.3, 0.1), (0.25, 0.35), (0.1, 0.5)]
+    front = pareto_front(points)
+    assert front == [0, 1, 3, 5]  # (0.15, 0.6) and (0.25, 0.35) are dominated; equal points both stay
+    for i in front:
+        assert not any(dominates(points[j], points[i]) for j in range(len(points)))
+    assert pareto_front([]) == []
+
+
+def test_scalar_objective_is_a_lagrangian():
+    objective = ObjectiveConfig(distortion="val_lpips", beta=2.0)
+    assert objective.value({"val_lpips": 0.3, "val_bpp_real": 0.05}) == pytest.approx(0.4)
+    assert objective.value({"val_lpips": 0.3}) is None
+    assert ObjectiveConfig(mode="pareto").metrics == ["val_bpp_real", "val_lpips"]
