@@ -268,8 +268,10 @@ def _summarise(grid, objective: ObjectiveConfig, client, experiment: str, sweep_
         children = client.search_runs(
             [experiment], filter_string=f"tags.`{SWEEP_TAG}` = '{sweep_name}' and tags.trial_id = '{metrics.get('trial_id', '')}'"
         ) if metrics.get("trial_id") else []
+        final = max(children, key=lambda r: int(r.data.tags.get("stage", "0")), default=None)
         rows.append({
             "trial_id": trial,
+            "final_run": final.info.run_id if final is not None else None,
             "values": SearchSpace.config_values(config),
             "bpp": metrics.get(BPP_METRIC),
             "distortion": metrics.get(objective.distortion),

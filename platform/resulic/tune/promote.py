@@ -1,0 +1,147 @@
+"""Promotion: the best trial of a sweep per rate band becomes a version of one registered model,
+and the band's champion alias moves to it only when it beats the current champion.
+
+Reads the sweep's ``sweep/results.json`` from its MLflow parent run; each trial's trained codec is
+the ``codec/`` artifact folder of its final-stage child run. Aliases: ``champion`` when there is
+one band, ``champion-<band>`` for each band when there are several. The comparison uses the
+metric recorded as a version tag, lower is better.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import Field, field_validator
+
+from .. import registry, tracking
+from ..config import StrictModel
+from ..errors import ConfigError, ResulicError
+from .sweep import SWEEP_TAG
+
+
+class RateBand(StrictModel):
+    name: str
+    max_bpp: float = Field(gt=0, description="trials with real validation bpp up to this (and above the previous band)")
+
+
+class PromoteConfig(StrictModel):
+    sweep: str = Field("sweep-tiny", description="the sweep's name (its MLflow parent run)")
+    experiment: str = "resulic-sweeps"
+    tracking_uri: str | None = None
+    model_name: str = "resulic"
+    metric: str = Field("objective", description="lower is better: objective, distortion or bpp")
+    bands: list[RateBand] = Field(default_factory=lambda: [RateBand(name="all", max_bpp=100.0)])
+    force: bool = Field(False, description="move the alias even when the new version is not better")
+
+    @field_validator("bands")
+    @classmethod
+    def _ordered(cls, bands: list[RateBand]) -> list[RateBand]:
+        if not bands:
+            raise ValueError("at least one band")
+        edges = [b.max_bpp for b in bands]
+        if edges != sorted(edges) or len(set(b.name for b in bands)) != len(bands):
+            raise ValueError("bands must have unique names and increasing max_bpp")
+        return bands
+
+    @field_validator("metric")
+    @classmethod
+    def _known(cls, metric: str) -> str:
+        if metric not in ("objective", "distortion", "bpp"):
+            raise ValueError("one of objective, distortion, bpp")
+        return metric
+
+
+@dataclass
+class Promotion:
+    band: str
+    alias: str
+    trial_id: str
+    version: str
+    value: float
+    previous: float | None  # the champion's value before, if any
+    moved: bool
+
+
+def alias_for(cfg: PromoteConfig, band: RateBand) -> str:
+    return "champion" if len(cfg.bands) == 1 else f"champion-{band.name}"
+
+
+def sweep_rows(client, cfg: PromoteConfig) -> list[dict]:
+    experiment = client.get_experiment_by_name(cfg.experiment)
+    runs = [] if experiment is None else client.search_runs(
+        [experiment.experiment_id], filter_string=f"tags.`{SWEEP_TAG}` = '{cfg.sweep}' and tags.kind = 'sweep'",
+        order_by=["attributes.start_time DESC"], max_results=1,
+    )
+    if not runs:
+        raise ConfigError(f"sweep: no sweep named {cfg.sweep!r} in experiment {cfg.experiment!r} at {client.tracking_uri}")
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = client.download_artifacts(runs[0].info.run_id, "sweep/results.json", tmp)
+        except Exception:  # noqa: BLE001 - MLflow raises several kinds for a missing artifact
+            raise ResulicError(f"sweep {cfg.sweep!r} has no results yet (did it finish?)") from None
+        return json.loads(Path(path).read_text())
+
+
+def promote(cfg: PromoteConfig) -> list[Promotion]:
+    uri = tracking.tracking_uri(cfg.tracking_uri)
+    client = tracking.client(uri)
+    rows = [r for r in sweep_rows(client, cfg) if r.get(cfg.metric) is not None and r.get("bpp") is not None and r.get("final_run")]
+    out = []
+    lower = 0.0
+    for band in cfg.bands:
+        candidates = [r for r in rows if lower < r["bpp"] <= band.max_bpp]
+        lower = band.max_bpp
+        if not candidates:
+            continue
+        best = min(candidates, key=lambda r: r[cfg.metric])
+        out.append(_register_and_maybe_promote(client, uri, cfg, band, best))
+    if not out:
+        raise ResulicError(f"sweep {cfg.sweep!r}: no finished trial falls in any rate band")
+    return out
+
+
+def _register_and_maybe_promote(client, uri: str, cfg: PromoteConfig, band: RateBand, row: dict) -> Promotion:
+    alias = alias_for(cfg, band)
+    value = float(row[cfg.metric])
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(client.download_artifacts(row["final_run"], "codec", tmp))
+        tags = {
+            "rate_band": band.name, "bpp_real": f"{row['bpp']:.6g}", "metric": cfg.metric,
+            "metric_value": f"{value:.6g}", "distortion": f"{row['distortion']:.6g}",
+            "objective": f"{row['objective']:.6g}", "sweep": cfg.sweep, "trial_id": row["trial_id"],
+            "training_run": row["final_run"], **{f"param.{k}": str(v) for k, v in row["values"].items()},
+        }
+        version = registry.register_codec(folder, cfg.model_name, tags, tracking_uri=uri)
+    previous = _champion_value(client, cfg, alias)
+    moved = cfg.force or previous is None or value < previous
+    if moved:
+        registry.set_alias(cfg.model_name, alias, version, tracking_uri=uri)
+    return Promotion(band.name, alias, row["trial_id"], version, value, previous, moved)
+
+
+def _champion_value(client, cfg: PromoteConfig, alias: str) -> float | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        current = client.get_model_version_by_alias(cfg.model_name, alias)
+    except MlflowException:
+        return None
+    if current.tags.get("metric") != cfg.metric:
+        return None  # ranked by another metric: not comparable, the new version takes over
+    try:
+        return float(current.tags["metric_value"])
+    except (KeyError, ValueError):
+        return None
+
+
+def format_promotions(promotions: list[Promotion], model_name: str) -> str:
+    lines = []
+    for p in promotions:
+        before = "none" if p.previous is None else f"{p.previous:.4g}"
+        verdict = "alias moved" if p.moved else "kept the champion (not better)"
+        lines.append(f"{p.band}: trial {p.trial_id} -> models:/{model_name}/{p.version} ({p.value:.4g} vs champion {before}): "
+                     f"{verdict}; models:/{model_name}@{p.alias}")
+    return "\n".join(lines)
