@@ -1,6 +1,7 @@
-"""The main job on the embedded defaults: a short stage 1 then stage 2 of the tiny profile on
-sample photos (Ray Train, MLflow), then compress and decompress sample photos through real files
-with the trained codec and print bpp, encode/decode time and PSNR.
+"""The main job on the embedded defaults, the whole platform loop: a small sweep of the tiny
+profile (Ray Tune + Optuna; every trial trains stage 1 then stage 2 on Ray Train; MLflow parent
+and child runs), promotion of the best trial to the registry's champion, then compress and
+decompress sample photos through real files with the champion and print bpp, timings and PSNR.
 
     python jobs/main.py --config configs/main.yaml [--set key=value ...]
 """
@@ -33,6 +34,24 @@ def train_stages(train) -> str | None:
     return model
 
 
+def sweep_and_promote(cfg) -> str | None:
+    """The sweep, then promotion; returns the champion's models:/ URI (None without promotion)."""
+    from resulic.config import load_config
+    from resulic.tune.promote import PromoteConfig, format_promotions, promote
+    from resulic.tune.sweep import Sweep, results_table, run_sweep
+
+    sweep = Sweep.load(cfg.sweep)
+    print(f"sweep {sweep.config.name}: {sweep.config.search.num_samples} trial(s), stages {', '.join(sweep.config.stages)}")
+    outcome = run_sweep(sweep)
+    print(results_table(outcome))
+    if cfg.promote is None:
+        return None
+    promotion = load_config(PromoteConfig, cfg.promote)
+    promotions = promote(promotion)
+    print(format_promotions(promotions, promotion.model_name))
+    return f"models:/{promotion.model_name}@{promotions[0].alias}"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/main.yaml", help="job YAML (default: configs/main.yaml)")
@@ -53,7 +72,7 @@ def main(argv=None) -> int:
     from resulic.roundtrip import format_table, load_inputs, roundtrip
     try:
         cfg = load_config(MainJobConfig, args.config, args.overrides)
-        model = cfg.model or train_stages(cfg.train)
+        model = cfg.model or (sweep_and_promote(cfg) if cfg.sweep else train_stages(cfg.train))
         codec = resolve_codec(model)
         items = load_inputs(cfg.images, cfg.max_images, cfg.max_side)
         print(f"model {codec.fingerprint.hex()} ({codec.config.backbone.profile}, rate point "

@@ -6,7 +6,7 @@ from jobs.main import main
 
 
 def test_main_job_round_trips_sample_photos(tmp_path, capsys):
-    rc = main(["--config", "configs/main.yaml", "--set", "max_images=1", "--set", "max_side=160", "--set", "train.stage1=null", "--set", "train.stage2=null",
+    rc = main(["--config", "configs/main.yaml", "--set", "max_images=1", "--set", "max_side=160", "--set", "sweep=null", "--set", "train.stage1=null", "--set", "train.stage2=null",
                "--set", f"output_dir={tmp_path}"])
     assert rc == 0
     out = capsys.readouterr().out

@@ -182,11 +182,15 @@ class MainTrainingConfig(StrictModel):
 
 
 class MainJobConfig(StrictModel):
-    """``jobs/main.py``: train briefly, then round-trip sample images through real files."""
+    """``jobs/main.py``: the platform loop on the embedded defaults — a small sweep (each trial
+    trains stage 1 then stage 2), promotion of the best trial to champion, then a round trip of
+    sample images through real files with the champion."""
 
+    sweep: str | None = Field("configs/sweep/tiny.yaml", description="sweep YAML; null = train with `train`")
+    promote: str | None = Field("configs/promote/tiny.yaml", description="promotion YAML (after the sweep)")
     train: MainTrainingConfig = Field(default_factory=MainTrainingConfig)
     model: str | None = Field(
-        None, description="a trained-codec folder or a model YAML; none = what training made, else tiny"
+        None, description="a trained-codec folder, models:/ URI or model YAML; none = what the loop made"
     )
     images: str = Field("samples", description="an image folder, or 'samples' for scikit-image's photos")
     max_images: int = Field(4, ge=1)
