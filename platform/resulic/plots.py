@@ -18,7 +18,7 @@ def available_metrics(paths: list[str | Path]) -> list[str]:
     for p in paths:
         for key in load_results(p).get("results", {}):
             name = key.removesuffix("-rgb")
-            if key != "bpp" and not key.endswith("_time") and name not in seen:
+            if key != "bpp" and not key.endswith(("_time", "_bpp")) and name not in seen:
                 seen.append(name)
     return seen
 

@@ -58,21 +58,3 @@ class MetricSuite:
         if self.features is not None:
             real, fake = self.features(reference), self.features(decoded)
         return ImageScores({k: (v if math.isfinite(v) else None) for k, v in scores.items()}, real, fake)
-
-    def set_metrics(self, real: list[np.ndarray], fake: list[np.ndarray]) -> dict[str, float | None]:
-        """FID/KID over all images' patches (keys marked when the backbone was random)."""
-        if self.features is None:
-            return {}
-        from .fid import fid_kid
-
-        real_all = np.concatenate([r for r in real if r is not None and len(r)] or [np.zeros((0, 2048))])
-        fake_all = np.concatenate([f for f in fake if f is not None and len(f)] or [np.zeros((0, 2048))])
-        if len(real_all) < 2:
-            return {self.weights.key(n): None for n in self.names if n in SET_LEVEL} | {"fid_patches": len(real_all)}
-        r = fid_kid(real_all, fake_all)
-        out = {"fid_patches": r["patches"], "kid_subset_size": r["kid_subset_size"]}
-        if "fid" in self.names:
-            out[self.weights.key("fid")] = r["fid"]
-        if "kid" in self.names:
-            out[self.weights.key("kid")] = r["kid"]
-        return out
