@@ -50,3 +50,20 @@ def photo() -> Image.Image:
 @pytest.fixture(scope="session")
 def encoded(codec, photo):
     return codec.encode(photo)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray instance for the whole session (2 CPUs, no dashboard, 127.0.0.1 only)."""
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    import ray
+
+    if ray.is_initialized():  # pragma: no cover - started by someone else in this session
+        yield ray
+        return
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()

@@ -33,7 +33,10 @@ from typing import Callable
 import numpy as np
 from PIL import Image, features
 
-from .errors import ResulicError
+from pydantic import Field
+
+from .config import StrictModel
+from .errors import ConfigError, ResulicError
 from .metrics.distortion import ms_ssim, psnr
 
 CODECS = ("jpeg", "webp", "avif", "jpeg2000", "vvc")
@@ -253,3 +256,57 @@ def results_json(codec: str, rows: list[BaselineRow], targets: list[float], data
         "num_images": len({r.image for r in rows}),
         "results": results,
     }
+
+
+# -- the job ----------------------------------------------------------------------------------
+
+class BaselinesConfig(StrictModel):
+    """``resulic baselines``: classical codecs over a folder at target bpps."""
+
+    images: str = "samples"
+    dataset: str = ""
+    max_images: int | None = Field(None, ge=1)
+    crop: int | None = Field(None, ge=16)
+    max_side: int | None = Field(None, ge=16)
+    codecs: list[str] = Field(default_factory=lambda: list(CODECS))
+    target_bpp: list[float] = Field(default_factory=lambda: [0.03, 0.05, 0.1])
+    vvc_preset: str = "slower"
+    learned_metrics: list[str] = Field(default_factory=list, description="per-image lpips / dists / st-lpips too")
+    weights_dir: str | None = None
+    random_backbones: bool = False
+    output_dir: str = "outputs/baselines"
+    save_decoded: bool = False
+
+
+def run_baselines_job(cfg: BaselinesConfig, progress: bool = True) -> list[Path]:
+    """Write ``<codec>.json`` per available codec (and RD plots); returns the JSON paths."""
+    from .evaluate import load_images
+    from .plots import plot_all
+    from .results import write_results
+
+    unknown = [c for c in cfg.codecs if c not in CODECS]
+    if unknown:
+        raise ConfigError(f"codecs: unknown {unknown}; known: {', '.join(CODECS)}")
+    bad = [m for m in cfg.learned_metrics if m not in ("lpips", "dists", "st-lpips")]
+    if bad:
+        raise ConfigError(f"learned_metrics: {bad} are not per-image learned metrics (lpips, dists, st-lpips)")
+    if any(t <= 0 for t in cfg.target_bpp):
+        raise ConfigError("target_bpp: every target must be positive")
+    images = load_images(cfg.images, cfg.max_images, cfg.crop, cfg.max_side)
+    extra = None
+    if cfg.learned_metrics:
+        from .metrics.perceptual import PerceptualMetrics
+        from .metrics.weights import MetricWeights
+
+        extra = PerceptualMetrics(cfg.learned_metrics, MetricWeights(cfg.weights_dir, cfg.random_backbones))
+    out = Path(cfg.output_dir)
+    decoded = out / "decoded" if cfg.save_decoded else None
+    rows = run_baselines(images, cfg.codecs, sorted(cfg.target_bpp), cfg.vvc_preset, decoded, extra, progress)
+    paths = []
+    for codec, codec_rows in rows.items():
+        data = results_json(codec, codec_rows, sorted(cfg.target_bpp), cfg.dataset or cfg.images)
+        data["per_image"] = [{"image": r.image, "target_bpp": r.target_bpp, "bpp": r.bpp, "knob": r.knob,
+                              "psnr-rgb": r.psnr, "ms-ssim-rgb": r.ms_ssim, **r.extra} for r in codec_rows]
+        paths.append(write_results(out / f"{codec}.json", data))
+    plot_all(paths, out)
+    return paths

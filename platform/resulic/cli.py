@@ -31,6 +31,10 @@ examples:
   resulic info photo.rslc
   resulic compress photos/ -o compressed/        # every image in a folder, with a progress bar
   resulic compress photo.png --model runs/codec-r300 --steps 4
+  resulic evaluate --model runs/codec-r300 --model models:/resulic@champion --images kodak/
+  resulic baselines kodak/ --bpp 0.03 0.05 0.1 -o outputs/baselines
+  resulic bd-rate anchor.json ours.json --metric lpips --metric psnr
+  resulic plot outputs/evaluate/results.json outputs/baselines/*.json -o plots/
 """
 
 
@@ -65,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="print a file's header as JSON (no model needed)",
                        description="Print the header of a file as JSON, or one JSON line per file of a folder.")
     i.add_argument("input", help=f"a {SUFFIX} file or a folder of them")
+
+    from .evaluation_commands import add_parsers
+
+    add_parsers(sub)  # evaluate, baselines, bd-rate, plot
     return parser
 
 
@@ -181,7 +189,10 @@ def cmd_info(args) -> int:
     return 2 if failures else 0
 
 
-COMMANDS = {"compress": cmd_compress, "decompress": cmd_decompress, "info": cmd_info}
+def _commands() -> dict:
+    from .evaluation_commands import COMMANDS as EVALUATION_COMMANDS
+
+    return {"compress": cmd_compress, "decompress": cmd_decompress, "info": cmd_info, **EVALUATION_COMMANDS}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -191,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     quiet_libraries()
     configure_threads()
     try:
-        return COMMANDS[args.command](args)
+        return _commands()[args.command](args)
     except ResulicError as exc:
         print(f"resulic: error: {exc}", file=sys.stderr)
         return 2

@@ -69,23 +69,26 @@ class EvaluateConfig(StrictModel):
 
 # -- inputs -------------------------------------------------------------------------------------
 
-def load_images(cfg: EvaluateConfig):
+def load_images(images: str, max_images: int | None = None, crop: int | None = None, max_side: int | None = None):
+    """(stem, RGB image) pairs of a folder (or the sample photos), downscaled and center-cropped."""
     from .images import list_images, open_image, sample_images, shrink_to
 
-    if cfg.images == "samples":
-        items = sample_images(cfg.max_images)
+    if images == "samples":
+        items = sample_images(max_images)
     else:
-        paths = list_images(cfg.images)
+        if not Path(images).is_dir():
+            raise ResulicError(f"{images}: no such image folder")
+        paths = list_images(images)
         if not paths:
-            raise ResulicError(f"{cfg.images}: no images in the folder")
-        items = [(p.stem, open_image(p)) for p in paths[: cfg.max_images]]
+            raise ResulicError(f"{images}: no images in the folder")
+        items = [(p.stem, open_image(p)) for p in paths[:max_images]]
     out = []
     for stem, img in items:
-        if cfg.max_side:
-            img = shrink_to(img, cfg.max_side)
-        if cfg.crop:
+        if max_side:
+            img = shrink_to(img, max_side)
+        if crop:
             w, h = img.size
-            cw, ch = min(w, cfg.crop), min(h, cfg.crop)
+            cw, ch = min(w, crop), min(h, crop)
             left, top = (w - cw) // 2, (h - ch) // 2
             img = img.crop((left, top, left + cw, top + ch))
         out.append((stem, img))
@@ -179,7 +182,7 @@ def evaluate(cfg: EvaluateConfig, progress: bool = True) -> Evaluation:
 
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    items = load_images(cfg)
+    items = load_images(cfg.images, cfg.max_images, cfg.crop, cfg.max_side)
     sources = resolve_model_sources(cfg.models, out / ".models")
     metrics = cfg.metrics.model_dump()
     total = len(items) * len(sources)
