@@ -90,3 +90,20 @@ def test_plots_and_mlflow_run(evaluation):
     plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
     assert "plots/rd-psnr.png" in plots
     del mlflow
+
+
+def test_worker_errors_reach_the_caller_as_themselves(ray_cluster, tmp_path, monkeypatch):
+    from resulic.errors import ModelLoadError
+    from resulic.metrics import MetricWeightsError
+
+    (tmp_path / "not-a-codec").mkdir()
+    cfg = EvaluateConfig(models=[str(tmp_path / "not-a-codec")], images="samples", max_images=1, max_side=64,
+                         num_workers=1, metrics={"names": ["psnr"]}, output_dir=str(tmp_path / "out"))
+    with pytest.raises(ModelLoadError, match="no manifest.json"):
+        evaluate(cfg, progress=False)  # raised inside the Ray actor
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.delenv("RESULIC_METRIC_WEIGHTS", raising=False)
+    cfg = EvaluateConfig(images="samples", max_images=1, num_workers=1, metrics={"names": ["psnr", "fid"]},
+                         output_dir=str(tmp_path / "out"))
+    with pytest.raises(MetricWeightsError, match="weights-inception"):
+        evaluate(cfg, progress=False)  # found missing before any worker starts

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -177,6 +178,18 @@ def _start_ray(cfg: EvaluateConfig):
     return ray, True
 
 
+@contextmanager
+def _user_errors(ray):
+    """A ResulicError raised inside a worker reaches the caller as itself (a one-line message)."""
+    try:
+        yield
+    except (ray.exceptions.RayTaskError, ray.exceptions.RayActorError) as exc:
+        cause = getattr(exc, "cause", None) or getattr(getattr(exc, "error", None), "cause", None)
+        if isinstance(cause, ResulicError):
+            raise cause from None
+        raise
+
+
 def evaluate(cfg: EvaluateConfig, progress: bool = True) -> Evaluation:
     from tqdm import tqdm
 
@@ -186,6 +199,12 @@ def evaluate(cfg: EvaluateConfig, progress: bool = True) -> Evaluation:
     sources = resolve_model_sources(cfg.models, out / ".models")
     metrics = cfg.metrics.model_dump()
     total = len(items) * len(sources)
+
+    weights = MetricWeights(cfg.metrics.weights_dir, cfg.metrics.random_backbones)
+    if not weights.random_backbones:  # a missing backbone file stops here, before any worker starts
+        for name in cfg.metrics.names:
+            if name in ("lpips", "dists", "fid", "kid"):
+                weights.locate(name)
 
     ray = None
     started = False
@@ -210,16 +229,16 @@ def evaluate(cfg: EvaluateConfig, progress: bool = True) -> Evaluation:
                     done.append(workers[0].run(stem, img, str(rp_dir)))
                     bar.update(1)
             else:
-                infos = ray.get([w.load.remote(source) for w in workers])
-                info = infos[0]
                 from ray.util import ActorPool
 
-                t0 = time.perf_counter()
-                pool = ActorPool(workers)
-                done = []
-                for r in pool.map_unordered(lambda w, it: w.run.remote(it[0], it[1], str(rp_dir)), items):
-                    done.append(r)
-                    bar.update(1)
+                with _user_errors(ray):
+                    info = ray.get([w.load.remote(source) for w in workers])[0]
+                    t0 = time.perf_counter()
+                    pool = ActorPool(workers)
+                    done = []
+                    for r in pool.map_unordered(lambda w, it: w.run.remote(it[0], it[1], str(rp_dir)), items):
+                        done.append(r)
+                        bar.update(1)
             seconds += time.perf_counter() - t0
             done.sort(key=lambda r: r["row"]["image"])
             rate_points.append({**info, "label": f"rp{i}", "model": cfg.models[i]})
@@ -227,10 +246,12 @@ def evaluate(cfg: EvaluateConfig, progress: bool = True) -> Evaluation:
             feats.append(([r["real"] for r in done], [r["fake"] for r in done]))
         bar.close()
     finally:
+        if ray is not None:
+            for w in workers:  # free the metric networks even when the cluster outlives this call
+                ray.kill(w)
         if started:
             ray.shutdown()
 
-    weights = MetricWeights(cfg.metrics.weights_dir, cfg.metrics.random_backbones)
     results, per_image = aggregate(cfg, rate_points, rows, feats, weights)
     write_results(out / "results.json", results)
     for stem, data in per_image.items():
