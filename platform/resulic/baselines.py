@@ -237,7 +237,15 @@ def results_json(codec: str, rows: list[BaselineRow], targets: list[float], data
     """CompressAI's results format: one list entry per target, each the mean over images."""
     from .results import mean_or_none
 
-    per_target = [[r for r in rows if r.target_bpp == t] for t in targets]
+    per_target, kept = [], []
+    for t in targets:
+        rs = [r for r in rows if r.target_bpp == t]
+        # A target below what the codec reaches repeats the previous point (same settings on every
+        # image); a curve with repeated points is neither plottable nor usable for BD-rate.
+        if per_target and [r.knob for r in rs] == [r.knob for r in per_target[-1]]:
+            continue
+        per_target.append(rs)
+        kept.append(t)
     results = {
         "bpp": [mean_or_none(r.bpp for r in rs) for rs in per_target],
         "psnr-rgb": [mean_or_none(r.psnr for r in rs) for rs in per_target],
@@ -251,7 +259,8 @@ def results_json(codec: str, rows: list[BaselineRow], targets: list[float], data
         "name": NAMES.get(codec, codec),
         "description": f"{NAMES.get(codec, codec)} bisected to target bpp; bpp from real bytes incl. container",
         "dataset": dataset,
-        "target_bpp": list(targets),
+        "target_bpp": kept,
+        "targets_repeating_previous": [t for t in targets if t not in kept],
         "knob": [[r.knob for r in rs] for rs in per_target],
         "num_images": len({r.image for r in rows}),
         "results": results,
@@ -306,7 +315,8 @@ def run_baselines_job(cfg: BaselinesConfig, progress: bool = True) -> list[Path]
     for codec, codec_rows in rows.items():
         data = results_json(codec, codec_rows, sorted(cfg.target_bpp), cfg.dataset or cfg.images)
         data["per_image"] = [{"image": r.image, "target_bpp": r.target_bpp, "bpp": r.bpp, "knob": r.knob,
-                              "psnr-rgb": r.psnr, "ms-ssim-rgb": r.ms_ssim, **r.extra} for r in codec_rows]
+                              "psnr-rgb": r.psnr, "ms-ssim-rgb": r.ms_ssim, "encoding_time": r.encode_s,
+                              "decoding_time": r.decode_s, **r.extra} for r in codec_rows]
         paths.append(write_results(out / f"{codec}.json", data))
     plot_all(paths, out)
     return paths

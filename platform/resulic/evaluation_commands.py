@@ -112,8 +112,10 @@ def cmd_bd_rate(args) -> int:
     anchor, test = args.files
     for metric in args.metric:
         r = bd_rate(anchor, test, metric, args.method)
-        value = "n/a (the curves do not overlap)" if math.isnan(r.value) else f"{r.value:+.2f} %"
-        print(f"{metric}: BD-rate {value} ({r.method}; overlap {r.overlap[0]:.4g}–{r.overlap[1]:.4g}, "
+        if math.isnan(r.value):
+            print(f"{metric}: BD-rate n/a (the curves share no {metric} range)")
+            continue
+        print(f"{metric}: BD-rate {r.value:+.2f} % ({r.method}; overlap {r.overlap[0]:.4g}–{r.overlap[1]:.4g}, "
               f"{100 * r.overlap_fraction:.0f}% of the joint range)")
     return 0
 
