@@ -28,6 +28,10 @@ def test_plot(tmp_path, capsys):
     kodak = shared_path("anchors", "kodak")
     assert main(["plot", str(kodak / "jpeg.json"), str(kodak / "vtm.json"), "-o", str(tmp_path)]) == 0
     assert (tmp_path / "rd-psnr.png").stat().st_size > 1000 and (tmp_path / "rd-ms-ssim.png").is_file()
+    (tmp_path / "file").write_text("")
+    capsys.readouterr()
+    assert main(["plot", str(kodak / "jpeg.json"), "-o", str(tmp_path / "file" / "sub")]) == 2
+    assert capsys.readouterr().err.startswith("resulic: error:")
 
 
 def test_evaluate_command_and_job(tmp_path, capsys):

@@ -189,10 +189,7 @@ def cmd_info(args) -> int:
     return 2 if failures else 0
 
 
-def _commands() -> dict:
-    from .evaluation_commands import COMMANDS as EVALUATION_COMMANDS
-
-    return {"compress": cmd_compress, "decompress": cmd_decompress, "info": cmd_info, **EVALUATION_COMMANDS}
+COMMANDS = {"compress": cmd_compress, "decompress": cmd_decompress, "info": cmd_info}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -202,7 +199,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     quiet_libraries()
     configure_threads()
     try:
-        return _commands()[args.command](args)
+        from .evaluation_commands import COMMANDS as EVALUATION_COMMANDS
+
+        return {**COMMANDS, **EVALUATION_COMMANDS}[args.command](args)
     except ResulicError as exc:
         print(f"resulic: error: {exc}", file=sys.stderr)
         return 2

@@ -132,4 +132,17 @@ def cmd_plot(args) -> int:
     return 0
 
 
-COMMANDS = {"evaluate": cmd_evaluate, "baselines": cmd_baselines, "bd-rate": cmd_bd_rate, "plot": cmd_plot}
+def _os_errors_as_messages(command):
+    """An unwritable output folder is a one-line error like any other bad input."""
+    def run(args) -> int:
+        from .errors import ResulicError
+
+        try:
+            return command(args)
+        except OSError as exc:
+            raise ResulicError(f"{exc.filename or ''}: {exc.strerror or exc}") from None
+    return run
+
+
+COMMANDS = {name: _os_errors_as_messages(fn) for name, fn in
+            {"evaluate": cmd_evaluate, "baselines": cmd_baselines, "bd-rate": cmd_bd_rate, "plot": cmd_plot}.items()}
