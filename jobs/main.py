@@ -66,15 +66,15 @@ def main(argv=None) -> int:
 
     from tqdm import tqdm
 
-    from resulic.codec.store import resolve_codec
     from resulic.config import MainJobConfig, load_config
     from resulic.images import write_atomic
+    from resulic.registry import open_codec
     from resulic.roundtrip import format_table, load_inputs, roundtrip
     try:
         cfg = load_config(MainJobConfig, args.config, args.overrides)
+        items = load_inputs(cfg.images, cfg.max_images, cfg.max_side)  # bad input fails before any training
         model = cfg.model or (sweep_and_promote(cfg) if cfg.sweep else train_stages(cfg.train))
-        codec = resolve_codec(model)
-        items = load_inputs(cfg.images, cfg.max_images, cfg.max_side)
+        codec = open_codec(model)
         print(f"model {codec.fingerprint.hex()} ({codec.config.backbone.profile}, rate point "
               f"{codec.config.rate_point.name}); {len(items)} image(s) -> {cfg.output_dir}")
         with tqdm(total=len(items), desc="round trip", unit="img", file=sys.stderr) as bar:

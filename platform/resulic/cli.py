@@ -34,11 +34,15 @@ examples:
   resulic compress photo.png --text "a red barn by a pond" --srr     # send the semantic residual
   resulic compress photos/ --captions captions.jsonl --caption      # captions by file name
   resulic compress photo.png --text "..." --srr --pfo --semantics sem.yaml --semantics-set pfo.iterations=100
+  resulic evaluate --model runs/codec-r300 --model models:/resulic@champion --images kodak/
+  resulic baselines kodak/ --bpp 0.03 0.05 0.1 -o outputs/baselines
+  resulic bd-rate anchor.json ours.json --metric lpips --metric psnr
+  resulic plot outputs/evaluate/results.json outputs/baselines/*.json -o plots/
 """
 
 
 def _model_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", metavar="PATH", help="trained-codec folder or model YAML (default: embedded tiny profile)")
+    p.add_argument("--model", metavar="MODEL", help="trained-codec folder, models:/<name>@<alias> from the MLflow registry, or model YAML (default: embedded tiny profile)")
     p.add_argument("--set", dest="overrides", metavar="KEY=VALUE", action="append", default=[],
                    help="override a model-YAML key, e.g. --set rate_point.sampling_steps=4 (repeatable)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
@@ -77,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="print a file's header as JSON (no model needed)",
                        description="Print the header of a file as JSON, or one JSON line per file of a folder.")
     i.add_argument("input", help=f"a {SUFFIX} file or a folder of them")
+
+    from .evaluation_commands import add_parsers
+
+    add_parsers(sub)  # evaluate, baselines, bd-rate, plot
     return parser
 
 
@@ -117,7 +125,7 @@ def _run_many(pairs, is_folder: bool, action: Callable[[Path, Path], str], verb:
 
 
 def cmd_compress(args) -> int:
-    from .codec.store import resolve_codec
+    from .registry import open_codec
     from .images import IMAGE_SUFFIXES, open_image, write_atomic
 
     from .config import SemanticsConfig, load_config
@@ -131,7 +139,7 @@ def cmd_compress(args) -> int:
         semantics = Semantics(load_config(SemanticsConfig, args.semantics, sem_overrides))
     except ResulicError as exc:
         raise type(exc)(str(exc).replace("(with --set ", "(with --semantics-set ")) from None
-    codec = resolve_codec(args.model, args.overrides, device=args.device)
+    codec = open_codec(args.model, args.overrides, device=args.device)
 
     warned: set[str] = set()
 
@@ -163,11 +171,11 @@ def cmd_compress(args) -> int:
 
 
 def cmd_decompress(args) -> int:
-    from .codec.store import resolve_codec
+    from .registry import open_codec
     from .images import save_image_atomic
 
     pairs, is_folder = _pairs(Path(args.input), args.output, lambda p: p.suffix == SUFFIX, ".png", "_decoded")
-    codec = resolve_codec(args.model, args.overrides, device=args.device)
+    codec = open_codec(args.model, args.overrides, device=args.device)
 
     def action(src: Path, dst: Path) -> str:
         data = _read_bytes(src)
@@ -237,7 +245,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_threads()
 
     try:
-        return COMMANDS[args.command](args)
+        from .evaluation_commands import COMMANDS as EVALUATION_COMMANDS
+
+        return {**COMMANDS, **EVALUATION_COMMANDS}[args.command](args)
     except ResulicError as exc:
         print(f"resulic: error: {exc}", file=sys.stderr)
         return 2

@@ -1,0 +1,134 @@
+"""The model-registry convention for trained codecs (MLflow), shared by evaluation, sweeps, Serve.
+
+A registered codec is a trained-codec folder (``resulic.codec.store`` layout: config.yaml,
+*.safetensors, manifest.json) logged as the artifacts ``codec/`` of an MLflow run, and a model
+version whose ``source`` is that artifact folder. MLflow's ``register_model`` insists on an MLflow
+"logged model" (an MLmodel file); ``MlflowClient.create_model_version(name, source, run_id)``
+registers any artifact folder, and ``models:/<name>@<alias>`` / ``models:/<name>/<version>``
+then download it like any model. Nothing in the folder is executable, so fetching a version never
+runs code.
+
+Version tags: ``fingerprint`` (the model's 4-byte id, as in every file it writes), ``rate_point``,
+``backbone`` (profile), plus the caller's. Promotion is an alias (``champion``), never a stage.
+
+The tracking store is MLflow's: ``MLFLOW_TRACKING_URI``, else MLflow's default (``sqlite:///mlflow.db``
+in the working folder).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+from pathlib import Path
+
+from .errors import ModelLoadError
+
+ARTIFACT_DIR = "codec"
+EXPERIMENT = "resulic-registry"
+_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))/?$")
+
+
+def is_registry_uri(source: str | None) -> bool:
+    return bool(source) and str(source).startswith("models:/")
+
+
+def _client(tracking_uri: str | None = None):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def _manifest(folder: Path) -> dict:
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text())
+    except FileNotFoundError:
+        raise ModelLoadError(f"{folder}: not a trained-codec folder (no manifest.json)") from None
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{folder / 'manifest.json'}: unreadable ({exc})") from None
+    if not isinstance(manifest, dict) or "fingerprint" not in manifest:
+        raise ModelLoadError(f"{folder / 'manifest.json'}: not a ResULIC trained-codec manifest")
+    return manifest
+
+
+def register_codec(folder: str | Path, name: str, tags: dict[str, str] | None = None,
+                   experiment: str = EXPERIMENT, tracking_uri: str | None = None) -> str:
+    """Log ``folder`` as run artifacts under ``codec/`` and register it as a new version of ``name``.
+
+    Returns the version number (as MLflow gives it, a string). Uses the client API, not the
+    fluent run stack, so it works inside another active run and from any process.
+    """
+    from mlflow.exceptions import MlflowException
+
+    folder = Path(folder)
+    manifest = _manifest(folder)
+    client = _client(tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    experiment_id = exp.experiment_id if exp else client.create_experiment(experiment)
+    version_tags = {"fingerprint": str(manifest.get("fingerprint")), "rate_point": str(manifest.get("rate_point")),
+                    "backbone": str((manifest.get("backbone") or {}).get("profile"))}
+    version_tags.update({k: str(v) for k, v in (tags or {}).items()})
+    run = client.create_run(experiment_id, run_name=f"register-{name}", tags={"resulic.kind": "register", **version_tags})
+    try:
+        client.log_artifacts(run.info.run_id, str(folder), ARTIFACT_DIR)
+        client.set_terminated(run.info.run_id)
+    except BaseException:
+        client.set_terminated(run.info.run_id, status="FAILED")
+        raise
+    try:
+        client.create_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    source = f"{run.info.artifact_uri.rstrip('/')}/{ARTIFACT_DIR}"
+    mv = client.create_model_version(name, source=source, run_id=run.info.run_id, tags=version_tags,
+                                     description=f"ResULIC trained codec {manifest.get('fingerprint')}")
+    return str(mv.version)
+
+
+def set_alias(name: str, alias: str, version: str | int, tracking_uri: str | None = None) -> None:
+    """Point ``models:/<name>@<alias>`` at ``version`` (e.g. alias 'champion')."""
+    _client(tracking_uri).set_registered_model_alias(name, alias, str(version))
+
+
+def resolve(uri: str, tracking_uri: str | None = None):
+    """The MLflow ModelVersion a ``models:/`` URI names, or a ModelLoadError saying what is missing."""
+    from mlflow.exceptions import MlflowException
+
+    m = _URI.match(uri)
+    if not m:
+        raise ModelLoadError(f"{uri}: expected models:/<name>@<alias> or models:/<name>/<version>")
+    client = _client(tracking_uri)
+    try:
+        if m["alias"]:
+            return client.get_model_version_by_alias(m["name"], m["alias"])
+        return client.get_model_version(m["name"], m["version"])
+    except MlflowException as exc:
+        raise ModelLoadError(f"{uri}: not in the registry at {client.tracking_uri} ({exc.message})") from None
+
+
+def fetch_codec(uri: str, dst: str | Path | None = None, tracking_uri: str | None = None) -> Path:
+    """Download a registered codec and return the folder that holds its manifest.json."""
+    import mlflow
+
+    mv = resolve(uri, tracking_uri)
+    dst = Path(dst) if dst else Path(tempfile.mkdtemp(prefix=f"resulic-{mv.name}-v{mv.version}-"))
+    dst.mkdir(parents=True, exist_ok=True)
+    # The version's source is the run's codec/ artifact folder: download exactly that.
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=mv.source, dst_path=str(dst), tracking_uri=tracking_uri))
+    for candidate in (local, local / ARTIFACT_DIR):
+        if (candidate / "manifest.json").is_file():
+            return candidate
+    raise ModelLoadError(f"{uri}: version {mv.version} has no manifest.json (not a ResULIC codec folder)")
+
+
+def open_codec(model: str | None = None, overrides=(), device="cpu", tracking_uri: str | None = None):
+    """The codec a command names: ``models:/<name>@<alias>`` or ``/<version>`` from the registry,
+    else what ``resulic.codec.store.resolve_codec`` accepts (folder, model YAML, default)."""
+    from .codec.store import load_codec, resolve_codec
+
+    if is_registry_uri(model):
+        if overrides:
+            raise ModelLoadError("--set cannot change a registered codec; it would no longer match its weights")
+        return load_codec(fetch_codec(model, tracking_uri=tracking_uri), device=device)
+    return resolve_codec(model, overrides, device=device)
