@@ -106,8 +106,13 @@ def promote(cfg: PromoteConfig) -> list[Promotion]:
 def _register_and_maybe_promote(client, uri: str, cfg: PromoteConfig, band: RateBand, row: dict) -> Promotion:
     alias = alias_for(cfg, band)
     value = float(row[cfg.metric])
+    from mlflow.exceptions import MlflowException
+
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(client.download_artifacts(row["final_run"], "codec", tmp))
+        try:
+            folder = Path(client.download_artifacts(row["final_run"], "codec", tmp))
+        except MlflowException as exc:
+            raise ResulicError(f"trial {row['trial_id']}: its run {row['final_run']} holds no codec ({exc.message})") from None
         tags = {
             "rate_band": band.name, "bpp_real": f"{row['bpp']:.6g}", "metric": cfg.metric,
             "metric_value": f"{value:.6g}", "distortion": f"{row['distortion']:.6g}",

@@ -190,7 +190,9 @@ def run_sweep(sweep: Sweep) -> SweepOutcome:
     concurrency = cfg.search.max_concurrent or _concurrency(sweep)
     scheduler = None
     if cfg.scheduler.asha and objective.mode == "scalar":
-        scheduler = ASHAScheduler(time_attr="training_iteration", max_t=_reports_per_trial(sweep),
+        # max_t one past the last report: reaching max_t makes Tune stop a trial at once, before
+        # its driver has published the trained codec.
+        scheduler = ASHAScheduler(time_attr="training_iteration", max_t=_reports_per_trial(sweep) + 1,
                                   grace_period=cfg.scheduler.grace_period, reduction_factor=cfg.scheduler.reduction_factor)
     resolved = cfg.model_copy(update={"tracking_uri": uri, "storage_path": storage})
     trainable = ray.tune.with_parameters(
@@ -213,7 +215,7 @@ def run_sweep(sweep: Sweep) -> SweepOutcome:
                 run_config=ray.tune.RunConfig(name="tune", storage_path=f"{storage}/{cfg.name}", verbose=0),
             )
         grid = tuner.fit()
-        outcome = _summarise(grid, objective, client, experiment, cfg.name)
+        outcome = _summarise(grid, objective, client, experiment, cfg.name, len(sweep.stages))
         _log_parent(client, parent, outcome, objective)
         if outcome.best is None:
             errors = [r["error"] for r in outcome.rows if r["error"]]
@@ -259,7 +261,7 @@ def _reports_per_trial(sweep: Sweep) -> int:
     return max(1, total)
 
 
-def _summarise(grid, objective: ObjectiveConfig, client, experiment: str, sweep_name: str) -> SweepOutcome:
+def _summarise(grid, objective: ObjectiveConfig, client, experiment: str, sweep_name: str, n_stages: int) -> SweepOutcome:
     rows = []
     for result in grid:
         metrics = result.metrics or {}
@@ -269,9 +271,15 @@ def _summarise(grid, objective: ObjectiveConfig, client, experiment: str, sweep_
             [experiment], filter_string=f"tags.`{SWEEP_TAG}` = '{sweep_name}' and tags.trial_id = '{metrics.get('trial_id', '')}'"
         ) if metrics.get("trial_id") else []
         final = max(children, key=lambda r: int(r.data.tags.get("stage", "0")), default=None)
+        for child in children:  # a trial ASHA stopped leaves its current stage's run open
+            if child.info.status == "RUNNING":
+                client.set_terminated(child.info.run_id, status="KILLED")
+        complete = (final is not None and final.info.status == "FINISHED"
+                    and int(final.data.tags.get("stage", "0")) == n_stages)
         rows.append({
             "trial_id": trial,
-            "final_run": final.info.run_id if final is not None else None,
+            "final_run": final.info.run_id if complete else None,  # holds the trained codec
+            "complete": complete,
             "values": SearchSpace.config_values(config),
             "bpp": metrics.get(BPP_METRIC),
             "distortion": metrics.get(objective.distortion),
@@ -282,7 +290,10 @@ def _summarise(grid, objective: ObjectiveConfig, client, experiment: str, sweep_
         })
     complete = [i for i, r in enumerate(rows) if r["bpp"] is not None and r["distortion"] is not None]
     front = [complete[i] for i in pareto_front([(rows[i]["bpp"], rows[i]["distortion"]) for i in complete])]
-    scored = [r for r in rows if r["objective"] is not None]
+    # The best is a trial that ran to the end (its codec exists), when there is one.
+    scored = [r for r in rows if r["objective"] is not None and r["complete"]] or [
+        r for r in rows if r["objective"] is not None
+    ]
     best = min(scored, key=lambda r: r["objective"]) if scored else None
     return SweepOutcome("", rows, front, best)
 
