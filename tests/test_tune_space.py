@@ -67,6 +67,12 @@ def test_malformed_spaces_fail_naming_the_key(key, spec, message):
         SearchSpace({key: spec}, TrainConfig())
 
 
+def test_nested_and_dotted_spaces_are_the_same():
+    nested = {"loss": {"lambda_rate": SPACE["loss.lambda_rate"]},
+              "model": {"rate_point": {k.rsplit(".", 1)[1]: v for k, v in SPACE.items() if k.startswith("model.")}}}
+    assert SearchSpace(nested, TrainConfig()).params == SearchSpace(SPACE, TrainConfig()).params
+
+
 def test_sweep_config_is_checked_before_any_trial(tmp_path):
     bad = build_config(SweepConfig, {"space": {"optim.lr": {"type": "loguniform", "low": -1, "high": 1}}})
     with pytest.raises(ConfigError, match="space.optim.lr: .*> 0 on a log scale"):

@@ -82,9 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Print the header of a file as JSON, or one JSON line per file of a folder.")
     i.add_argument("input", help=f"a {SUFFIX} file or a folder of them")
 
-    from .evaluation_commands import add_parsers
+    from . import evaluation_commands, platform_commands
 
-    add_parsers(sub)  # evaluate, baselines, bd-rate, plot
+    evaluation_commands.add_parsers(sub)  # evaluate, baselines, bd-rate, plot
+    platform_commands.add_parsers(sub)  # train, sweep, promote
     return parser
 
 
@@ -246,8 +247,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         from .evaluation_commands import COMMANDS as EVALUATION_COMMANDS
+        from .platform_commands import COMMANDS as PLATFORM_COMMANDS
 
-        return {**COMMANDS, **EVALUATION_COMMANDS}[args.command](args)
+        return {**COMMANDS, **EVALUATION_COMMANDS, **PLATFORM_COMMANDS}[args.command](args)
     except ResulicError as exc:
         print(f"resulic: error: {exc}", file=sys.stderr)
         return 2

@@ -238,11 +238,12 @@ def apply_overrides(data: dict, overrides: Sequence[str]) -> dict:
 def _describe(exc: ValidationError, source: str) -> str:
     lines = []
     for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        msg = err["msg"]
+        msg = err["msg"].removeprefix("Value error, ")  # our validators' messages stand alone
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
-        lines.append(f"{source}: {key}: {msg}")
+        key = ".".join(str(p) for p in err["loc"])
+        # A whole-object rule names its own key in the message, after the object's path.
+        lines.append(f"{source}: {key}: {msg}" if key else f"{source}: {msg}")
     return "\n".join(lines)
 
 

@@ -103,9 +103,26 @@ def promote(cfg: PromoteConfig) -> list[Promotion]:
     return out
 
 
+def _existing_version(client, cfg: PromoteConfig, row: dict) -> str | None:
+    """The version already registered from this trial's run (promoting twice adds nothing)."""
+    for mv in client.search_model_versions(f"name = '{cfg.model_name}'"):
+        if mv.tags.get("training_run") == row["final_run"] and mv.tags.get("metric") == cfg.metric:
+            return str(mv.version)
+    return None
+
+
 def _register_and_maybe_promote(client, uri: str, cfg: PromoteConfig, band: RateBand, row: dict) -> Promotion:
     alias = alias_for(cfg, band)
     value = float(row[cfg.metric])
+    previous = _champion_value(client, cfg, alias)
+    version = _existing_version(client, cfg, row) or _register(client, uri, cfg, band, row, value)
+    moved = cfg.force or previous is None or value < previous
+    if moved:
+        registry.set_alias(cfg.model_name, alias, version, tracking_uri=uri)
+    return Promotion(band.name, alias, row["trial_id"], version, value, previous, moved)
+
+
+def _register(client, uri: str, cfg: PromoteConfig, band: RateBand, row: dict, value: float) -> str:
     from mlflow.exceptions import MlflowException
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -119,12 +136,7 @@ def _register_and_maybe_promote(client, uri: str, cfg: PromoteConfig, band: Rate
             "objective": f"{row['objective']:.6g}", "sweep": cfg.sweep, "trial_id": row["trial_id"],
             "training_run": row["final_run"], **{f"param.{k}": str(v) for k, v in row["values"].items()},
         }
-        version = registry.register_codec(folder, cfg.model_name, tags, tracking_uri=uri)
-    previous = _champion_value(client, cfg, alias)
-    moved = cfg.force or previous is None or value < previous
-    if moved:
-        registry.set_alias(cfg.model_name, alias, version, tracking_uri=uri)
-    return Promotion(band.name, alias, row["trial_id"], version, value, previous, moved)
+        return registry.register_codec(folder, cfg.model_name, tags, tracking_uri=uri)
 
 
 def _champion_value(client, cfg: PromoteConfig, alias: str) -> float | None:

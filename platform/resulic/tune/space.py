@@ -1,17 +1,22 @@
 """Search spaces from YAML: which training-config keys a sweep varies, over what ranges, and the
 conditional range of N_r that grows with λ_R (RESULIC.md §3.7, §4). No Ray here.
 
-A parameter is named by its dotted key in the training config::
+A parameter is named by its key in the training config, nested as there (or dotted)::
 
-    loss.lambda_rate:              {type: loguniform, low: 1.0, high: 36.0}
-    model.rate_point.residual_steps:
-      type: int
-      low: 50                      # the range at the lowest value of `follows`
-      high: 300
-      low_at_max: 400              # ... and at its highest; in between, log-linear
-      high_at_max: 800
-      follows: loss.lambda_rate
-    model.rate_point.gamma:        {type: choice, values: [constant, time_varying]}
+    loss:
+      lambda_rate: {type: loguniform, low: 1.0, high: 36.0}
+    model:
+      rate_point:
+        residual_steps:
+          type: int
+          low: 50                  # the range at the lowest value of `follows`
+          high: 300
+          low_at_max: 400          # ... and at its highest; in between, log-linear
+          high_at_max: 800
+          follows: loss.lambda_rate
+        gamma: {type: choice, values: [constant, time_varying]}
+
+so that ``--set space.loss.lambda_rate.high=20`` reaches a bound.
 
 Everything is checked before any trial starts: unknown keys (of the spec or of the training
 config), empty ranges, non-positive bounds on a log scale, a `follows` that is not a sampled
@@ -66,12 +71,26 @@ class ParameterSpec(StrictModel):
         return self
 
 
+def flatten_space(raw: dict, prefix: str = "") -> dict[str, dict]:
+    """Nested sections (``loss: {lambda_rate: {type: …}}``) or dotted keys (``loss.lambda_rate``)
+    -> dotted keys. A mapping with a ``type`` is a parameter; any other mapping is a section."""
+    out: dict[str, dict] = {}
+    for key, value in raw.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict) and "type" not in value and value:
+            out.update(flatten_space(value, dotted))
+        else:
+            out[dotted] = value
+    return out
+
+
 class SearchSpace:
     """Validated parameters, in order (a parameter may follow only one listed before it)."""
 
     def __init__(self, raw: dict, base: TrainConfig, source: str = "space") -> None:
         if not isinstance(raw, dict) or not raw:
             raise ConfigError(f"{source}: must map training-config keys to parameter specs")
+        raw = flatten_space(raw)
         self.params: dict[str, ParameterSpec] = {}
         for key, spec in raw.items():
             if not isinstance(spec, dict):
