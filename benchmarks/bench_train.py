@@ -4,9 +4,10 @@ in this process (Ray's overhead), and one against two workers.
     python benchmarks/bench_train.py [--steps 24] [--batch 2]
 
 Every measurement is the median step time over the steps after the first 4 (warm-up). The plain
-loop uses the same TrainableCodec, optimisers and batch size, with crops held in memory; the Ray
-runs read crops from Ray Data, run DDP across workers and include everything the loop does per
-step except checkpoints (one at the end). The step time under Ray comes from the loop's own
+loop uses the same TrainableCodec, optimisers, batch size and per-row transform (read the PNG,
+random crop), in this process and synchronously; the Ray runs get those rows from Ray Data, run
+DDP across workers and include everything the loop does per step except checkpoints (one at the
+end). The step time under Ray comes from the loop's own
 ``step_seconds`` metric in MLflow. Workers use one torch thread each.
 """
 
@@ -28,7 +29,7 @@ WARMUP = 4
 
 def plain_step_seconds(steps: int, batch: int) -> float:
     from resulic.codec import Codec
-    from resulic.images import sample_images
+    from resulic.data import CropAndDrop, materialize_samples
     from resulic.train.checkpoint import fresh_parts
     from resulic.train.config import LossConfig
     from resulic.train.model import TrainableCodec
@@ -38,17 +39,16 @@ def plain_step_seconds(steps: int, batch: int) -> float:
     model = TrainableCodec(codec.config, codec.backbone, compressor, cdm, 1, LossConfig(), 6.0).train()
     groups = model.parameter_groups()
     opts = [torch.optim.AdamW(groups["main"], lr=1e-4), torch.optim.AdamW(groups["aux"], lr=1e-3)]
+    # The same per-row transform Ray Data runs (read the PNG, random crop, caption dropout), here
+    # in-process and synchronously, so that the comparison is of the same work.
+    records = materialize_samples(Path(tempfile.mkdtemp()) / "samples")[:3]
+    transform = CropAndDrop(128, 0.3)
     rng = np.random.default_rng(0)
-    photos = [np.asarray(img) for _, img in sample_images(3)]
     times = []
     for _ in range(steps):
         t0 = time.perf_counter()
-        crops = []
-        for _ in range(batch):
-            p = photos[rng.integers(len(photos))]
-            y, x = rng.integers(0, p.shape[0] - 128), rng.integers(0, p.shape[1] - 128)
-            crops.append(p[y : y + 128, x : x + 128])
-        images = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float().div(255)
+        rows = [transform({"path": records[rng.integers(len(records))].path, "caption": ""}) for _ in range(batch)]
+        images = torch.from_numpy(np.stack([r["image"] for r in rows])).permute(0, 3, 1, 2).float().div(255)
         terms = model(images, [""] * batch)
         for o in opts:
             o.zero_grad(set_to_none=True)
@@ -89,13 +89,21 @@ def main(argv=None) -> int:
 
     quiet_libraries()
     configure_threads()
-    plain = plain_step_seconds(args.steps, args.batch)
+    # The plain loop runs before and after the Ray runs: on a shared machine the load drifts, and
+    # the two values show by how much (the ratios use their mean).
+    plain_before = plain_step_seconds(args.steps, args.batch)
     from resulic import cluster
 
     cluster.ensure_ray(min_cpus=2)  # room for two workers and Ray Data in the same local cluster
     with tempfile.TemporaryDirectory() as tmp:
         one = ray_step_seconds(1, args.steps, args.batch, Path(tmp))
         two = ray_step_seconds(2, args.steps, args.batch, Path(tmp))
+    import ray
+
+    ray.shutdown()
+    plain_after = plain_step_seconds(args.steps, args.batch)
+    plain = (plain_before + plain_after) / 2
+    print(f"plain loop before/after the Ray runs: {plain_before:.3f} / {plain_after:.3f} s/step")
     rows = [
         ("plain PyTorch, 1 process", 1, plain, args.batch / plain),
         ("Ray Train, 1 worker", 1, one, args.batch / one),
