@@ -39,6 +39,7 @@ case "${1:-start}" in
       echo "mlflow server already running (pid $(cat "$STATE/server.pid"))"; exit 0
     fi
     uri="$(backend_store)"
+    echo "mlflow backend store: ${uri%%:*} (the URI itself is not printed)"
     workers=4
     [[ "$uri" == sqlite:* ]] && workers=1   # one SQLite writer ("database is locked", pain point 20)
     MLFLOW_BACKEND_STORE_URI="$uri" \
