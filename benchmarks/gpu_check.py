@@ -304,6 +304,9 @@ def main(argv=None) -> int:
                         help="max abs pixel difference (0-255) allowed between the GPU and CPU decodes (default 8)")
     parser.add_argument("--no-serve", action="store_true", help="skip part 3")
     parser.add_argument("--cpu", action="store_true", help="run on the CPU even when CUDA is available")
+    parser.add_argument("--no-tf32", action="store_true",
+                        help="full fp32 convolutions and matmuls on the GPU (cuDNN uses TF32 by default), to see "
+                             "how much of the GPU/CPU pixel difference it causes")
     args = parser.parse_args(argv)
     if args.steps < 1:
         parser.error("--steps must be at least 1")
@@ -315,7 +318,11 @@ def main(argv=None) -> int:
     crop, image_size, batch = SIZES[args.profile]
     crop = args.crop or crop
     report = Report()
-    report.add("device", "info", describe_device(device))
+    if args.no_tf32:
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+    tf32 = f"; TF32 convolutions {'on' if torch.backends.cudnn.allow_tf32 else 'off'}" if device.type == "cuda" else ""
+    report.add("device", "info", describe_device(device) + tf32)
     t_start = time.perf_counter()
     try:
         config = model_config(args.profile, args.source)
