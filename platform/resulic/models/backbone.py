@@ -68,6 +68,49 @@ TINY_TEXT = dict(
     pad_token_id=513,
 )
 
+# Stable Diffusion 2.1-base's published configs (the vae/, unet/ and text_encoder/ config.json
+# of stabilityai/stable-diffusion-2-1-base): the real shapes, for random-weight checks of memory
+# and speed where the weights are absent (benchmarks/gpu_check.py). The text encoder keeps the
+# byte-level tokenizer's special ids; its 49,408-row embedding is CLIP's.
+SD21_VAE = dict(
+    in_channels=3,
+    out_channels=3,
+    down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4,
+    block_out_channels=(128, 256, 512, 512),
+    layers_per_block=2,
+    latent_channels=4,
+    norm_num_groups=32,
+    sample_size=512,
+    scaling_factor=SD_SCALING_FACTOR,
+)
+SD21_UNET = dict(
+    sample_size=64,
+    in_channels=4,
+    out_channels=4,
+    layers_per_block=2,
+    block_out_channels=(320, 640, 1280, 1280),
+    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    cross_attention_dim=1024,
+    attention_head_dim=(5, 10, 20, 20),
+    use_linear_projection=True,
+    norm_num_groups=32,
+)
+SD21_TEXT = dict(
+    vocab_size=49408,
+    hidden_size=1024,
+    intermediate_size=4096,
+    num_hidden_layers=23,
+    num_attention_heads=16,
+    max_position_embeddings=TEXT_LENGTH,
+    hidden_act="gelu",
+    projection_dim=512,
+    bos_token_id=512,
+    eos_token_id=513,
+    pad_token_id=513,
+)
+
 
 @dataclass
 class Backbone:
@@ -130,14 +173,26 @@ def weights_digest(*parts: torch.nn.Module | Mapping[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-def build_tiny(config: BackboneConfig) -> Backbone:
+def build_random(vae: dict, unet: dict, text: dict, seed: int, name: str, digest: bool = True) -> Backbone:
+    """The diffusers/transformers classes from config dicts with seeded random weights (the
+    same on every machine) and the byte-level tokenizer. ``digest=False`` names the weights by
+    seed instead of hashing them (hashing SD 2.1's 1.3 B parameters takes a while)."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        vae = AutoencoderKL(**TINY_VAE)
-        unet = UNet2DConditionModel(**TINY_UNET)
-        text_encoder = CLIPTextModel(CLIPTextConfig(**TINY_TEXT))
-    identity = "tiny:" + weights_digest(vae, unet, text_encoder)[:16]
-    return Backbone(vae, unet, text_encoder, byte_level_tokenizer(), identity)
+        torch.manual_seed(seed)
+        vae_model = AutoencoderKL(**vae)
+        unet_model = UNet2DConditionModel(**unet)
+        text_encoder = CLIPTextModel(CLIPTextConfig(**text))
+    tag = weights_digest(vae_model, unet_model, text_encoder)[:16] if digest else f"seed{seed}"
+    return Backbone(vae_model, unet_model, text_encoder, byte_level_tokenizer(), f"{name}:{tag}")
+
+
+def build_tiny(config: BackboneConfig) -> Backbone:
+    return build_random(TINY_VAE, TINY_UNET, TINY_TEXT, config.seed, "tiny")
+
+
+def build_sd21_random(seed: int = 0) -> Backbone:
+    """SD 2.1-base's shapes with random weights: for GPU memory/speed checks, not for images."""
+    return build_random(SD21_VAE, SD21_UNET, SD21_TEXT, seed, "sd21-random", digest=False)
 
 
 def load_sd21(config: BackboneConfig) -> Backbone:

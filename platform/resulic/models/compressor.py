@@ -199,10 +199,16 @@ class LatentCompressor(nn.Module):
 
     @torch.no_grad()
     def decompress(self, data: bytes, latent_hw: tuple[int, int]) -> Tensor:
+        return self.g_s(self.decode_symbols(data, latent_hw))
+
+    @torch.no_grad()
+    def decode_symbols(self, data: bytes, latent_hw: tuple[int, int]) -> Tensor:
+        """The entropy-decoded ŷ (symbols + predicted means). Two devices decoded the same
+        symbols exactly when their ŷ differ by less than 0.5 everywhere (the cross-device check)."""
         (yh, yw), (zh, zw) = self.shapes(latent_hw)
         n_groups = len(self.groups)
         placeholders = [[None]] * (2 * n_groups + 1)  # 2 checkerboard halves per group, then z
         shape = {"y": [(g, yh, yw) for g in self.groups], "hyper": (zh, zw)}
         with self.stream.decoding(data):
             out = self.latent_codec.decompress(placeholders, shape)
-        return self.g_s(out["y_hat"])
+        return out["y_hat"]

@@ -1,0 +1,62 @@
+"""Submit a platform job to a Ray cluster with `ray job submit` (see docs/cluster.md).
+
+    python jobs/submit.py train    configs/train/stage1-sd21.yaml [--set key=value ...]
+    python jobs/submit.py sweep    configs/sweep/sd21.yaml
+    python jobs/submit.py promote  configs/promote/sd21.yaml
+    python jobs/submit.py evaluate configs/evaluate-sd21.yaml
+      [--address URL] [--tracking-uri URI] [--storage PATH] [--attempt N] [--wait] [--dry-run]
+
+The config is validated here; the command is printed, then run (--dry-run only prints it).
+Defaults: --address $RAY_ADDRESS or http://127.0.0.1:8265 (what `ray dashboard cluster.yaml`
+forwards), --tracking-uri $RESULIC_TRACKING_URI (else the cluster's own), --storage
+$RESULIC_STORAGE_PATH (else the config's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+
+
+def main(argv=None) -> int:
+    from resulic.submit import KINDS
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("kind", choices=list(KINDS), help="which job")
+    parser.add_argument("config", help="the job's YAML")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, passed on to the job (repeatable)")
+    parser.add_argument("--address", help="the cluster's job API (default: $RAY_ADDRESS or http://127.0.0.1:8265)")
+    parser.add_argument("--tracking-uri", help="MLflow server for the job (default: $RESULIC_TRACKING_URI, else the cluster's)")
+    parser.add_argument("--storage", help="storage path for checkpoints, e.g. s3://bucket/resulic/ray_results")
+    parser.add_argument("--attempt", type=int, default=1, help="resubmit the same job: a new submission id (default 1)")
+    parser.add_argument("--wait", action="store_true", help="follow the job's logs until it ends")
+    parser.add_argument("--dry-run", action="store_true", help="print the command, do not run it")
+    args = parser.parse_args(argv)
+
+    from resulic.errors import ResulicError
+    from resulic.submit import build_command, format_command, request_from_env
+
+    try:
+        request = request_from_env(
+            args.kind, args.config, args.overrides, address=args.address, tracking_uri=args.tracking_uri,
+            storage=args.storage, attempt=args.attempt, wait=args.wait,
+        )
+        command = build_command(request)
+    except ResulicError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(format_command(command), flush=True)
+    if args.dry_run:
+        return 0
+    ray = shutil.which("ray")
+    if ray is None:
+        print("error: the `ray` command is not on PATH (activate the project's .venv)", file=sys.stderr)
+        return 2
+    return subprocess.call([ray, *command[1:]])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""``ray job submit`` commands for the platform's jobs on a Ray cluster (docs/cluster.md).
+
+    python jobs/submit.py train configs/train/stage1-sd21.yaml [--set key=value ...] [--dry-run]
+
+builds (and runs, unless ``--dry-run``)
+
+    ray job submit --address http://127.0.0.1:8265 --working-dir . --submission-id <id>
+        --runtime-env-json '{...}' --entrypoint-num-cpus 1 --no-wait
+        -- python jobs/train.py --config configs/train/stage1-sd21.yaml
+
+- The config is loaded and validated here first, so a bad key fails on the laptop, not after
+  the upload.
+- The submission id is ``resulic-<kind>-<name>-<hash>``: the job's name (run.name, the sweep's
+  name...) and 8 hex digits of the resolved config. Submitting the same job twice is refused by
+  Ray instead of starting a second driver on the same run; a changed config is a new id;
+  ``--attempt N`` resubmits the same config (e.g. after a spot loss; training resumes from its
+  last checkpoint).
+- The runtime environment: the working folder (``--working-dir .``, .gitignore'd files and
+  outputs excluded), ``platform/resulic`` as a py_module so the submitted library code is what
+  runs (not the copy installed on the nodes), the offline/telemetry variables, and
+  ``MLFLOW_TRACKING_URI`` when ``--tracking-uri`` (or ``$RESULIC_TRACKING_URI``) names a server;
+  otherwise the cluster's own (cluster.yaml and the KubeRay manifests set it on every node).
+- ``--storage`` (or ``$RESULIC_STORAGE_PATH``) sets the job's storage path key.
+
+No Ray or MLflow import: building a command needs neither.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shlex
+from dataclasses import dataclass, field
+
+from .config import load_config
+
+DEFAULT_ADDRESS = "http://127.0.0.1:8265"  # `ray dashboard cluster.yaml` forwards the head's dashboard here
+# What every job needs on every node, whatever the cluster's defaults.
+JOB_ENV = {
+    "HF_HUB_OFFLINE": "1",  # weights come from shared storage, never from the hub
+    "TRANSFORMERS_OFFLINE": "1",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "RAY_TRAIN_V2_ENABLED": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+# Not uploaded with the working folder (Ray also skips what .gitignore lists).
+EXCLUDES = [".git", ".venv", "outputs", "ray_results", "mlruns", "mlartifacts", "mlflow.db", "*.rslc"]
+PY_MODULES = ["platform/resulic"]
+
+
+@dataclass(frozen=True)
+class JobKind:
+    script: str
+    storage_key: str | None  # the config key that holds the storage path, if the job has one
+
+
+KINDS = {
+    "train": JobKind("jobs/train.py", "run.storage_path"),
+    "sweep": JobKind("jobs/sweep.py", "storage_path"),
+    "evaluate": JobKind("jobs/evaluate.py", None),
+    "promote": JobKind("jobs/promote.py", None),
+}
+
+
+@dataclass
+class JobRequest:
+    kind: str
+    config: str
+    overrides: list[str] = field(default_factory=list)
+    address: str = DEFAULT_ADDRESS
+    tracking_uri: str | None = None
+    storage: str | None = None
+    attempt: int = 1
+    wait: bool = False
+
+    def all_overrides(self) -> list[str]:
+        """The user's --set values plus the storage path one (last, so it wins)."""
+        extra = []
+        if self.storage:
+            key = KINDS[self.kind].storage_key
+            if key is None:
+                from .errors import ConfigError
+
+                raise ConfigError(f"--storage: a {self.kind} job has no storage path (train and sweep jobs do)")
+            extra.append(f"{key}={self.storage}")
+        return [*self.overrides, *extra]
+
+
+def _resolved(kind: str, path: str, overrides: list[str]) -> tuple[str, dict]:
+    """(job name, resolved config as plain data), validated with the job's own schema."""
+    if kind == "train":
+        from .train.config import TrainConfig
+
+        cfg = load_config(TrainConfig, path, overrides)
+        return cfg.run.name, cfg.model_dump(mode="json")
+    if kind == "sweep":
+        from .tune.sweep import SweepConfig
+
+        cfg = load_config(SweepConfig, path, overrides)
+        return cfg.name, cfg.model_dump(mode="json")
+    if kind == "promote":
+        from .tune.promote import PromoteConfig
+
+        cfg = load_config(PromoteConfig, path, overrides)
+        return f"{cfg.model_name}-{cfg.sweep}", cfg.model_dump(mode="json")
+    from .evaluate import EvaluateConfig
+
+    cfg = load_config(EvaluateConfig, path, overrides)
+    return cfg.name, cfg.model_dump(mode="json")
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "job"
+
+
+def submission_id(request: JobRequest) -> str:
+    if request.kind not in KINDS:
+        raise ValueError(f"unknown job kind {request.kind!r}; one of {', '.join(KINDS)}")
+    name, resolved = _resolved(request.kind, request.config, request.all_overrides())
+    digest = hashlib.sha256(
+        json.dumps({"kind": request.kind, "config": resolved}, sort_keys=True, separators=(",", ":")).encode()
+    ).hexdigest()[:8]
+    suffix = f"-a{request.attempt}" if request.attempt > 1 else ""
+    return f"resulic-{request.kind}-{slug(name)}-{digest}{suffix}"
+
+
+def runtime_env(request: JobRequest) -> dict:
+    env = dict(JOB_ENV)
+    if request.tracking_uri:
+        env["MLFLOW_TRACKING_URI"] = request.tracking_uri
+    return {"py_modules": PY_MODULES, "excludes": EXCLUDES, "env_vars": env}
+
+
+def build_command(request: JobRequest) -> list[str]:
+    """The ``ray job submit`` argv (entrypoint last, after ``--``, unquoted)."""
+    argv = [
+        "ray", "job", "submit",
+        "--address", request.address,
+        "--working-dir", ".",
+        "--submission-id", submission_id(request),
+        "--runtime-env-json", json.dumps(runtime_env(request), separators=(",", ":")),
+        "--entrypoint-num-cpus", "1",
+    ]
+    if not request.wait:
+        argv.append("--no-wait")
+    argv += ["--", "python", KINDS[request.kind].script, "--config", request.config]
+    for override in request.all_overrides():
+        argv += ["--set", override]
+    return argv
+
+
+def format_command(argv: list[str]) -> str:
+    return shlex.join(argv)
+
+
+def request_from_env(kind: str, config: str, overrides=(), *, address=None, tracking_uri=None, storage=None,
+                     attempt: int = 1, wait: bool = False) -> JobRequest:
+    """A request with the defaults the environment gives: ``$RAY_ADDRESS``, ``$RESULIC_TRACKING_URI``,
+    ``$RESULIC_STORAGE_PATH``."""
+    return JobRequest(
+        kind, config, list(overrides),
+        address=address or os.environ.get("RAY_ADDRESS") or DEFAULT_ADDRESS,
+        tracking_uri=tracking_uri or os.environ.get("RESULIC_TRACKING_URI") or None,
+        storage=storage or os.environ.get("RESULIC_STORAGE_PATH") or None,
+        attempt=attempt, wait=wait,
+    )
