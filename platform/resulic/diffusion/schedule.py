@@ -54,7 +54,8 @@ class ResidualSchedule(SchedulerMixin, ConfigMixin):
         return int(self.config.residual_steps)
 
     def _a(self, t: Tensor | int) -> Tensor:
-        return self.alphas_cumprod[torch.as_tensor(t, dtype=torch.long)]
+        # The table stays on the CPU in float64; timesteps may come from any device.
+        return self.alphas_cumprod[torch.as_tensor(t, dtype=torch.long).cpu()]
 
     def r(self, t: Tensor | int) -> Tensor:
         return torch.sqrt(1.0 / self._a(t) - 1.0)
