@@ -260,5 +260,5 @@ def build(args: dict | None = None):
 
     cfg = build_config(ServeAppConfig, dict(args or {}), source="serve application args")
     limits = cfg.limits.model_dump()
-    codec = CodecDeployment.bind(cfg.models.model_dump(mode="json"), cfg.device, limits)
+    codec = CodecDeployment.options(**cfg.codec_options).bind(cfg.models.model_dump(mode="json"), cfg.device, limits)
     return Ingress.bind(codec, limits)

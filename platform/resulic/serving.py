@@ -98,6 +98,10 @@ class ServeAppConfig(StrictModel):
     models: RatePointsConfig = Field(default_factory=RatePointsConfig)
     limits: ServeLimits = Field(default_factory=ServeLimits)
     device: str = Field("cpu", description="torch device of the codec replicas (cuda with num_gpus: 1)")
+    codec_options: dict = Field(
+        default_factory=dict, description="Serve options of the codec deployment (autoscaling_config, "
+        "max_ongoing_requests, user_config, ...) when built from Python; config files set them under deployments[]",
+    )
 
 
 def rate_points_config(data: dict | None, source: str = "user_config") -> RatePointsConfig:
