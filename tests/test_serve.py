@@ -100,6 +100,12 @@ def test_round_trip_matches_the_local_cli(client, codec, photo, upload, models, 
                  "--model", str(models["v1_folder"])]) == 0
     assert np.array_equal(pixels(served.data), np.asarray(Image.open(tmp_path / "x.png").convert("RGB")))
 
+    (tmp_path / "photo.png").write_bytes(upload)  # the CLI over HTTP: the same bytes again
+    assert main(["remote", "compress", str(tmp_path / "photo.png"), "-o", str(tmp_path / "r.rslc"), "--url", client.url]) == 0
+    assert (tmp_path / "r.rslc").read_bytes() == result.data
+    assert main(["remote", "decompress", str(tmp_path / "r.rslc"), "-o", str(tmp_path / "r.png"), "--url", client.url]) == 0
+    assert (tmp_path / "r.png").read_bytes() == served.data
+
     low = client.compress(upload, rate_point="r150")  # a second rate point, multiplexed
     assert low.rate_point == "r150" and low.data != result.data
     assert client.decompress(low.data).rate_point == "r150"

@@ -121,3 +121,42 @@ def _read(path) -> bytes:
             return f.read()
     except OSError as exc:
         raise ResulicError(f"{path}: cannot read ({exc.strerror})") from None
+
+
+# --------------------------------------------------------------------------------------------
+# `resulic remote compress|decompress --url ...`
+
+
+def add_parser(sub) -> None:
+    remote = sub.add_parser("remote", help="compress/decompress through a running codec endpoint (serve/)",
+                            description="Use a codec endpoint over HTTP (see docs/serving.md).")
+    verbs = remote.add_subparsers(dest="remote_command", metavar="ACTION", required=True)
+    for verb, what in (("compress", "image(s) -> .rslc file(s)"), ("decompress", ".rslc file(s) -> PNG")):
+        p = verbs.add_parser(verb, help=what, description=f"{what}, by the service at --url")
+        p.add_argument("input", help="a file or a folder")
+        p.add_argument("-o", "--output", help="output file or folder (default: beside the input)")
+        p.add_argument("--url", default="http://127.0.0.1:8000", help="the service (default: http://127.0.0.1:8000)")
+        if verb == "compress":
+            p.add_argument("--rate-point", help="a rate point of the service (GET /v1/models)")
+            p.add_argument("--text", help="the original's caption (sent whole, or the source of --srr)")
+            p.add_argument("--srr", action="store_true", help="send the semantic residual of --text")
+            p.add_argument("--pfo-iterations", type=int, help="prompt fidelity optimisation iterations (with --srr)")
+            p.add_argument("--pfo-seconds", type=float, help="Pfo time budget")
+
+
+def cmd_remote(args) -> int:
+    from pathlib import Path
+
+    from .cli import SUFFIX, _pairs
+    from .images import IMAGE_SUFFIXES
+
+    if args.remote_command == "compress":
+        pairs, _ = _pairs(Path(args.input), args.output, lambda p: p.suffix.lower() in IMAGE_SUFFIXES, SUFFIX, "_rslc")
+        options = dict(rate_point=args.rate_point, text=args.text, srr=args.srr or None,
+                       pfo_iterations=args.pfo_iterations, pfo_seconds=args.pfo_seconds)
+        lines = compress_files(args.url, *zip(*pairs), **options)
+    else:
+        pairs, _ = _pairs(Path(args.input), args.output, lambda p: p.suffix == SUFFIX, ".png", "_decoded")
+        lines = decompress_files(args.url, *zip(*pairs))
+    print("\n".join(lines))
+    return 0
