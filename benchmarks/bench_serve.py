@@ -1,13 +1,13 @@
 """Serving benchmark: the codec endpoint on Ray Serve with 1 and 2 codec replicas against a plain
-single-process FastAPI app (uvicorn) running the same codec, plus the headroom batching has.
+single-process FastAPI app (uvicorn) running the same codec, with and without decompress batching.
 
     python benchmarks/bench_serve.py [--seconds 15] [--clients 4] [--side 256] [--model FOLDER]
 
 For each server: requests/s and p50/p95/p99 latency of POST /v1/compress and /v1/decompress
 under --clients concurrent clients for --seconds each, and at one client the per-request overhead
 (HTTP latency minus the codec's own time, from the X-Resulic-Seconds header) relative to the
-codec's time. Batching: the denoiser's time per image at batch 1 vs 4 (what @serve.batch on
-decompress could save at best). Model: the tiny profile (seeded random weights) unless --model.
+codec's time. Batching: Serve with RESULIC_SERVE_DECODE_BATCH=4 (@serve.batch on decompress),
+and in-process decode_batch of 4 files vs 4 single decodes. Model: the tiny profile (seeded random weights) unless --model.
 Clients are threads in this process (urllib); every server binds to 127.0.0.1.
 """
 
@@ -137,36 +137,23 @@ def measure(url: str, image: bytes, bitstream: bytes, clients: int, seconds: flo
     return out
 
 
-def batching_headroom(codec, photo, repeats: int = 5) -> dict:
-    """Seconds per image of one denoiser evaluation (UNet + control, both CFG branches) at batch 1
-    and batch 4 on this machine's device: the most @serve.batch could save per decode step."""
-    import torch
+def batch_decode_speed(codec, photo, batch: int = 4, repeats: int = 3) -> dict:
+    """Seconds per file of ``batch`` decodes one by one vs one ``decode_batch`` call (distinct
+    files of one size), median of ``repeats``: what batching can save inside one replica."""
+    from resulic.codec.batch import decode_batch
 
-    from resulic.images import image_to_tensor, pad_to_multiple
-
-    with torch.no_grad():
-        z = codec.compressor.compress(codec.backbone.encode(pad_to_multiple(image_to_tensor(photo), codec.config.stride))).z_c
-    from resulic.config import NEGATIVE_PROMPT
-    from resulic.semantics.prompt import prompt_input_ids
-
-    with torch.no_grad():
-        negative = codec.backbone.encode_text([NEGATIVE_PROMPT])
-        positive = codec.backbone.encode_ids(prompt_input_ids(codec.backbone.tokenizer, []))
-    out = {}
-    for batch in (1, 4):
-        zb = z.repeat(batch, 1, 1, 1)
-        cond = torch.cat([zb, zb])  # both classifier-free-guidance branches, as Codec._denoiser does
-        context = torch.cat([negative.repeat(batch, 1, 1), positive.repeat(batch, 1, 1)])
-        steps = torch.full((2 * batch,), 100, dtype=torch.long)
-        times = []
-        with torch.no_grad():
-            for i in range(repeats + 1):
-                t = time.perf_counter()
-                codec.cdm(cond, steps, encoder_hidden_states=context, controlnet_cond=cond)
-                if i:  # the first call warms up
-                    times.append(time.perf_counter() - t)
-        out[batch] = statistics.median(times) / batch
-    return out
+    files = [codec.encode(photo.rotate(180 * (i % 2)), text=f"photo {i}").data for i in range(batch)]
+    codec.decode(files[0])  # warm up
+    single, batched = [], []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        for data in files:
+            codec.decode(data)
+        single.append((time.perf_counter() - t) / batch)
+        t = time.perf_counter()
+        decode_batch(codec, files)
+        batched.append((time.perf_counter() - t) / batch)
+    return {"batch": batch, "single_s": statistics.median(single), "batched_s": statistics.median(batched)}
 
 
 def main(argv=None) -> int:
@@ -195,7 +182,7 @@ def main(argv=None) -> int:
     print(f"photo {photo.width}x{photo.height}, bitstream {len(bitstream)} bytes; {args.clients} clients x "
           f"{args.seconds:.0f} s per measurement", file=sys.stderr)
 
-    headroom = batching_headroom(codec, photo)
+    batching = batch_decode_speed(codec, photo)
     results = {}
     port = local.free_port()
     proc = multiprocessing.get_context("spawn").Process(target=run_baseline, args=(folder, port), daemon=True)
@@ -207,11 +194,16 @@ def main(argv=None) -> int:
     finally:
         proc.terminate()
         proc.join()
-    for replicas in (1, 2):
+    for replicas, batch in ((1, 1), (2, 1), (1, 4), (2, 4)):
+        options = {"num_replicas": replicas, "max_ongoing_requests": max(2, batch)}
+        if batch > 1:  # read by serve/app.py when a replica imports it
+            options["ray_actor_options"] = {"num_cpus": 1, "runtime_env": {"env_vars": {
+                "RESULIC_SERVE_DECODE_BATCH": str(batch), "OMP_NUM_THREADS": "1"}}}
         url = local.start({"models": {"rate_points": {"default": folder}, "follow_aliases_s": None},
-                           "codec_options": {"num_replicas": replicas, "max_ongoing_requests": 2}})
+                           "codec_options": options})
+        name = f"Ray Serve, {replicas} replica(s)" + (f", decompress batch {batch}" if batch > 1 else "")
         try:
-            results[f"Ray Serve, {replicas} replica(s)"] = measure(url, image, bitstream, args.clients, args.seconds)
+            results[name] = measure(url, image, bitstream, args.clients, args.seconds)
         finally:
             local.stop()
 
@@ -223,10 +215,10 @@ def main(argv=None) -> int:
             print(f"| {name} | {op} | {r['rps']:.2f} ({r['rps'] / base[op]['rps']:.2f}x) | {r['p50']:.3f} | "
                   f"{r['p95']:.3f} | {r['p99']:.3f} | {r['errors']} | {r['single_p50']:.3f} | {r['codec_p50']:.3f} | "
                   f"{100 * r['overhead']:.0f} % |")
-    print(f"\nbatching headroom: denoiser s/image at batch 1 = {headroom[1]:.4f}, at batch 4 = {headroom[4]:.4f} "
-          f"({headroom[1] / headroom[4]:.2f}x)")
+    print(f"\nin-process decode, s/file: one by one {batching['single_s']:.3f}, decode_batch of {batching['batch']} "
+          f"{batching['batched_s']:.3f} ({batching['single_s'] / batching['batched_s']:.2f}x)")
     if args.json:
-        Path(args.json).write_text(json.dumps({"results": results, "batching_headroom": headroom}, indent=2))
+        Path(args.json).write_text(json.dumps({"results": results, "batching": batching}, indent=2))
     return 0
 
 

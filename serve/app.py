@@ -28,13 +28,16 @@ from ray.serve.handle import DeploymentHandle
 from resulic.errors import ResulicError
 from resulic.serving import (
     Catalog, CompressOptions, RatePoint, Reply, RequestError, ServeAppConfig, ServeLimits, check_body_size,
-    check_image_header, compress_reply, decompress_reply, fingerprint_of, load_rate_point, parse_compress_options,
+    check_image_header, compress_reply, decompress_replies, decompress_reply, fingerprint_of, load_rate_point, parse_compress_options,
     rate_points_config, replica_cache_dir, resolve_rate_points, split_multipart, status_for,
 )
 
 # How many rate points (pinned model ids) one replica keeps loaded; LRU beyond (a backbone is
 # shared, so each costs only a compressor and a control module). Read when Serve imports this file.
 MAX_RATE_POINTS_PER_REPLICA = int(os.environ.get("RESULIC_SERVE_MAX_RATE_POINTS", "4"))
+# Decompress batching (@serve.batch, per rate point): off (1) by default, because a batch changes
+# CPU kernels' rounding and a file would then not always decode to the same pixels (serving.md).
+DECODE_BATCH = int(os.environ.get("RESULIC_SERVE_DECODE_BATCH", "1"))
 CATALOG_TTL_S = 2.0  # how stale the ingress's copy of the catalog may get
 
 api = FastAPI(
@@ -178,7 +181,23 @@ class CodecDeployment:
         return await self._codec_call(rate_point, compress_reply, image, CompressOptions(**options), self.limits)
 
     async def decompress(self, rate_point: dict, data: bytes) -> Reply:
+        if DECODE_BATCH > 1:
+            return await self._decompress_batch((rate_point, data))
         return await self._codec_call(rate_point, decompress_reply, data)
+
+    @serve.batch(max_batch_size=max(DECODE_BATCH, 1), batch_wait_timeout_s=0.05)
+    async def _decompress_batch(self, items: list[tuple[dict, bytes]]) -> list[Reply]:
+        """Serve splits batches by multiplexed model id, so a batch is one rate point's files."""
+        self._follow_aliases()
+        rp = RatePoint(**items[0][0])
+        if any(item[0]["model_id"] != rp.model_id for item in items):
+            return [await self._codec_call(r, decompress_reply, d) for r, d in items]
+        try:
+            codec = await self.codec_for(rp.model_id)
+        except ResulicError as exc:
+            return [Reply(status=status_for(exc), error=str(exc))] * len(items)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, decompress_replies, codec, rp, [d for _, d in items])
 
     def check_health(self) -> None:
         if self.executor._shutdown:  # noqa: SLF001

@@ -450,6 +450,22 @@ def decompress_reply(codec, rp: RatePoint, data: bytes) -> Reply:
     return Reply(png_bytes(result.image), _headers(rp, width=w, height=h, seconds=f"{result.seconds:.4f}"))
 
 
+def decompress_replies(codec, rp: RatePoint, files: list[bytes]) -> list[Reply]:
+    """``decompress_reply`` for several files at once (``resulic.codec.batch``: up to rounding)."""
+    from .codec.batch import decode_batch
+    from .images import png_bytes
+
+    replies = []
+    for result in decode_batch(codec, files):
+        if isinstance(result, ResulicError):
+            replies.append(Reply(status=status_for(result), error=str(result)))
+            continue
+        w, h = result.image.size
+        replies.append(Reply(png_bytes(result.image), _headers(rp, width=w, height=h, seconds=f"{result.seconds:.4f}",
+                                                               batched="true")))
+    return replies
+
+
 def replica_cache_dir() -> Path:
     """Where a replica keeps downloaded registry versions (one folder per process)."""
     path = Path(tempfile.gettempdir()) / f"resulic-serve-{os.getpid()}"
