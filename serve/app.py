@@ -28,8 +28,8 @@ from ray.serve.handle import DeploymentHandle
 from resulic.errors import ResulicError
 from resulic.serving import (
     Catalog, CompressOptions, RatePoint, Reply, RequestError, ServeAppConfig, ServeLimits, check_body_size,
-    check_image_header, compress_reply, decompress_replies, decompress_reply, fingerprint_of, load_rate_point, parse_compress_options,
-    rate_points_config, replica_cache_dir, resolve_rate_points, split_multipart, status_for,
+    check_image_header, compress_reply, decompress_replies, decompress_reply, fingerprint_of, load_rate_point,
+    parse_compress_options, rate_points_config, replica_cache_dir, resolve_rate_points, split_multipart, status_for,
 )
 
 # How many rate points (pinned model ids) one replica keeps loaded; LRU beyond (a backbone is
@@ -159,7 +159,7 @@ class CodecDeployment:
             await asyncio.sleep(self.catalog.config.follow_aliases_s or 30.0)
             try:
                 await self._apply(self.catalog.config)
-            except ResulicError as exc:  # the registry is unreachable or the alias is gone: keep serving
+            except Exception as exc:  # noqa: BLE001  (registry unreachable, alias gone: keep serving)
                 print(f"resulic serve: keeping the current models: {exc}")
 
     # -- requests --------------------------------------------------------------------------------
