@@ -53,7 +53,8 @@ def url(ray_cluster, models):
         "models": {"rate_points": {"r300": f"models:/{MODEL}@champion", "r150": str(models["low"])},
                    "tracking_uri": models["uri"], "follow_aliases_s": 1.0},
         "limits": LIMITS,
-        "codec_options": {"max_ongoing_requests": 2, "autoscaling_config": {
+        "codec_options": {"max_ongoing_requests": 2, "ray_actor_options": {"num_cpus": 1, "runtime_env": {"env_vars": {
+            "RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "0.5"}}}, "autoscaling_config": {
             "min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 1, "upscale_delay_s": 1,
             "downscale_delay_s": 600, "look_back_period_s": 2, "metrics_interval_s": 0.5}},
     }
@@ -141,10 +142,13 @@ def test_bad_input_is_refused_and_the_service_keeps_answering(client, codec, upl
     assert client.decompress(good).data[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def run_load(url: str, upload: bytes, seconds: float, clients: int, on_tick=None) -> tuple[list, list, list]:
-    """``clients`` threads alternating compress and decompress for ``seconds``; (ok, failures, versions)."""
+def run_load(url: str, upload: bytes, seconds: float, clients: int, on_tick=None, until=None,
+             max_seconds: float = 45) -> tuple[list, list, list]:
+    """``clients`` threads alternating compress and decompress for ``seconds``, longer (up to
+    ``max_seconds``) until ``until()`` holds; (ok, failures, versions)."""
     ok, failures, versions = [], [], []
-    stop = time.monotonic() + seconds
+    start = time.monotonic()
+    stop = start + seconds
 
     def worker() -> None:
         client = CodecClient(url, timeout=120)
@@ -164,6 +168,8 @@ def run_load(url: str, upload: bytes, seconds: float, clients: int, on_tick=None
     while any(t.is_alive() for t in threads):
         if on_tick:
             on_tick()
+        if until is not None and not until() and time.monotonic() < start + max_seconds:
+            stop = max(stop, time.monotonic() + 1)  # keep the load on until the condition holds
         time.sleep(0.25)
     return ok, failures, versions
 
@@ -177,7 +183,8 @@ def replicas() -> int:
 
 def test_concurrent_load_scales_without_errors(url, upload):
     seen = []
-    ok, failures, _ = run_load(url, upload, seconds=12, clients=8, on_tick=lambda: seen.append(replicas()))
+    ok, failures, _ = run_load(url, upload, seconds=8, clients=8, on_tick=lambda: seen.append(replicas()),
+                               until=lambda: 2 in seen)
     assert not failures, failures[:3]
     assert len(ok) >= 8
     assert max(seen) == 2, seen  # autoscaling allowed two and the load asked for them
