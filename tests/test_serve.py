@@ -45,20 +45,23 @@ def models(codec, tmp_path_factory):
     mlflow.set_tracking_uri(None)
 
 
-@pytest.fixture(scope="module")
-def url(ray_cluster, models):
-    from serve import local
-
-    args = {
+def app_args(models, **codec_options) -> dict:
+    return {
         "models": {"rate_points": {"r300": f"models:/{MODEL}@champion", "r150": str(models["low"])},
                    "tracking_uri": models["uri"], "follow_aliases_s": 1.0},
         "limits": LIMITS,
         "codec_options": {"max_ongoing_requests": 2, "ray_actor_options": {"num_cpus": 1, "runtime_env": {"env_vars": {
             "RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "0.5"}}}, "autoscaling_config": {
             "min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 1, "upscale_delay_s": 1,
-            "downscale_delay_s": 600, "look_back_period_s": 2, "metrics_interval_s": 0.5}},
+            "downscale_delay_s": 600, "look_back_period_s": 2, "metrics_interval_s": 0.5}, **codec_options},
     }
-    yield local.start(args)
+
+
+@pytest.fixture(scope="module")
+def url(ray_cluster, models):
+    from serve import local
+
+    yield local.start(app_args(models))
     local.stop()
 
 
@@ -205,3 +208,22 @@ def test_alias_swap_under_load(url, upload, client, models):
     assert set(versions) <= {models["v1"], models["v2"]} and versions[-1] == models["v2"], versions
     assert client.compress(upload).model_version == models["v2"]
     assert client.decompress(made_by_v1.data).model_version == models["v1"]  # older files still decode
+
+
+def test_user_config_swap_under_load(url, upload, client, models):
+    """Redeploying with a user_config that pins version 1 (Serve's reconfigure path) while a
+    load runs: no failed request, and version 1 answers afterwards."""
+    from ray import serve
+
+    from serve.app import build
+
+    pinned = {"rate_points": {"r300": f"models:/{MODEL}/{models['v1']}", "r150": str(models["low"])},
+              "tracking_uri": models["uri"], "follow_aliases_s": None}
+    deployer = threading.Thread(target=lambda: serve.run(build(app_args(models, user_config=pinned)),
+                                                         name="resulic-codec", route_prefix="/", blocking=False))
+    ok, failures, versions = run_load(url, upload, seconds=6, clients=4, on_tick=lambda: deployer.is_alive() or
+                                      deployer.ident or deployer.start(), until=lambda: not deployer.is_alive())
+    deployer.join()
+    assert not failures, failures[:3]
+    time.sleep(2.5)  # the ingress's catalog copy is at most 2 s old
+    assert client.compress(upload).model_version == models["v1"]
