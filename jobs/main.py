@@ -81,6 +81,10 @@ def main(argv=None) -> int:
             rows = roundtrip(codec, items, cfg.output_dir, progress=bar)
         print(format_table(rows))
         write_atomic(Path(cfg.output_dir, "results.json"), (json.dumps([r.as_dict() for r in rows], indent=2) + "\n").encode())
+        if cfg.serve:
+            from serve.demo import served_model, serve_and_roundtrip
+
+            print(serve_and_roundtrip(served_model(model, codec, cfg.output_dir), items, Path(cfg.output_dir, "served"), cfg.output_dir))
     except ResulicError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -38,6 +38,7 @@ examples:
   resulic baselines kodak/ --bpp 0.03 0.05 0.1 -o outputs/baselines
   resulic bd-rate anchor.json ours.json --metric lpips --metric psnr
   resulic plot outputs/evaluate/results.json outputs/baselines/*.json -o plots/
+  resulic remote compress photo.png --url http://127.0.0.1:8000 --rate-point default
 """
 
 
@@ -86,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluation_commands.add_parsers(sub)  # evaluate, baselines, bd-rate, plot
     platform_commands.add_parsers(sub)  # train, sweep, promote
+    from .client import add_parser as add_remote_parser
+
+    add_remote_parser(sub)  # remote compress|decompress --url
     return parser
 
 
@@ -235,7 +239,13 @@ def cmd_info(args) -> int:
     return 2 if failures else 0
 
 
-COMMANDS = {"compress": cmd_compress, "decompress": cmd_decompress, "info": cmd_info}
+def cmd_remote(args) -> int:
+    from .client import cmd_remote as remote
+
+    return remote(args)
+
+
+COMMANDS = {"compress": cmd_compress, "decompress": cmd_decompress, "info": cmd_info, "remote": cmd_remote}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

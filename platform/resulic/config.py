@@ -196,6 +196,8 @@ class MainJobConfig(StrictModel):
     max_images: int = Field(4, ge=1)
     max_side: int = Field(512, ge=16, description="downscale larger images so the demo stays quick")
     output_dir: str = "outputs/main"
+    serve: bool = Field(True, description="finally serve the model on 127.0.0.1 (Ray Serve) and round-trip "
+                        "the images over HTTP into <output_dir>/served")
 
 
 # --------------------------------------------------------------------------------------------

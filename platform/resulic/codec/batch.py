@@ -1,0 +1,111 @@
+"""Decoding several files of one model in one batch (the Serve replica's ``@serve.batch`` path).
+
+Files that share size and decoder settings (S, guidance, seed) run the residual DDIM sampler and
+the VAE as one batch: every file's z_c, its own prompt, the seed's noise (the same draw a single
+decode makes). Whether a batch gives exactly the pixels of single decodes depends on the device's
+kernels; tests/test_codec_batch.py checks it on CPU. Anything else (a group of one, eta > 0,
+whose per-step noise depends on the batch shape) decodes one by one through ``Codec.decode``.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from ..config import NEGATIVE_PROMPT
+from ..diffusion import residual_ddim_sample
+from ..errors import BitstreamError, ResulicError
+from ..images import padded_size, tensor_to_image
+from ..semantics.prompt import ids_to_text, prompt_input_ids
+from ..semantics.text_coding import decode_ids
+from .codec import VAE_FACTOR, Codec, DecodeResult
+from .container import unpack
+
+
+def _prepare(codec: Codec, data: bytes):
+    """(group key, z_c, ids, header) of one file, or the error a single decode would raise."""
+    container = unpack(data)
+    header = container.header
+    codec.check_model(header)
+    ids = decode_ids(container.text) if header.text_mode else []
+    if any(i >= len(codec.backbone.tokenizer) or i in codec._specials for i in ids):  # noqa: SLF001
+        raise BitstreamError("text section holds tokens outside this model's vocabulary")
+    steps, guidance, seed = codec.settings(header.steps, header.guidance, header.seed)
+    if steps > codec.config.rate_point.residual_steps:
+        raise BitstreamError(f"steps = {steps} exceeds this model's N_r = {codec.config.rate_point.residual_steps}")
+    ph, pw = padded_size(header.height, header.width, codec.config.stride)
+    try:
+        z_c = codec.compressor.decompress(container.latent, (ph // VAE_FACTOR, pw // VAE_FACTOR))
+    except (RuntimeError, ValueError, IndexError, OverflowError) as exc:
+        raise BitstreamError(f"latent stream is corrupt ({exc})") from None
+    return (header.width, header.height, steps, guidance, seed), z_c, ids, header
+
+
+@torch.no_grad()
+def decode_batch(codec: Codec, files: list[bytes]) -> list[DecodeResult | ResulicError]:
+    """Each file's DecodeResult, or the ResulicError its single decode would raise, in order."""
+    results: list = [None] * len(files)
+    groups: dict[tuple, list[int]] = {}
+    prepared = {}
+    for i, data in enumerate(files):
+        try:
+            if codec.schedule.config.eta > 0:
+                raise LookupError  # per-step noise depends on the batch: decode alone
+            key, z_c, ids, header = _prepare(codec, data)
+        except ResulicError as exc:
+            results[i] = exc
+            continue
+        except LookupError:
+            results[i] = _single(codec, data)
+            continue
+        prepared[i] = (z_c, ids, header)
+        groups.setdefault(key, []).append(i)
+    for (width, height, steps, guidance, seed), members in groups.items():
+        if len(members) == 1:
+            results[members[0]] = _single(codec, files[members[0]])
+            continue
+        t0 = time.perf_counter()
+        z_c = torch.cat([prepared[i][0] for i in members])
+        id_lists = [prepared[i][1] for i in members]
+        generator = torch.Generator("cpu").manual_seed(seed)
+        noise = torch.randn(prepared[members[0]][0].shape, generator=generator, dtype=z_c.dtype)
+        noise = noise.repeat(len(members), 1, 1, 1).to(codec.device)
+        denoise = _batched_denoiser(codec, z_c, id_lists, guidance)
+        z = residual_ddim_sample(codec.schedule, denoise, z_c, noise, steps, generator=generator)
+        x = codec.backbone.decode(z)[..., :height, :width]
+        seconds = (time.perf_counter() - t0) / len(members)
+        for row, i in enumerate(members):
+            results[i] = DecodeResult(tensor_to_image(x[row : row + 1]), prepared[i][2],
+                                      ids_to_text(codec.backbone.tokenizer, id_lists[row]), 0, seconds, {}, id_lists[row])
+    return results
+
+
+def _single(codec: Codec, data: bytes) -> DecodeResult | ResulicError:
+    try:
+        return codec.decode(data)
+    except ResulicError as exc:
+        return exc
+
+
+def _batched_denoiser(codec: Codec, z_c: torch.Tensor, id_lists: list[list[int]], guidance: float):
+    """``Codec._denoiser`` for a batch: each file's own prompt, both CFG branches in one call."""
+    tokenizer = codec.backbone.tokenizer
+    positive = torch.cat([codec.backbone.encode_ids(prompt_input_ids(tokenizer, ids)) for ids in id_lists])
+    n = z_c.shape[0]
+    if guidance == 1:
+        context, cond = positive, z_c
+    else:
+        context = torch.cat([codec.backbone.encode_text([NEGATIVE_PROMPT]).repeat(n, 1, 1), positive])
+        cond = torch.cat([z_c, z_c])
+
+    def denoise(x: torch.Tensor, t: int) -> torch.Tensor:
+        xin = x if guidance == 1 else torch.cat([x, x])
+        ts = torch.full((xin.shape[0],), t, device=x.device, dtype=torch.long)
+        eps = codec.cdm(xin, ts, encoder_hidden_states=context, controlnet_cond=cond).sample
+        if guidance == 1:
+            return eps
+        eps_u, eps_c = eps.chunk(2)
+        return eps_u + guidance * (eps_c - eps_u)
+
+    return denoise

@@ -1,0 +1,473 @@
+"""The codec endpoint's request-independent parts: service config, rate-point catalog, request
+options, input guards and response headers. ``serve/app.py`` (Ray Serve) and the plain FastAPI
+baseline in ``benchmarks/bench_serve.py`` both call these; nothing here imports Ray.
+
+Rate points. A service serves named rate points, each from a source: ``models:/<name>@<alias>``,
+``models:/<name>/<version>`` or a trained-codec folder. The catalog resolves every source to a
+*pinned* model id (``models:/<name>/<version>`` or the folder's absolute path) and its 4-byte
+fingerprint. The pinned id is Serve's multiplexed model id: a replica loads one backbone and, per
+pinned id, only the trained parts (compressor + control module). Decompression finds the model by
+the fingerprint in the file's header, so files made by a version the catalog has since moved away
+from (an alias swap) still decode while that version is remembered.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import tempfile
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
+from email.parser import BytesParser
+from email.policy import HTTP
+from pathlib import Path
+
+from pydantic import Field, field_validator, model_validator
+
+from .config import StrictModel
+from .errors import BitstreamError, ConfigError, ImageError, ModelLoadError, ModelMismatchError, ResulicError
+
+RATE_POINT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+HEADER_PREFIX = "X-Resulic-"
+HISTORY = 32  # fingerprints of earlier versions the catalog still decodes
+
+
+class RequestError(ResulicError):
+    """A request the service refuses; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+# --------------------------------------------------------------------------------------------
+# Configuration
+
+
+class ServeLimits(StrictModel):
+    """What one request may ask of the service."""
+
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1, description="request bodies over this get 413")
+    max_pixels: int = Field(4_000_000, ge=1, description="images over this get 413, checked before decoding pixels")
+    max_text_chars: int = Field(1000, ge=0, description="the optional caption of the original")
+    max_pfo_iterations: int = Field(50, ge=0, description="the most Pfo iterations a request may ask for")
+    max_pfo_seconds: float = Field(30.0, ge=0, description="the most Pfo seconds a request may ask for")
+
+
+class RatePointsConfig(StrictModel):
+    """What a codec deployment serves; Serve's ``user_config`` for the codec deployment, so
+    changing it (e.g. an alias or a version) swaps models without restarting replicas."""
+
+    rate_points: dict[str, str] = Field(
+        default_factory=lambda: {"default": "models:/resulic@champion"},
+        description="rate point name -> models:/<name>@<alias>, models:/<name>/<version> or a trained-codec folder",
+    )
+    default_rate_point: str | None = Field(None, description="used when a request names none; default: the first")
+    tracking_uri: str | None = Field(None, description="MLflow tracking URI; default: MLFLOW_TRACKING_URI / MLflow's")
+    follow_aliases_s: float | None = Field(
+        30.0, gt=0, description="re-resolve aliases this often, so a promotion (a moved alias) swaps models with no "
+        "deploy; null = only when the config changes",
+    )
+
+    @field_validator("rate_points")
+    @classmethod
+    def _names(cls, rate_points: dict[str, str]) -> dict[str, str]:
+        if not rate_points:
+            raise ValueError("at least one rate point")
+        for name in rate_points:
+            if not RATE_POINT_NAME.match(name):
+                raise ValueError(f"{name!r}: rate point names are letters, digits, '_', '.', '-' (up to 64)")
+        return rate_points
+
+    @model_validator(mode="after")
+    def _default_known(self) -> "RatePointsConfig":
+        if self.default_rate_point is not None and self.default_rate_point not in self.rate_points:
+            raise ValueError(f"default_rate_point {self.default_rate_point!r} is not one of {sorted(self.rate_points)}")
+        return self
+
+    @property
+    def default(self) -> str:
+        return self.default_rate_point or next(iter(self.rate_points))
+
+
+class ServeAppConfig(StrictModel):
+    """The Serve application's ``args`` (serve/config.*.yaml)."""
+
+    models: RatePointsConfig = Field(default_factory=RatePointsConfig)
+    limits: ServeLimits = Field(default_factory=ServeLimits)
+    device: str = Field("cpu", description="torch device of the codec replicas (cuda with num_gpus: 1)")
+    codec_options: dict = Field(
+        default_factory=dict, description="Serve options of the codec deployment (autoscaling_config, "
+        "max_ongoing_requests, user_config, ...) when built from Python; config files set them under deployments[]",
+    )
+
+
+def rate_points_config(data: dict | None, source: str = "user_config") -> RatePointsConfig:
+    """Validate a ``RatePointsConfig`` from plain data, as a ConfigError naming ``source``."""
+    from .config import build_config
+
+    return build_config(RatePointsConfig, dict(data or {}), (), source=source)
+
+
+# --------------------------------------------------------------------------------------------
+# Catalog
+
+
+@dataclass(frozen=True)
+class RatePoint:
+    name: str
+    source: str  # as configured
+    model_id: str  # pinned: models:/<name>/<version> or an absolute folder path
+    version: str  # the registry version, or "local" for a folder
+    fingerprint: str  # hex
+
+
+def _manifest_fingerprint(folder: Path) -> str:
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text())
+        return str(manifest["fingerprint"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ModelLoadError(f"{folder}: not a trained-codec folder (no readable manifest.json)") from None
+
+
+def pin(name: str, source: str, tracking_uri: str | None = None) -> RatePoint:
+    """Resolve one rate point's source to a pinned model id and its fingerprint (no weights read)."""
+    from . import registry
+
+    if registry.is_registry_uri(source):
+        mv = registry.resolve(source, tracking_uri)
+        fingerprint = (mv.tags or {}).get("fingerprint")
+        if not fingerprint:
+            raise ModelLoadError(f"{source}: version {mv.version} has no fingerprint tag (not registered by resulic)")
+        return RatePoint(name, source, f"models:/{mv.name}/{mv.version}", str(mv.version), fingerprint)
+    folder = Path(source).expanduser().resolve()
+    if not folder.is_dir():
+        raise ModelLoadError(f"rate point {name}: {source} is neither a models:/ URI nor a trained-codec folder")
+    return RatePoint(name, source, str(folder), "local", _manifest_fingerprint(folder))
+
+
+def resolve_rate_points(config: RatePointsConfig) -> dict[str, RatePoint]:
+    return {name: pin(name, source, config.tracking_uri) for name, source in config.rate_points.items()}
+
+
+class Catalog:
+    """The rate points a deployment serves now, plus the fingerprints of versions it served
+    before (so their files still decode after a swap)."""
+
+    def __init__(self, config: RatePointsConfig, resolve: bool = True) -> None:
+        self.config = config
+        self.current: dict[str, RatePoint] = {}
+        self._by_fingerprint: OrderedDict[str, RatePoint] = OrderedDict()
+        if resolve:
+            self.refresh(config)
+
+    @classmethod
+    def from_snapshot(cls, snapshot: dict) -> "Catalog":
+        """A read-only copy of another process's catalog (``as_dict``), e.g. in the ingress."""
+        catalog = cls(RatePointsConfig.model_validate(snapshot["config"]), resolve=False)
+        catalog.current = {d["name"]: RatePoint(**d) for d in snapshot["rate_points"]}
+        catalog._by_fingerprint = OrderedDict((d["fingerprint"], RatePoint(**d)) for d in snapshot["decodable"])
+        return catalog
+
+    def refresh(self, config: RatePointsConfig | None = None) -> None:
+        """Re-resolve every source (aliases may have moved); keep earlier fingerprints."""
+        config = config or self.config
+        self.apply(config, resolve_rate_points(config))
+
+    def apply(self, config: RatePointsConfig, current: dict[str, RatePoint]) -> None:
+        """Switch to rate points resolved elsewhere (``resolve_rate_points``, e.g. on a thread)."""
+        self.config, self.current = config, dict(current)
+        for rp in current.values():
+            self._by_fingerprint.pop(rp.fingerprint, None)
+            self._by_fingerprint[rp.fingerprint] = rp
+        while len(self._by_fingerprint) > HISTORY:
+            self._by_fingerprint.popitem(last=False)
+
+    def rate_point(self, name: str | None) -> RatePoint:
+        name = name or self.config.default
+        try:
+            return self.current[name]
+        except KeyError:
+            raise RequestError(f"unknown rate point {name!r}; this service has {sorted(self.current)}", 404) from None
+
+    def for_fingerprint(self, fingerprint: str) -> RatePoint:
+        try:
+            return self._by_fingerprint[fingerprint]
+        except KeyError:
+            raise RequestError(
+                f"the bitstream was made by model {fingerprint}, which this service does not serve "
+                f"(it serves {', '.join(f'{r.name}={r.fingerprint}' for r in self.current.values())})", 422,
+            ) from None
+
+    def allows(self, model_id: str) -> bool:
+        """Whether a replica may load ``model_id``: a version it has served, or any version of a
+        registered model one of its sources names (files of older versions still decode on a
+        replica started after a swap); never a path the config does not name."""
+        from .registry import _URI
+
+        if any(rp.model_id == model_id for rp in self._by_fingerprint.values()):
+            return True
+        wanted = _URI.match(model_id)
+        names = {m["name"] for m in map(_URI.match, self.config.rate_points.values()) if m}
+        return bool(wanted and wanted["version"] and wanted["name"] in names)
+
+    def as_dict(self) -> dict:
+        return {
+            "config": self.config.model_dump(mode="json"),
+            "default_rate_point": self.config.default,
+            "rate_points": [asdict(rp) for rp in self.current.values()],
+            "decodable": [asdict(rp) for rp in self._by_fingerprint.values()],
+        }
+
+
+def load_rate_point(model_id: str, backbone=None, device="cpu", cache_dir: str | Path | None = None,
+                    tracking_uri: str | None = None):
+    """The ``Codec`` of a pinned model id, built on ``backbone`` when given (one backbone per
+    replica: only the trained parts are read)."""
+    from . import registry
+    from .codec.store import load_codec
+
+    if registry.is_registry_uri(model_id):
+        cache = Path(cache_dir or tempfile.gettempdir())
+        dst = cache / re.sub(r"[^A-Za-z0-9_.-]", "_", model_id.removeprefix("models:/"))
+        folder = dst if (dst / "manifest.json").is_file() else registry.fetch_codec(model_id, dst, tracking_uri)
+    else:
+        folder = Path(model_id)
+    return load_codec(folder, backbone=backbone, device=device)
+
+
+# --------------------------------------------------------------------------------------------
+# Requests
+
+
+@dataclass
+class CompressOptions:
+    rate_point: str | None = None
+    text: str = ""
+    srr: bool = False
+    pfo_iterations: int = 0  # 0 = no Pfo
+    pfo_seconds: float | None = None
+
+    @property
+    def pfo(self) -> bool:
+        return self.pfo_iterations > 0
+
+
+OPTION_NAMES = ("rate_point", "text", "srr", "pfo_iterations", "pfo_seconds")
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
+
+
+def _flag(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise RequestError(f"{name}={raw!r}: expected true or false")
+
+
+def parse_compress_options(fields: dict[str, str], limits: ServeLimits) -> CompressOptions:
+    """Options from query parameters or form fields (strings), checked against ``limits``."""
+    unknown = sorted(set(fields) - set(OPTION_NAMES))
+    if unknown:
+        raise RequestError(f"unknown option(s) {unknown}; known: {list(OPTION_NAMES)}")
+    opts = CompressOptions()
+    if fields.get("rate_point"):
+        opts.rate_point = fields["rate_point"].strip()
+    opts.text = fields.get("text", "")
+    if len(opts.text) > limits.max_text_chars:
+        raise RequestError(f"text has {len(opts.text)} characters, over the limit of {limits.max_text_chars}", 413)
+    opts.srr = _flag("srr", fields.get("srr", "false"))
+    raw_iterations = fields.get("pfo_iterations", "0").strip() or "0"
+    try:
+        opts.pfo_iterations = int(raw_iterations)
+    except ValueError:
+        raise RequestError(f"pfo_iterations={raw_iterations!r}: expected an integer") from None
+    if not 0 <= opts.pfo_iterations <= limits.max_pfo_iterations:
+        raise RequestError(f"pfo_iterations must be in 0..{limits.max_pfo_iterations} (0 = no Pfo)")
+    if fields.get("pfo_seconds", "").strip():
+        try:
+            opts.pfo_seconds = float(fields["pfo_seconds"])
+        except ValueError:
+            raise RequestError(f"pfo_seconds={fields['pfo_seconds']!r}: expected a number") from None
+        if not (math.isfinite(opts.pfo_seconds) and 0 < opts.pfo_seconds <= limits.max_pfo_seconds):
+            raise RequestError(f"pfo_seconds must be in (0, {limits.max_pfo_seconds}]")
+    if opts.pfo and not opts.srr:
+        raise RequestError("Pfo refines the semantic residual: set srr=true with pfo_iterations")
+    if opts.srr and not opts.text.strip():
+        raise RequestError("srr needs the original's caption as text= (this service runs no captioner)")
+    return opts
+
+
+def check_body_size(length: int, limits: ServeLimits) -> None:
+    if length > limits.max_body_bytes:
+        raise RequestError(f"request body is over the limit of {limits.max_body_bytes:,} bytes", 413)
+
+
+def split_multipart(body: bytes, content_type: str, file_field: str) -> tuple[bytes, dict[str, str]]:
+    """(the file part, the other fields as strings) of a multipart/form-data body (stdlib parser)."""
+    message = BytesParser(policy=HTTP).parsebytes(b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body)
+    if not message.is_multipart():
+        raise RequestError("malformed multipart/form-data body")
+    data, fields = None, {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        if not name:
+            continue
+        payload = part.get_payload(decode=True) or b""
+        if name == file_field:
+            data = payload
+        else:
+            fields[name] = payload.decode("utf-8", errors="replace")
+    if data is None:
+        raise RequestError(f"multipart body has no {file_field!r} part")
+    return data, fields
+
+
+def _image_error(exc: ImageError) -> RequestError:
+    message = str(exc).removeprefix("image data: ")
+    status = 413 if "exceeds the limit" in message or "decompression bomb" in message else 400
+    return RequestError(f"upload: {message}", status)
+
+
+def check_image_header(data: bytes, limits: ServeLimits) -> tuple[int, int]:
+    """Width and height from an upload's header, refused when over ``limits.max_pixels`` or not
+    an image; no pixel is decoded (the ingress runs this before a codec replica sees the bytes)."""
+    import io
+    import warnings
+
+    from PIL import Image, UnidentifiedImageError
+
+    if not data:
+        raise RequestError("upload: the image is empty")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                w, h = img.size
+    except UnidentifiedImageError:
+        raise RequestError("upload: not an image (or a format Pillow cannot read)", 415) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise RequestError(f"upload: refused as a decompression bomb ({exc})", 413) from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise RequestError(f"upload: unreadable or truncated image ({exc})") from None
+    if w * h > limits.max_pixels:
+        raise RequestError(f"upload: {w}x{h} = {w * h:,} pixels exceeds the limit of {limits.max_pixels:,}", 413)
+    return w, h
+
+
+def open_upload(data: bytes, limits: ServeLimits):
+    """The uploaded image as RGB; size checked from the header before any pixel is decoded."""
+    from .images import open_image
+
+    try:
+        return open_image(data, max_pixels=limits.max_pixels)
+    except ImageError as exc:
+        raise _image_error(exc) from None
+
+
+def fingerprint_of(data: bytes) -> str:
+    """The model fingerprint a bitstream names (its header only; a corrupt header is a 400)."""
+    from .codec.container import unpack
+
+    try:
+        return unpack(data).header.fingerprint.hex()
+    except BitstreamError as exc:
+        raise RequestError(f"not a ResULIC bitstream: {exc}") from None
+
+
+def status_for(exc: BaseException) -> int:
+    """The HTTP status for a library error raised while serving a request."""
+    if isinstance(exc, RequestError):
+        return exc.status
+    if isinstance(exc, ModelMismatchError):
+        return 422
+    if isinstance(exc, (BitstreamError, ImageError, ConfigError, ValueError)):
+        return 400
+    if isinstance(exc, ModelLoadError):
+        return 503
+    return 500
+
+
+# --------------------------------------------------------------------------------------------
+# Codec work (inside a replica or the baseline app)
+
+
+@dataclass
+class Reply:
+    """What a codec call returns across a process boundary: bytes + headers, or an error."""
+
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    status: int = 200
+    error: str = ""
+
+
+def _headers(rp: RatePoint, **extra) -> dict[str, str]:
+    out = {"Rate-Point": rp.name, "Model-Version": rp.version, "Model-Fingerprint": rp.fingerprint}
+    out.update({k.replace("_", "-").title(): str(v) for k, v in extra.items()})
+    return {HEADER_PREFIX + k: v for k, v in out.items()}
+
+
+def compress_reply(codec, rp: RatePoint, image_bytes: bytes, options: CompressOptions, limits: ServeLimits) -> Reply:
+    """Compress an uploaded image with ``codec`` (the one ``rp`` names): the bitstream and headers."""
+    try:
+        image = open_upload(image_bytes, limits)
+        semantics = None
+        if options.pfo:
+            from .config import SemanticsConfig
+            from .semantics.pipeline import Semantics
+
+            pfo = {"iterations": options.pfo_iterations, "progress": False}
+            if options.pfo_seconds is not None:
+                pfo["time_budget_s"] = options.pfo_seconds
+            semantics = Semantics(SemanticsConfig(pfo=pfo))
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "no captioner": the residual is the whole text
+            result = codec.encode(image, text=options.text, srr=options.srr, pfo=options.pfo, semantics=semantics)
+    except ResulicError as exc:
+        return Reply(status=status_for(exc), error=str(exc))
+    except ValueError as exc:
+        return Reply(status=400, error=str(exc))
+    headers = _headers(rp, bpp=f"{result.bpp:.6f}", width=result.width, height=result.height,
+                       text_mode=result.semantics.get("text_mode", ""), seconds=f"{result.seconds:.4f}")
+    return Reply(result.data, headers)
+
+
+def decompress_reply(codec, rp: RatePoint, data: bytes) -> Reply:
+    """Decode a bitstream with ``codec``: PNG bytes and headers."""
+    from .images import png_bytes
+
+    try:
+        result = codec.decode(data)
+    except ResulicError as exc:
+        return Reply(status=status_for(exc), error=str(exc))
+    w, h = result.image.size
+    return Reply(png_bytes(result.image), _headers(rp, width=w, height=h, seconds=f"{result.seconds:.4f}"))
+
+
+def decompress_replies(codec, rp: RatePoint, files: list[bytes]) -> list[Reply]:
+    """``decompress_reply`` for several files at once (``resulic.codec.batch``: up to rounding)."""
+    from .codec.batch import decode_batch
+    from .images import png_bytes
+
+    replies = []
+    for result in decode_batch(codec, files):
+        if isinstance(result, ResulicError):
+            replies.append(Reply(status=status_for(result), error=str(result)))
+            continue
+        w, h = result.image.size
+        replies.append(Reply(png_bytes(result.image), _headers(rp, width=w, height=h, seconds=f"{result.seconds:.4f}",
+                                                               batched="true")))
+    return replies
+
+
+def replica_cache_dir() -> Path:
+    """Where a replica keeps downloaded registry versions (one folder per process)."""
+    path = Path(tempfile.gettempdir()) / f"resulic-serve-{os.getpid()}"
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -1,0 +1,88 @@
+"""The endpoint's request-independent parts (resulic.serving) and the Serve config files; no Ray."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+from PIL import Image
+
+from resulic.codec.store import save_codec
+from resulic.errors import ConfigError
+from resulic.images import png_bytes
+from resulic.serving import (
+    Catalog, RequestError, ServeAppConfig, ServeLimits, check_image_header, compress_reply, decompress_reply,
+    parse_compress_options, rate_points_config, split_multipart,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+LIMITS = ServeLimits(max_pixels=10_000, max_pfo_iterations=5)
+
+
+def test_options_are_parsed_and_bounded():
+    opts = parse_compress_options({"rate_point": "r1", "text": "a dog", "srr": "on", "pfo_iterations": "3"}, LIMITS)
+    assert (opts.rate_point, opts.srr, opts.pfo, opts.pfo_iterations) == ("r1", True, True, 3)
+    assert parse_compress_options({}, LIMITS).rate_point is None
+    for fields, words in [({"srr": "maybe"}, "true or false"), ({"pfo_iterations": "9", "srr": "1", "text": "x"}, "0..5"),
+                          ({"pfo_iterations": "1"}, "srr"), ({"srr": "true"}, "caption"), ({"size": "1"}, "unknown option"),
+                          ({"pfo_seconds": "nan", "srr": "1", "text": "x", "pfo_iterations": "1"}, "pfo_seconds")]:
+        with pytest.raises(RequestError, match=words):
+            parse_compress_options(fields, LIMITS)
+
+
+def test_image_header_guard_reads_no_pixels():
+    assert check_image_header(png_bytes(Image.new("RGB", (100, 50))), LIMITS) == (100, 50)
+    with pytest.raises(RequestError, match="exceeds") as big:
+        check_image_header(png_bytes(Image.new("RGB", (200, 100))), LIMITS)
+    assert big.value.status == 413
+    with pytest.raises(RequestError) as not_image:
+        check_image_header(b"plain text", LIMITS)
+    assert not_image.value.status == 415
+
+
+def test_multipart_split():
+    body = (b'--b\r\nContent-Disposition: form-data; name="srr"\r\n\r\ntrue\r\n'
+            b'--b\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n\r\n\x00\x01\xff\r\n--b--\r\n')
+    data, fields = split_multipart(body, "multipart/form-data; boundary=b", "image")
+    assert data == b"\x00\x01\xff" and fields == {"srr": "true"}
+    with pytest.raises(RequestError, match="no 'bitstream' part"):
+        split_multipart(body, "multipart/form-data; boundary=b", "bitstream")
+
+
+def test_catalog_from_folders(codec, photo, tmp_path):
+    folder = save_codec(codec, tmp_path / "r300")
+    catalog = Catalog(rate_points_config({"rate_points": {"r300": str(folder)}}))
+    rp = catalog.rate_point(None)
+    assert (rp.name, rp.version, rp.fingerprint) == ("r300", "local", codec.fingerprint.hex())
+    copy = Catalog.from_snapshot(catalog.as_dict())
+    assert copy.for_fingerprint(codec.fingerprint.hex()) == rp and copy.allows(str(folder))
+    assert not copy.allows("/etc") and not copy.allows("models:/other/1")
+    with pytest.raises(RequestError, match="unknown rate point") as unknown:
+        copy.rate_point("nope")
+    assert unknown.value.status == 404
+    with pytest.raises(RequestError, match="does not serve"):
+        copy.for_fingerprint("00000000")
+    reply = compress_reply(codec, rp, png_bytes(photo), parse_compress_options({}, ServeLimits()), ServeLimits())
+    assert reply.body == codec.encode(photo).data and float(reply.headers["X-Resulic-Bpp"]) > 0
+    decoded = decompress_reply(codec, rp, reply.body)
+    assert decoded.body[:4] == b"\x89PNG" and decompress_reply(codec, rp, reply.body[:-3]).status == 400
+
+
+def test_config_errors_name_the_key():
+    with pytest.raises(ConfigError, match="default_rate_point"):
+        rate_points_config({"rate_points": {"a": "x"}, "default_rate_point": "b"})
+    with pytest.raises(ConfigError, match="rate point names"):
+        rate_points_config({"rate_points": {"bad name": "x"}})
+
+
+@pytest.mark.parametrize("name", ["config.local.yaml", "config.cluster.yaml"])
+def test_serve_config_files_validate(name):
+    from ray.serve.schema import ServeDeploySchema
+
+    data = yaml.safe_load((REPO / "serve" / name).read_text())
+    ServeDeploySchema.model_validate(data)
+    assert data["http_options"]["host"] == "127.0.0.1"
+    app = data["applications"][0]
+    assert app["import_path"] == "serve.app:build"
+    ServeAppConfig.model_validate(app["args"])
+    codec = next(d for d in app["deployments"] if d["name"] == "CodecDeployment")
+    assert codec["autoscaling_config"]["target_ongoing_requests"] == 1 and codec["max_ongoing_requests"] <= 2
