@@ -19,7 +19,7 @@ from ..errors import BitstreamError, ResulicError
 from ..images import padded_size, tensor_to_image
 from ..semantics.prompt import ids_to_text, prompt_input_ids
 from ..semantics.text_coding import decode_ids
-from .codec import VAE_FACTOR, Codec, DecodeResult
+from .codec import VAE_FACTOR, Codec, DecodeResult, guided_denoiser
 from .container import unpack
 
 
@@ -92,20 +92,5 @@ def _batched_denoiser(codec: Codec, z_c: torch.Tensor, id_lists: list[list[int]]
     """``Codec._denoiser`` for a batch: each file's own prompt, both CFG branches in one call."""
     tokenizer = codec.backbone.tokenizer
     positive = torch.cat([codec.backbone.encode_ids(prompt_input_ids(tokenizer, ids)) for ids in id_lists])
-    n = z_c.shape[0]
-    if guidance == 1:
-        context, cond = positive, z_c
-    else:
-        context = torch.cat([codec.backbone.encode_text([NEGATIVE_PROMPT]).repeat(n, 1, 1), positive])
-        cond = torch.cat([z_c, z_c])
-
-    def denoise(x: torch.Tensor, t: int) -> torch.Tensor:
-        xin = x if guidance == 1 else torch.cat([x, x])
-        ts = torch.full((xin.shape[0],), t, device=x.device, dtype=torch.long)
-        eps = codec.cdm(xin, ts, encoder_hidden_states=context, controlnet_cond=cond).sample
-        if guidance == 1:
-            return eps
-        eps_u, eps_c = eps.chunk(2)
-        return eps_u + guidance * (eps_c - eps_u)
-
-    return denoise
+    negative = None if guidance == 1 else codec.backbone.encode_text([NEGATIVE_PROMPT]).repeat(z_c.shape[0], 1, 1)
+    return guided_denoiser(codec.cdm, z_c, positive, negative, guidance)

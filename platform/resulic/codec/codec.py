@@ -287,23 +287,29 @@ class Codec:
         return self.decode(data).image
 
     def _denoiser(self, z_c: torch.Tensor, ids: list[int], guidance: float):
-        """eps(z_t, t) with classifier-free guidance, both branches in one batch. The positive
-        prompt is the text's token ids + the quality suffix (``prompt_input_ids``)."""
+        """eps(z_t, t) for this file: the positive prompt is the text's token ids + the quality
+        suffix (``prompt_input_ids``), the negative prompt the fixed one."""
         positive = self.backbone.encode_ids(prompt_input_ids(self.backbone.tokenizer, ids))
+        negative = None if guidance == 1 else self.backbone.encode_text([NEGATIVE_PROMPT])
+        return guided_denoiser(self.cdm, z_c, positive, negative, guidance)
+
+
+def guided_denoiser(cdm: torch.nn.Module, z_c: torch.Tensor, positive: torch.Tensor,
+                    negative: torch.Tensor | None, guidance: float):
+    """eps(z_t, t) with classifier-free guidance, eps_u + w (eps_c - eps_u), both branches in one
+    batch (negative rows first). With guidance 1 only the positive branch runs."""
+    if guidance == 1:
+        context, cond = positive, z_c
+    else:
+        context, cond = torch.cat([negative, positive]), torch.cat([z_c, z_c])
+
+    def denoise(x: torch.Tensor, t: int) -> torch.Tensor:
+        xin = x if guidance == 1 else torch.cat([x, x])
+        ts = torch.full((xin.shape[0],), t, device=x.device, dtype=torch.long)
+        eps = cdm(xin, ts, encoder_hidden_states=context, controlnet_cond=cond).sample
         if guidance == 1:
-            context = positive
-            cond = z_c
-        else:
-            context = torch.cat([self.backbone.encode_text([NEGATIVE_PROMPT]), positive])
-            cond = torch.cat([z_c, z_c])
+            return eps
+        eps_u, eps_c = eps.chunk(2)
+        return eps_u + guidance * (eps_c - eps_u)
 
-        def denoise(x: torch.Tensor, t: int) -> torch.Tensor:
-            xin = x if guidance == 1 else torch.cat([x, x])
-            ts = torch.full((xin.shape[0],), t, device=x.device, dtype=torch.long)
-            eps = self.cdm(xin, ts, encoder_hidden_states=context, controlnet_cond=cond).sample
-            if guidance == 1:
-                return eps
-            eps_u, eps_c = eps.chunk(2)
-            return eps_u + guidance * (eps_c - eps_u)
-
-        return denoise
+    return denoise
