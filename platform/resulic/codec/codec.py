@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 from PIL import Image
 
-from ..config import NEGATIVE_PROMPT, QUALITY_SUFFIX, ModelConfig
+from ..config import NEGATIVE_PROMPT, ModelConfig
 from ..diffusion import CallCounter, ResidualSchedule, residual_ddim_sample
 from ..diffusion.sampler import Sampler
 from ..errors import BitstreamError, ModelMismatchError
@@ -72,12 +72,6 @@ class DecodeResult:
     seconds: float
     timings: dict = field(default_factory=dict)
     text_tokens: list[int] = field(default_factory=list)
-
-
-def build_prompt(text: str) -> str:
-    """'<text>, best quality, extremely detailed' (just the suffix when the text is empty)."""
-    text = text.strip()
-    return f"{text}, {QUALITY_SUFFIX}" if text else QUALITY_SUFFIX
 
 
 class Codec:

@@ -146,8 +146,8 @@ class TrainConfig(StrictModel):
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def storage_root(run: RunConfig) -> str:
-    """The storage path as Ray needs it: URIs as given, local folders absolute."""
-    if "://" in run.storage_path:
-        return run.storage_path
-    return str(Path(run.storage_path).expanduser().resolve())
+def storage_root(storage_path: str) -> str:
+    """A storage path as Ray needs it: URIs as given, local folders absolute."""
+    if "://" in storage_path:
+        return storage_path
+    return str(Path(storage_path).expanduser().resolve())

@@ -105,7 +105,7 @@ def _trainer(cfg: TrainConfig, storage: str, loop_config: dict, datasets: dict, 
 def run_training(cfg: TrainConfig, *, extra_tags: dict[str, str] | None = None, callbacks=()) -> TrainingOutcome:
     """Run (or resume) one stage. ``extra_tags`` go on a new MLflow run (a sweep passes
     ``mlflow.parentRunId``); ``callbacks`` are Ray Train callbacks (a sweep passes Tune's)."""
-    storage = storage_root(cfg.run)
+    storage = storage_root(cfg.run.storage_path)
     local = "://" not in storage
     run_dir = Path(storage) / cfg.run.name if local else None
     records = resolve_records(cfg.data.source, Path(storage) / "_data" if local else Path(".cache/resulic"))

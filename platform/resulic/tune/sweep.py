@@ -19,7 +19,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from .. import cluster, tracking
-from ..config import StrictModel, load_config, read_yaml
+from ..config import StrictModel, load_config
 from ..errors import ConfigError, ResulicError
 from ..train.config import TrainConfig, storage_root
 from .objective import BPP_METRIC, ObjectiveConfig, pareto_front
@@ -96,7 +96,7 @@ class Sweep:
 
     def trial_configs(self, values: dict, trial_name: str) -> list[TrainConfig]:
         """The trial's stage configs: sampled values, its own run names, the sweep's storage and store."""
-        storage = storage_root(self.stages[0].run.model_copy(update={"storage_path": self.config.storage_path}))
+        storage = storage_root(self.config.storage_path)
         common = [
             f"run.storage_path={storage}/{self.config.name}/runs",
             f"run.experiment={self.config.experiment}",
@@ -159,7 +159,7 @@ def run_sweep(sweep: Sweep) -> SweepOutcome:
     from ray.tune.search.optuna import OptunaSearch
 
     cfg = sweep.config
-    storage = storage_root(sweep.stages[0].run.model_copy(update={"storage_path": cfg.storage_path}))
+    storage = storage_root(cfg.storage_path)
     uri = tracking.tracking_uri(cfg.tracking_uri)
     client = tracking.client(uri)
     experiment = tracking.ensure_experiment(client, cfg.experiment)
