@@ -31,12 +31,15 @@ class StrictModel(BaseModel):
 class BackboneConfig(StrictModel):
     """The frozen Stable Diffusion parts (VAE, UNet, text encoder, tokenizer)."""
 
-    profile: Literal["tiny", "sd21"] = "tiny"
+    profile: Literal["tiny", "small", "sd21"] = "tiny"
     # sd21: a Hugging Face hub id or a local folder in diffusers layout (vae/, unet/,
-    # text_encoder/, tokenizer/). Ignored by the tiny profile.
+    # text_encoder/, tokenizer/). small: the diffusion prior — 'bundled' (shipped), a stage-0
+    # run's model folder (holding unet/), or 'random' (seeded, where stage 0 starts).
+    # Ignored by the tiny profile.
     source: str = "stabilityai/stable-diffusion-2-1-base"
     revision: str | None = None
-    # tiny: seed of the random weights, so that every machine builds the same model.
+    # tiny: seed of the random weights, so that every machine builds the same model; small: of
+    # the text encoder (and of the prior with source 'random').
     seed: int = 0
 
 
@@ -230,6 +233,10 @@ def apply_overrides(data: dict, overrides: Sequence[str]) -> dict:
             child = node.get(part)
             if child is None:
                 child = node[part] = {}
+            if isinstance(child, str) and child.endswith((".yaml", ".yml")) and Path(child).is_file():
+                # A section given as a YAML file (``model: configs/model/small.yaml``) is read in,
+                # so ``--set model.rate_point.residual_steps=100`` reaches into it.
+                child = node[part] = read_yaml(child)
             if not isinstance(child, dict):
                 raise ConfigError(f"override {'.'.join(path)}: {part!r} is not a section")
             node = child
