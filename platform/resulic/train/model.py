@@ -94,13 +94,14 @@ class TrainableCodec(nn.Module):
         return groups
 
     # -- the loss ------------------------------------------------------------------------------
-    def forward(self, images: Tensor, captions: list[str]) -> dict[str, Tensor]:
-        """``images`` in [0, 1], (B, 3, H, W). Returns the terms; ``total`` is what to backprop
-        (the model loss, the entropy models' auxiliary loss and the discriminator's loss touch
-        disjoint parameters, each stepped by its own optimiser)."""
+    def forward(self, images: Tensor, captions: list[str], latents: Tensor | None = None) -> dict[str, Tensor]:
+        """``images`` in [0, 1], (B, 3, H, W); ``latents``: their cached z_0, when the data has
+        them (else the frozen encoder runs here). Returns the terms; ``total`` is what to
+        backprop (the model loss, the entropy models' auxiliary loss and the discriminator's
+        loss touch disjoint parameters, each stepped by its own optimiser)."""
         backbone = self.backbone
         with torch.no_grad():
-            z0 = backbone.encode(images)
+            z0 = latents if latents is not None else backbone.encode(images)
             context = backbone.encode_text(list(captions))
         out = self.compressor(z0)
         z_c = out["z_c"]
@@ -121,7 +122,7 @@ class TrainableCodec(nn.Module):
         disc_loss = torch.zeros((), device=images.device)
         if self.stage == 2:
             x0_hat = self.schedule.predict_x0(z_n, eps, z_c, n)
-            x_hat = backbone.vae.decode(x0_hat / backbone.scaling_factor).sample.float()
+            x_hat = backbone.decode_unclamped(x0_hat).float() * 2 - 1
             x = images * 2 - 1
             x_hat, x = shared_augment(x_hat, x)
             terms["loss_mse"] = F.mse_loss(x_hat, x)
