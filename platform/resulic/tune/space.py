@@ -207,6 +207,20 @@ class SearchSpace:
                 return False
         return True
 
+    def given_points(self, defaults: dict[str, Any], points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """A config's own starting points, completed with the defaults; one outside the space is
+        an error naming it (unlike the published grid, these were asked for)."""
+        out = []
+        for i, given in enumerate(points):
+            unknown = set(given) - set(self.params)
+            if unknown:
+                raise ConfigError(f"search.points[{i}]: {sorted(unknown)} are not keys of the space")
+            point = {k: v for k, v in {**defaults, **given}.items() if k in self.params}
+            if not self.contains(point):
+                raise ConfigError(f"search.points[{i}]: {given} lies outside the space")
+            out.append(point)
+        return out
+
     def published_points(self, defaults: dict[str, Any]) -> list[dict[str, Any]]:
         """The published (λ_R, N_r) grid as starting points, where it lies inside the space."""
         points = []

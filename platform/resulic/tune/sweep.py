@@ -14,7 +14,7 @@ import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -34,6 +34,9 @@ class SearchConfig(StrictModel):
     seed: int = 0
     max_concurrent: int | None = Field(None, ge=1, description="null = as many as the cluster's GPUs (CPUs) allow")
     seed_published: bool = Field(True, description="evaluate the published (λ_R, N_r) points first, where inside")
+    points: list[dict[str, Any]] = Field(
+        default_factory=list, description="starting points to evaluate first (dotted keys -> values), before the published ones"
+    )
 
 
 class SchedulerConfig(StrictModel):
@@ -180,7 +183,8 @@ def run_sweep(sweep: Sweep) -> SweepOutcome:
     mode = ["min"] * len(metric) if isinstance(metric, list) else "min"
     sampler = (optuna.samplers.TPESampler(seed=cfg.search.seed, multivariate=True) if cfg.search.algorithm == "tpe"
                else optuna.samplers.RandomSampler(seed=cfg.search.seed))
-    points = sweep.space.published_points(_defaults(sweep)) if cfg.search.seed_published else []
+    points = sweep.space.given_points(_defaults(sweep), cfg.search.points)
+    points += sweep.space.published_points(_defaults(sweep)) if cfg.search.seed_published else []
     points = [sweep.space.sampler_point(p) for p in points]
     searcher = OptunaSearch(space=sweep.space.suggest, metric=metric, mode=mode, sampler=sampler,
                             points_to_evaluate=points[: cfg.search.num_samples] or None)
