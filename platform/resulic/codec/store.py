@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -111,6 +112,11 @@ def load_trained_parts(
     return compressor, cdm
 
 
+def folder_config(folder: Path) -> ModelConfig:
+    """The model config a trained-codec folder was saved with."""
+    return load_config(ModelConfig, Path(folder) / "config.yaml")
+
+
 def load_codec(folder: str | Path, backbone: Backbone | None = None, device="cpu") -> Codec:
     folder = Path(folder)
     if not folder.is_dir():
@@ -145,12 +151,27 @@ def load_codec(folder: str | Path, backbone: Backbone | None = None, device="cpu
     return codec
 
 
-def resolve_codec(model: str | Path | None = None, overrides=(), device="cpu") -> Codec:
-    """The codec a command should use: a trained-codec folder, a model YAML, or the embedded default.
+TINY = "tiny"  # --model tiny: the embedded test profile (random weights)
+# The model commands use without --model (e.g. 'tiny' in the test suite, a models:/ URI on a
+# team machine); unset = the shipped codecs.
+DEFAULT_MODEL_ENV = "RESULIC_MODEL"
 
-    With no model the embedded ``tiny`` profile is used (later: the local registry's champion).
-    """
+
+def resolve_codec(model: str | Path | None = None, overrides=(), device="cpu", rate: str | None = None) -> Codec:
+    """The codec a command should use: a trained-codec folder, a model YAML, ``tiny`` (the
+    embedded test profile), or by default the shipped trained codec of the small profile at
+    rate point ``rate`` (its default point when None)."""
     if model is None:
+        model = os.environ.get(DEFAULT_MODEL_ENV) or None
+    if model is None:
+        if overrides:
+            raise ModelLoadError("--set changes a model YAML; the shipped codecs are trained folders")
+        from . import shipped
+
+        return shipped.load(rate, device=device)
+    if rate is not None:
+        raise ModelLoadError("--rate chooses among the shipped codecs; it cannot be combined with --model")
+    if str(model) == TINY:
         config = build_config(ModelConfig, {}, overrides, source="<embedded tiny profile>")
         return Codec.build(config, device=device)
     path = Path(model)
