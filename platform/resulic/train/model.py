@@ -77,7 +77,7 @@ class TrainableCodec(nn.Module):
         self.weights = loss
         self.lambda_rate = lambda_rate
         rp = config.rate_point
-        self.schedule = ResidualSchedule(residual_steps=rp.residual_steps, gamma_variant=rp.gamma)
+        self.schedule = ResidualSchedule(residual_steps=rp.residual_steps, gamma_variant=rp.gamma, eta=rp.resolved_eta)
         if stage == 2 and lpips is None and loss.lambda_lpips > 0:
             raise ValueError("stage 2 with lambda_lpips > 0 needs an LPIPS module")
 
