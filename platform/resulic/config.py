@@ -126,15 +126,13 @@ class RatePointConfig(StrictModel):
         return 1.0 if self.gamma == "time_varying" else 0.0
 
     @model_serializer(mode="wrap")
-    def _omit_default_eta(self, handler: SerializerFunctionWrapHandler) -> dict:
-        # η at its variant's own value is left out of every dump, so configs, fingerprints and
-        # run hashes made before η was a field stay the same (and η = 0 written out for the
-        # constant variant is the same model as η unset).
+    def _omit_unset_eta(self, handler: SerializerFunctionWrapHandler) -> dict:
+        # An unset η is left out of every dump, so configs, fingerprints and run hashes made
+        # before η was a field stay the same. A set η is kept, even at its variant's value, so
+        # that it survives a round trip (and a later change of γ cannot silently drop it).
         data = handler(self)
-        if isinstance(data, dict) and "eta" in data:
-            default = 1.0 if self.gamma == "time_varying" else 0.0
-            if self.eta is None or float(self.eta) == default:
-                data.pop("eta")
+        if isinstance(data, dict) and data.get("eta", 0) is None:
+            data.pop("eta")
         return data
 
 
