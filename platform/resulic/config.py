@@ -229,8 +229,8 @@ class MainJobConfig(StrictModel):
     trains stage 1 then stage 2), promotion of the best trial to champion, then a round trip of
     sample images through real files with the champion."""
 
-    sweep: str | None = Field("configs/sweep/tiny.yaml", description="sweep YAML; null = train with `train`")
-    promote: str | None = Field("configs/promote/tiny.yaml", description="promotion YAML (after the sweep)")
+    sweep: str | None = Field("configs/sweep/small-finetune.yaml", description="sweep YAML; null = train with `train`")
+    promote: str | None = Field("configs/promote/small.yaml", description="promotion YAML (after the sweep)")
     train: MainTrainingConfig = Field(default_factory=MainTrainingConfig)
     model: str | None = Field(
         None, description="a trained-codec folder, models:/ URI or model YAML; none = what the loop made"

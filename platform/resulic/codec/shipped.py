@@ -90,3 +90,31 @@ def load_for_file(data: bytes, device="cpu", folder: Path = SHIPPED_DIR):
     if codec_folder is None:
         return None
     return load_codec(codec_folder, backbone=_backbone(codec_folder), device=device)
+
+
+def release(points: list[tuple[str, Path]], default: str, provenance: dict, out: Path = SHIPPED_DIR) -> dict:
+    """Copy trained codecs into the shipped set: each named by its rate point, its weights
+    rounded to float16 (half the size; the fingerprint is recomputed for the rounded weights,
+    so files say which release made them), and ``index.json`` listing them in rate order."""
+    import torch
+
+    from .codec import Codec
+    from .store import load_codec, save_codec
+
+    out.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for name, folder in points:
+        codec = load_codec(folder, backbone=_backbone(folder))
+        with torch.no_grad():
+            for module in (codec.compressor, codec.cdm):
+                for param in module.parameters():
+                    param.copy_(param.half().float())
+        codec.compressor.update(force=True)
+        config = codec.config.model_copy(update={"rate_point": codec.config.rate_point.model_copy(update={"name": name})})
+        released = Codec(config, codec.backbone, codec.compressor, codec.cdm)
+        save_codec(released, out / name, half=True)
+        entries.append({"name": name, "folder": name, "fingerprint": released.fingerprint.hex(),
+                        "from": str(folder), **config.rate_point.model_dump(mode="json", exclude_none=True)})
+    data = {"default": default, "points": entries, "provenance": provenance}
+    (out / INDEX).write_text(json.dumps(data, indent=2) + "\n")
+    return data

@@ -43,8 +43,10 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def save_codec(codec: Codec, folder: str | Path) -> Path:
-    """Write ``codec``'s trained parts to ``folder`` (replaced whole, never left half-written)."""
+def save_codec(codec: Codec, folder: str | Path, half: bool = False) -> Path:
+    """Write ``codec``'s trained parts to ``folder`` (replaced whole, never left half-written).
+    ``half`` stores float weights as float16 (the coding tables stay exact): only for a codec
+    whose weights are already float16 values, or its fingerprint would no longer match."""
     folder = Path(folder)
     if folder.exists() and not _replaceable(folder):
         raise ModelLoadError(f"{folder}: exists and is not a trained-codec folder; refusing to replace it")
@@ -53,9 +55,10 @@ def save_codec(codec: Codec, folder: str | Path) -> Path:
     tmp.chmod(0o755)
     try:
         (tmp / "config.yaml").write_text(yaml.safe_dump(codec.config.model_dump(mode="json"), sort_keys=False))
-        compressor_state = {k: v.detach().cpu().contiguous() for k, v in codec.compressor.state_dict().items()}
+        store = (lambda k, v: v.half() if half and v.is_floating_point() and k.rpartition(".")[2] not in CDF_BUFFERS else v)
+        compressor_state = {k: store(k, v.detach().cpu()).contiguous() for k, v in codec.compressor.state_dict().items()}
         save_file(compressor_state, tmp / "compressor.safetensors")
-        control = {k: v.cpu().contiguous() for k, v in control_state_dict(codec.cdm).items()}
+        control = {k: store(k, v.cpu()).contiguous() for k, v in control_state_dict(codec.cdm).items()}
         save_file(control, tmp / "control.safetensors")
         manifest = {
             "format": FOLDER_FORMAT,

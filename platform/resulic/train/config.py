@@ -40,6 +40,9 @@ class LossConfig(StrictModel):
 
     lambda_rate: float | None = Field(None, gt=0, description="λ_R; null = the rate point's lambda_rate")
     lambda_guide: float = Field(1.0, ge=0, description="L_D = ||z_c - z_0||² (RESULIC.md §0 item 9)")
+    # 0: a compressor warm-up — the latent codec alone (rate + guide), the control module and the
+    # prior are not run (an order of magnitude cheaper a step on a CPU).
+    lambda_eps: float = Field(1.0, ge=0, description="weight of the eps-loss (1 in RESULIC.md §4)")
     lambda_mse: float = Field(1.0, ge=0, description="stage 2: pixel MSE on VAE-decoded x̂0, x in [-1, 1]")
     lambda_lpips: float = Field(1.0, ge=0, description="stage 2: LPIPS-VGG on VAE-decoded x̂0")
     lambda_adversarial: float = Field(0.0, ge=0, description="stage 2: optional hinge-GAN term, off by default")
@@ -97,8 +100,8 @@ class TrainConfig(StrictModel):
     # A model YAML (configs/model/*.yaml) or the model config inline; default: the tiny profile.
     model: ModelConfig | str = Field(default_factory=ModelConfig)
     # Stage 2 starts from the whole stage-1 model: a run name under the same storage path, or a
-    # trained-codec folder. Stage 1 may start from one too (fine-tuning a trained codec to a
-    # new rate point); without it stage 1 starts fresh.
+    # trained-codec folder, or shipped:<rate point>. Stage 1 may start from one too (fine-tuning
+    # a trained codec to a new rate point); without it stage 1 starts fresh.
     init_from: str | None = None
     data: DataConfig = Field(default_factory=DataConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
@@ -120,6 +123,8 @@ class TrainConfig(StrictModel):
         if self.stage == 0 and self.model.backbone.profile != "small":  # type: ignore[union-attr]
             raise ValueError("stage: stage 0 trains the diffusion prior of the 'small' profile; "
                              f"the {self.model.backbone.profile!r} profile's UNet is not trained here")  # type: ignore[union-attr]
+        if self.stage != 1 and self.loss.lambda_eps != 1.0:
+            raise ValueError("loss.lambda_eps: only a stage-1 warm-up may change the eps-loss weight")
         if self.stage == 1 and self.loss.lambda_adversarial > 0:
             raise ValueError("loss.lambda_adversarial: the adversarial term belongs to stage 2")
         return self

@@ -165,15 +165,17 @@ def train_loop_per_worker(loop_config: dict) -> None:
         start = int(state["step"])
         for name, opt in optimizers.items():
             opt.load_state_dict(state["optimizers"][name])
-        if trainable.discriminator is not None and state.get("discriminator") is not None:
-            trainable.discriminator.load_state_dict(state["discriminator"])
+        discriminator = getattr(trainable, "discriminator", None)  # stage 0 has none
+        if discriminator is not None and state.get("discriminator") is not None:
+            discriminator.load_state_dict(state["discriminator"])
     # Each worker and each restart draws different noise; the stream is reproducible per step.
     torch.manual_seed(cfg.optim.seed + 1000 * rank + start)
     model = ray.train.torch.prepare_model(
         trainable,
         # Every trained parameter takes part in forward (the aux loss included); the coding
         # tables change size on rank 0 alone, so buffers are not broadcast.
-        parallel_strategy_kwargs={"find_unused_parameters": False, "broadcast_buffers": False},
+        # (a compressor warm-up leaves the control module out of the graph).
+        parallel_strategy_kwargs={"find_unused_parameters": cfg.loss.lambda_eps == 0, "broadcast_buffers": False},
     )
 
     mlflow_client = None

@@ -134,17 +134,19 @@ class TrainableCodec(nn.Module):
         pixels = images.shape[0] * images.shape[-2] * images.shape[-1]
         rate = sum((-torch.log2(lk)).sum() for lk in out["likelihoods"].values()) / pixels
 
+        terms = {"bpp_estimated": rate, "loss_guide": F.mse_loss(z_c.float(), z0.float())}
+        loss = self.lambda_rate * rate + self.weights.lambda_guide * terms["loss_guide"]
+        if self.weights.lambda_eps == 0:  # compressor warm-up: no network pass at all
+            terms["loss"] = loss
+            terms["loss_aux"] = self.compressor.aux_loss()
+            terms["total"] = loss + terms["loss_aux"]
+            return terms
         draw = draw if draw is not None else self.draw(z0)
         n, noise = draw.timesteps, draw.noise
         z_n = self.schedule.q_sample(z0, z_c, noise, n)
         eps = self.cdm(z_n, n, encoder_hidden_states=context, controlnet_cond=z_c).sample
-
-        terms = {
-            "loss_eps": F.mse_loss(eps.float(), noise.float()),
-            "bpp_estimated": rate,
-            "loss_guide": F.mse_loss(z_c.float(), z0.float()),
-        }
-        loss = terms["loss_eps"] + self.lambda_rate * rate + self.weights.lambda_guide * terms["loss_guide"]
+        terms["loss_eps"] = F.mse_loss(eps.float(), noise.float())
+        loss = self.weights.lambda_eps * terms["loss_eps"] + loss
         disc_loss = torch.zeros((), device=images.device)
         if self.stage == 2:
             x0_hat = self.schedule.predict_x0(z_n, eps, z_c, n)

@@ -26,6 +26,7 @@ from ..models.backbone import SMALL_PRIOR as PRIOR_BUNDLED
 from .checkpoint import CODEC_DIR, PRIOR_DIR
 from .config import TrainConfig, storage_root
 
+SHIPPED_PREFIX = "shipped:"  # init_from: shipped:<rate point> starts from a shipped codec
 MODEL_DIR = "model"  # <storage>/<run name>/model: the run's final trained-codec folder
 TRAINING_INFO = "training.json"
 
@@ -59,6 +60,10 @@ def resolve_init(cfg: TrainConfig, storage: str) -> tuple[str | None, str | None
     """
     if cfg.init_from is None:
         return None, None
+    if cfg.init_from.startswith(SHIPPED_PREFIX):  # a rate point that ships with the package
+        from ..codec import shipped
+
+        return str(shipped.folder_for(cfg.init_from[len(SHIPPED_PREFIX):])), None
     for location in (storage_lib.join(storage, cfg.init_from, MODEL_DIR), cfg.init_from):
         if storage_lib.file_exists(storage_lib.join(location, "manifest.json")):
             parent = None

@@ -19,7 +19,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from .. import cluster, tracking
-from ..config import StrictModel, load_config
+from ..config import StrictModel, build_config, load_config
 from ..errors import ConfigError, ResulicError
 from ..train.config import TrainConfig, storage_root
 from .objective import BPP_METRIC, ObjectiveConfig, pareto_front
@@ -90,6 +90,7 @@ class Sweep:
             if second.stage != 2:
                 raise ConfigError(f"stages[1]: {cfg.stages[1]} is not a stage-2 config")
             stages[1] = second
+        stages = [_absolute_paths(stage) for stage in stages]
         space = SearchSpace(cfg.space, stages[0], source="space")
         if len(stages) == 2:
             SearchSpace(cfg.space, stages[1], source="space")  # every key must fit both stages
@@ -111,6 +112,19 @@ class Sweep:
                 self.stages[1], values, [*common, f"run.name={trial_name}-s2", f"init_from={trial_name}-s1"]
             ))
         return out
+
+
+def _absolute_paths(cfg: TrainConfig) -> TrainConfig:
+    """Local paths made absolute in the driver: a trial runs in another working folder."""
+    updates = []
+    if cfg.data.source != "samples" and "://" not in cfg.data.source and Path(cfg.data.source).exists():
+        updates.append(f"data.source={Path(cfg.data.source).resolve()}")
+    backbone = cfg.model.backbone  # type: ignore[union-attr]
+    if backbone.profile == "small" and backbone.source not in ("bundled", "random") and Path(backbone.source).exists():
+        updates.append(f"model.backbone.source={Path(backbone.source).resolve()}")
+    if not updates:
+        return cfg
+    return build_config(TrainConfig, cfg.model_dump(mode="json"), updates, source="sweep stage")
 
 
 def _report_callback(objective: ObjectiveConfig):
