@@ -296,7 +296,10 @@ def load_small(config: BackboneConfig) -> Backbone:
     else:
         folder = small_prior_folder(config.source)
         try:
-            unet = UNet2DConditionModel.from_pretrained(folder, subfolder=PRIOR_SUBFOLDER, use_safetensors=True)
+            # Stored in float16 when shipped; computed in float32.
+            unet = UNet2DConditionModel.from_pretrained(
+                folder, subfolder=PRIOR_SUBFOLDER, use_safetensors=True, torch_dtype=torch.float32
+            )
         except Exception as exc:  # diffusers raises OSError, ValueError, safetensors errors...
             detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelLoadError(f"backbone.source: cannot load the diffusion prior in {folder}: {detail}") from None
