@@ -130,15 +130,17 @@ def _run_many(pairs, is_folder: bool, action: Callable[[Path, Path], str], verb:
 
 
 def cmd_compress(args) -> int:
-    from .registry import open_codec
     from .images import IMAGE_SUFFIXES, open_image, write_atomic
-
-    from .config import SemanticsConfig, load_config
-    from .semantics.pipeline import Semantics
 
     if args.pfo and not args.srr:
         raise ResulicError("--pfo refines the semantic residual: add --srr")
+    # The inputs are checked before anything heavy (torch, diffusers: seconds) is imported.
     pairs, is_folder = _pairs(Path(args.input), args.output, lambda p: p.suffix.lower() in IMAGE_SUFFIXES, SUFFIX, "_rslc")
+
+    from .config import SemanticsConfig, load_config
+    from .registry import open_codec
+    from .semantics.pipeline import Semantics
+
     sem_overrides = list(args.semantics_overrides) + ([f"captions_file={args.captions}"] if args.captions else [])
     try:
         semantics = Semantics(load_config(SemanticsConfig, args.semantics, sem_overrides))
@@ -176,10 +178,11 @@ def cmd_compress(args) -> int:
 
 
 def cmd_decompress(args) -> int:
-    from .registry import open_codec
-    from .images import save_image_atomic
-
     pairs, is_folder = _pairs(Path(args.input), args.output, lambda p: p.suffix == SUFFIX, ".png", "_decoded")
+
+    from .images import save_image_atomic
+    from .registry import open_codec
+
     codec = open_codec(args.model, args.overrides, device=args.device)
 
     def action(src: Path, dst: Path) -> str:
@@ -216,9 +219,11 @@ def _header_info(path: Path) -> dict:
 
 
 def _text_tokens(container) -> list[int]:
-    from .semantics.text_coding import decode_ids
+    if not container.header.text_mode:
+        return []
+    from .semantics.text_coding import decode_ids  # numpy and the text model: only for files with text
 
-    return decode_ids(container.text) if container.header.text_mode else []
+    return decode_ids(container.text)
 
 
 def cmd_info(args) -> int:
@@ -250,10 +255,9 @@ COMMANDS = {"compress": cmd_compress, "decompress": cmd_decompress, "info": cmd_
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .runtime import configure_threads, quiet_libraries
+    from .runtime import quiet_libraries
 
-    quiet_libraries()
-    configure_threads()
+    quiet_libraries()  # imports nothing heavy: commands import torch & co. only once their inputs are checked
 
     try:
         from .evaluation_commands import COMMANDS as EVALUATION_COMMANDS

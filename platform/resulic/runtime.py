@@ -1,9 +1,14 @@
-"""Process-level settings for entrypoints: quiet third-party logs, sensible thread counts."""
+"""Process-level settings for entrypoints: quiet third-party logs, sensible thread counts.
+
+Neither function imports a heavy library: ``resulic --help`` and ``resulic info`` must start in a
+fraction of a second, and importing diffusers alone takes seconds.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 import warnings
 
 
@@ -11,26 +16,32 @@ def quiet_libraries() -> None:
     """Hide library chatter that is not actionable for a codec user."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per download otherwise
+    # diffusers and transformers read their level from these when they are first imported...
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", message=".*should be kept in float32.*")
-    try:
+    # ...and a process that imported them already is told directly.
+    if "diffusers" in sys.modules:
         from diffusers.utils import logging as dlog
 
         dlog.set_verbosity_error()
-    except Exception:  # pragma: no cover - diffusers missing is reported elsewhere
-        pass
-    try:
+    if "transformers" in sys.modules:
         from transformers.utils import logging as tlog
 
         tlog.set_verbosity_error()
-    except Exception:  # pragma: no cover
-        pass
     logging.getLogger("diffusers").setLevel(logging.ERROR)
 
 
 def configure_threads() -> None:
-    """Use the thread count from OMP_NUM_THREADS when set (torch otherwise takes every core)."""
+    """Use the thread count from OMP_NUM_THREADS when set (torch otherwise takes every core).
+
+    A process that has not imported torch yet needs nothing: torch reads OMP_NUM_THREADS itself
+    when it starts. Importing it here would cost every command seconds, model or not.
+    """
+    if "torch" not in sys.modules:
+        return
     import torch
 
     n = os.environ.get("OMP_NUM_THREADS")
