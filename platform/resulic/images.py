@@ -89,12 +89,31 @@ def padded_size(h: int, w: int, multiple: int) -> tuple[int, int]:
     return h + (-h) % multiple, w + (-w) % multiple
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it where the OS allows (Linux: /proc)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere the only way to read it is to set it (briefly)
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file and a rename: never a half-written file."""
+    """Write ``data`` to ``path`` via a temporary file and a rename: never a half-written file.
+
+    The file gets the permissions ``open()`` would give it (0o666 less the umask): mkstemp makes
+    its temporary file 0o600, which the rename would otherwise keep.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
