@@ -38,7 +38,7 @@ def add_parsers(sub) -> None:
     b.add_argument("--vvc-preset", default="slower")
 
     d = sub.add_parser("bd-rate", help="BD-rate between RD JSON files",
-                       description="BD-rate (%%) of TEST against ANCHOR; with --against, a markdown table of "
+                       description="BD-rate (%) of TEST against ANCHOR; with --against, a markdown table of "
                                    "one test file against several anchors. Negative = fewer bits.")
     d.add_argument("files", nargs="+", help="ANCHOR TEST, or TEST with --against")
     d.add_argument("--against", nargs="+", metavar="ANCHOR", help="anchors for a table")

@@ -342,6 +342,10 @@ def _scatter(outcome: SweepOutcome, objective: ObjectiveConfig, path: Path) -> N
     front = sorted((outcome.rows[i]["bpp"], outcome.rows[i]["distortion"]) for i in outcome.front)
     if front:
         ax.plot(*zip(*front), "o-", color="tab:red", label="Pareto front")
+    from ..plots import readable_ticks
+
+    readable_ticks(ax.xaxis)  # trials often differ in the 4th digit of bpp: no offset notation
+    readable_ticks(ax.yaxis)
     ax.set_xlabel("bpp (real files, validation)")
     ax.set_ylabel(f"{objective.distortion} (lower is better)")
     ax.set_title("sweep: rate vs distortion")
