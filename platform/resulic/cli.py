@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
@@ -47,6 +48,12 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", metavar="KEY=VALUE", action="append", default=[],
                    help="override a model-YAML key, e.g. --set rate_point.sampling_steps=4 (repeatable)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    tracking_uri_option(p)
+
+
+def tracking_uri_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tracking-uri", metavar="URI",
+                   help="the MLflow store that holds models:/ URIs (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -255,6 +262,8 @@ COMMANDS = {"compress": cmd_compress, "decompress": cmd_decompress, "info": cmd_
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "tracking_uri", None):  # for this process and the Ray workers it starts
+        os.environ["MLFLOW_TRACKING_URI"] = args.tracking_uri
     from .runtime import quiet_libraries
 
     quiet_libraries()  # imports nothing heavy: commands import torch & co. only once their inputs are checked

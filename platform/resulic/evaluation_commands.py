@@ -23,6 +23,9 @@ def add_parsers(sub) -> None:
     e.add_argument("--workers", type=int, help="Ray actors (0: in this process)")
     e.add_argument("--max-images", type=int)
     e.add_argument("--crop", type=int, help="center-crop images to at most N x N")
+    from .cli import tracking_uri_option
+
+    tracking_uri_option(e)
     e.add_argument("--random-backbones", action="store_true", help="seeded random metric backbones (marked '-random')")
     e.add_argument("--track", action="store_true", help="log to MLflow (default store sqlite:///mlflow.db)")
     e.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
