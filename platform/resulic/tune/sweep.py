@@ -282,7 +282,8 @@ def _summarise(grid, objective: ObjectiveConfig, client, experiment: str, sweep_
             "complete": complete,
             "values": SearchSpace.config_values(config),
             "bpp": metrics.get(BPP_METRIC),
-            "distortion": metrics.get(objective.distortion),
+            "distortion": metrics.get(objective.distortion_key(metrics) or objective.distortion),
+            "distortion_metric": objective.distortion_key(metrics),  # e.g. val_lpips-random: not a real LPIPS
             "objective": objective.value(metrics),
             "psnr": metrics.get("val_psnr"),
             "error": str(result.error).splitlines()[0] if result.error else None,
