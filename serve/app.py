@@ -26,6 +26,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from resulic.errors import ResulicError
+from resulic.http_docs import add_offline_docs, error_responses
 from resulic.serving import (
     Catalog, CompressOptions, RatePoint, Reply, RequestError, ServeAppConfig, ServeLimits, check_body_size,
     check_image_header, compress_reply, decompress_replies, decompress_reply, fingerprint_of, load_rate_point,
@@ -46,7 +47,26 @@ api = FastAPI(
     description="Ultra-low-bitrate image compression (ResULIC) over HTTP. Images go to `/v1/compress` "
     "(raw body or multipart field `image`), bitstreams to `/v1/decompress` (raw body or multipart field "
     "`bitstream`). Errors are JSON `{\"error\": message}` with a 4xx status.",
+    docs_url=None,  # /docs below: Swagger UI from this service, not from a CDN (works offline)
+    redoc_url=None,
 )
+add_offline_docs(api)
+
+# The refusals each route documents in the OpenAPI schema (resulic.serving raises them).
+UNAVAILABLE = {503: "the codec deployment is unavailable (a replica died, or its model could not be loaded)"}
+COMPRESS_ERRORS = error_responses({
+    400: "a malformed option, multipart body or image (unreadable, truncated, empty)",
+    404: "unknown rate point (GET /v1/models lists them)",
+    413: "body, image (pixels, decompression bomb) or text over the service's limits",
+    415: "the upload is not an image (or a format Pillow cannot read)",
+    **UNAVAILABLE,
+})
+DECOMPRESS_ERRORS = error_responses({
+    400: "not a ResULIC bitstream, or a corrupt or truncated one; a malformed multipart body",
+    413: "body over the service's limit",
+    422: "the bitstream was made by a model this service does not serve",
+    **UNAVAILABLE,
+})
 
 
 @api.exception_handler(ResulicError)
@@ -242,7 +262,8 @@ class Ingress:
     @api.post("/v1/compress", summary="image -> ResULIC bitstream", response_class=Response,
               openapi_extra={"parameters": _options_doc(), **_body_doc("image", "image/*")},
               responses={200: {"content": {"application/octet-stream": {}},
-                               "description": "the bitstream; X-Resulic-Bpp, -Rate-Point, -Model-Version headers"}})
+                               "description": "the bitstream; X-Resulic-Bpp, -Rate-Point, -Model-Version headers"},
+                         **COMPRESS_ERRORS})
     async def compress(self, request: Request) -> Response:
         image, fields = await read_upload(request, "image", self.limits)
         options = parse_compress_options({**request.query_params, **fields}, self.limits)
@@ -253,20 +274,21 @@ class Ingress:
 
     @api.post("/v1/decompress", summary="ResULIC bitstream -> PNG", response_class=Response,
               openapi_extra=_body_doc("bitstream", "application/octet-stream"),
-              responses={200: {"content": {"image/png": {}}, "description": "the decoded image"}})
+              responses={200: {"content": {"image/png": {}}, "description": "the decoded image"}, **DECOMPRESS_ERRORS})
     async def decompress(self, request: Request) -> Response:
         data, _ = await read_upload(request, "bitstream", self.limits)
         rp = await self._lookup(Catalog.for_fingerprint, fingerprint_of(data))
         reply = await self._remote(self.codec.decompress, asdict(rp), data, model_id=rp.model_id)
         return respond(reply, "image/png")
 
-    @api.get("/v1/models", summary="rate points, versions, fingerprints; what the answering replica has loaded")
+    @api.get("/v1/models", summary="rate points, versions, fingerprints; what the answering replica has loaded",
+             responses=error_responses(UNAVAILABLE))
     async def models(self) -> dict:
         snapshot = await self._remote(self.codec.catalog_snapshot)
         snapshot.pop("config", None)
         return {**snapshot, "limits": self.limits.model_dump()}
 
-    @api.get("/healthz", summary="the ingress answers and knows the catalog")
+    @api.get("/healthz", summary="the ingress answers and knows the catalog", responses=error_responses(UNAVAILABLE))
     async def healthz(self) -> dict:
         catalog = await self.catalog()
         return {"status": "ok", "default_rate_point": catalog.config.default,
