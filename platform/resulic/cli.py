@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="resulic", description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="show the libraries' INFO logs too (Ray, MLflow, diffusers...); default: warnings and errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     c = sub.add_parser("compress", help="image(s) -> .rslc file(s)", description="Compress an image or a folder of images.")
@@ -264,8 +266,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "tracking_uri", None):  # for this process and the Ray workers it starts
         os.environ["MLFLOW_TRACKING_URI"] = args.tracking_uri
-    from .runtime import quiet_libraries
+    from .runtime import quiet_libraries, set_verbose
 
+    if args.verbose:
+        set_verbose(True)
     quiet_libraries()  # imports nothing heavy: commands import torch & co. only once their inputs are checked
 
     try:

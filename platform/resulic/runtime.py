@@ -1,5 +1,9 @@
 """Process-level settings for entrypoints: quiet third-party logs, sensible thread counts.
 
+By default a user sees what they need (progress, tables, where things went) and the libraries'
+warnings and errors; their INFO chatter (Ray's, MLflow's database migrations, HTTP clients) is
+hidden. ``resulic --verbose`` (``RESULIC_VERBOSE=1``, which Ray workers inherit) restores it.
+
 Neither function imports a heavy library: ``resulic --help`` and ``resulic info`` must start in a
 fraction of a second, and importing diffusers alone takes seconds.
 """
@@ -11,11 +15,33 @@ import os
 import sys
 import warnings
 
+VERBOSE_ENV = "RESULIC_VERBOSE"
+# Loggers whose INFO messages are the libraries' business, not a user's.
+LIBRARY_LOGGERS = ("ray", "mlflow", "alembic", "urllib3", "httpx", "filelock", "optuna", "fsspec")
+
+
+def verbose() -> bool:
+    return os.environ.get(VERBOSE_ENV, "") not in ("", "0")
+
+
+def set_verbose(on: bool) -> None:
+    """For this process and the Ray workers it starts (cluster.WORKER_ENV passes the variable on)."""
+    os.environ[VERBOSE_ENV] = "1" if on else "0"
+
+
+def library_log_level() -> int:
+    """The level of the libraries' loggers (Ray's too: ``ray.init(logging_level=...)``)."""
+    return logging.INFO if verbose() else logging.WARNING
+
 
 def quiet_libraries() -> None:
-    """Hide library chatter that is not actionable for a codec user."""
+    """Hide library chatter that is not actionable for a codec user (unless verbose)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per download otherwise
+    if verbose():
+        return
+    for name in LIBRARY_LOGGERS:  # Ray resets "ray" to INFO when imported: ensure_ray passes the level on
+        logging.getLogger(name).setLevel(logging.WARNING)
     # diffusers and transformers read their level from these when they are first imported...
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
