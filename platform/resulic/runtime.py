@@ -40,7 +40,10 @@ def quiet_libraries() -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per download otherwise
     if verbose():
         return
-    for name in LIBRARY_LOGGERS:  # Ray resets "ray" to INFO when imported: ensure_ray passes the level on
+    # MLflow and Ray set their loggers' levels when imported: MLflow reads this variable, and
+    # cluster.ensure_ray passes the level to ray.init; loggers already configured are set here.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    for name in LIBRARY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
     # diffusers and transformers read their level from these when they are first imported...
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
