@@ -1,5 +1,5 @@
-"""The main job on the embedded defaults, the whole platform loop: a small sweep of the tiny
-profile (Ray Tune + Optuna; every trial trains stage 1 then stage 2 on Ray Train; MLflow parent
+"""The main job on the embedded defaults, the whole platform loop: a small sweep that fine-tunes
+the shipped small-profile codec (Ray Tune + Optuna; every trial trains on Ray Train; MLflow parent
 and child runs), promotion of the best trial to the registry's champion, then compress and
 decompress sample photos through real files with the champion and print bpp, timings and PSNR.
 

@@ -7,6 +7,9 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Commands without --model use the embedded tiny profile in tests (fast); the shipped default
+# has its own tests (tests/test_shipped.py), which unset this.
+os.environ["RESULIC_MODEL"] = "tiny"
 
 from pathlib import Path
 

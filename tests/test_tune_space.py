@@ -101,3 +101,36 @@ def test_scalar_objective_is_a_lagrangian():
     assert objective.value({"val_lpips-random": 0.5, "val_bpp_real": 0.05}) == pytest.approx(0.6)
     assert objective.distortion_key({"val_lpips": 0.3, "val_lpips-random": 0.5}) == "val_lpips"
     assert ObjectiveConfig(mode="pareto").metrics == ["val_bpp_real", "val_lpips"]
+
+
+def test_the_time_varying_gamma_cannot_be_drawn_with_another_eta():
+    """A space that varies γ and η may not pair the time-varying γ with η ≠ 1 (RESULIC.md §3.4)."""
+    clash = {**SPACE, "model.rate_point.eta": {"type": "uniform", "low": 0.0, "high": 1.0}}
+    with pytest.raises(ConfigError, match=r"space.model.rate_point.eta: value 0.0 cannot be drawn together with "
+                                          r"model.rate_point.gamma = 'time_varying'"):
+        SearchSpace(clash, TrainConfig())
+    SearchSpace({**SPACE, "model.rate_point.eta": {"type": "choice", "values": [1.0]}}, TrainConfig())
+    # a base config that fixes η = 0 cannot be swept over the time-varying γ either
+    base = build_config(TrainConfig, {}, ["model.rate_point.eta=0"])
+    with pytest.raises(ConfigError, match="space.model.rate_point.gamma: value 'time_varying' is not accepted"):
+        SearchSpace(SPACE, base)
+
+
+def test_shipped_sweeps_decode_each_gamma_with_its_eta():
+    from resulic.config import load_config, read_yaml
+
+    for path in ("configs/sweep/tiny.yaml", "configs/sweep/sd21.yaml"):
+        sweep = build_config(SweepConfig, read_yaml(path), source=path)
+        for stage in sweep.stages:
+            base = load_config(TrainConfig, stage)
+            space = SearchSpace(sweep.space, base)  # the pairwise check passes
+            assert "model.rate_point.eta" not in space.params
+            for gamma, eta in (("constant", 0.0), ("time_varying", 1.0)):
+                cfg = SearchSpace.apply(base, {"model.rate_point.gamma": gamma})
+                assert cfg.model.rate_point.resolved_eta == eta, (path, stage, gamma)
+
+
+def test_values_that_clash_with_each_other_are_refused_before_any_trial():
+    clash = {**SPACE, "model.rate_point.sampling_steps": {"type": "int", "low": 2, "high": 60}}
+    with pytest.raises(ConfigError, match="space.model.rate_point.sampling_steps: value 60 cannot be drawn together"):
+        SearchSpace(clash, TrainConfig())

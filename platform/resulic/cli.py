@@ -20,14 +20,16 @@ SUFFIX = ".rslc"
 DESCRIPTION = """\
 ResULIC: ultra-low-bitrate image compression with a compression-aware diffusion decoder.
 
-Without --model, the embedded 'tiny' profile is used: small random weights that run on a CPU in
-seconds. It shows the whole pipeline and writes real files, but its images are not meaningful
-until a trained codec folder (or an sd21 model YAML) is given with --model.
+Without --model, the shipped trained codec is used: the 'small' profile (TAEF2 autoencoder,
+a diffusion prior and compressors trained by this platform), with a choice of rate points
+(--rate). Decompression finds the rate point from the file. --model tiny is the untrained test
+profile; --model also takes a trained-codec folder, models:/<name>@<alias> or a model YAML.
 """
 
 EPILOG = """\
 examples:
   resulic compress photo.png -o photo.rslc
+  resulic compress photo.png -o photo.rslc --rate r2     # a lower or higher shipped rate point
   resulic decompress photo.rslc -o photo.png
   resulic info photo.rslc
   resulic compress photos/ -o compressed/        # every image in a folder, with a progress bar
@@ -44,7 +46,8 @@ examples:
 
 
 def _model_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", metavar="MODEL", help="trained-codec folder, models:/<name>@<alias> from the MLflow registry, or model YAML (default: embedded tiny profile)")
+    p.add_argument("--model", metavar="MODEL", help="trained-codec folder, models:/<name>@<alias> from the MLflow registry, model YAML, or 'tiny' "
+                   "(default: $RESULIC_MODEL, else the shipped small-profile codec)")
     p.add_argument("--set", dest="overrides", metavar="KEY=VALUE", action="append", default=[],
                    help="override a model-YAML key, e.g. --set rate_point.sampling_steps=4 (repeatable)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
@@ -68,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("input", help="an image file or a folder of images")
     c.add_argument("-o", "--output", help=f"output file or folder (default: input with {SUFFIX} / a sibling folder)")
     _model_options(c)
+    c.add_argument("--rate", metavar="NAME", help="rate point of the shipped codec (without --model; see 'resulic info --rates')")
     c.add_argument("--steps", type=int, help="DDIM steps S for the decoder (default: the model's rate point)")
     c.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the model's)")
     c.add_argument("--seed", type=int, help="seed of the decoder's starting noise (default: the model's)")
@@ -155,7 +159,7 @@ def cmd_compress(args) -> int:
         semantics = Semantics(load_config(SemanticsConfig, args.semantics, sem_overrides))
     except ResulicError as exc:
         raise type(exc)(str(exc).replace("(with --set ", "(with --semantics-set ")) from None
-    codec = open_codec(args.model, args.overrides, device=args.device)
+    codec = open_codec(args.model, args.overrides, device=args.device, rate=args.rate)
 
     warned: set[str] = set()
 
@@ -190,17 +194,48 @@ def cmd_decompress(args) -> int:
     pairs, is_folder = _pairs(Path(args.input), args.output, lambda p: p.suffix == SUFFIX, ".png", "_decoded")
 
     from .images import save_image_atomic
-    from .registry import open_codec
 
-    codec = open_codec(args.model, args.overrides, device=args.device)
+    codec_for = _decoder_codecs(args)
 
     def action(src: Path, dst: Path) -> str:
         data = _read_bytes(src)
-        result = codec.decode(data)
+        result = codec_for(data).decode(data)
         save_image_atomic(result.image, dst)
         return f"{src} -> {dst}: {result.image.size[0]}x{result.image.size[1]}, {result.seconds:.2f} s"
 
     return _run_many(pairs, is_folder, action, "decompress")
+
+
+def _decoder_codecs(args) -> Callable[[bytes], object]:
+    """bytes -> the codec that decodes them: the named model, or else the shipped rate point
+    whose fingerprint the file's header carries."""
+    import os
+
+    from .codec.store import DEFAULT_MODEL_ENV
+    from .registry import open_codec
+
+    if args.model is not None or args.overrides or os.environ.get(DEFAULT_MODEL_ENV):
+        codec = open_codec(args.model, args.overrides, device=args.device)
+        return lambda data: codec
+    from .codec import shipped
+    from .codec.container import unpack
+    from .errors import ModelMismatchError
+
+    loaded: dict[bytes, object] = {}
+
+    def codec_for(data: bytes):
+        fingerprint = unpack(data).header.fingerprint
+        if fingerprint not in loaded:
+            codec = shipped.load_for_file(data, device=args.device)
+            if codec is None:
+                raise ModelMismatchError(
+                    f"made by model {fingerprint.hex()}, which is none of the shipped rate points "
+                    f"({', '.join(shipped.rate_names())}): pass the model that wrote it with --model"
+                )
+            loaded[fingerprint] = codec
+        return loaded[fingerprint]
+
+    return codec_for
 
 
 def _read_bytes(path: Path) -> bytes:

@@ -12,7 +12,17 @@ from pathlib import Path
 from typing import Any, Literal, Sequence, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from .errors import ConfigError
 
@@ -31,12 +41,15 @@ class StrictModel(BaseModel):
 class BackboneConfig(StrictModel):
     """The frozen Stable Diffusion parts (VAE, UNet, text encoder, tokenizer)."""
 
-    profile: Literal["tiny", "sd21"] = "tiny"
+    profile: Literal["tiny", "small", "sd21"] = "tiny"
     # sd21: a Hugging Face hub id or a local folder in diffusers layout (vae/, unet/,
-    # text_encoder/, tokenizer/). Ignored by the tiny profile.
+    # text_encoder/, tokenizer/). small: the diffusion prior — 'bundled' (shipped), a stage-0
+    # run's model folder (holding unet/), or 'random' (seeded, where stage 0 starts).
+    # Ignored by the tiny profile.
     source: str = "stabilityai/stable-diffusion-2-1-base"
     revision: str | None = None
-    # tiny: seed of the random weights, so that every machine builds the same model.
+    # tiny: seed of the random weights, so that every machine builds the same model; small: of
+    # the text encoder (and of the prior with source 'random').
     seed: int = 0
 
 
@@ -86,6 +99,10 @@ class RatePointConfig(StrictModel):
     guidance: float = Field(2.5, ge=0, description="classifier-free guidance scale")
     gamma: Literal["constant", "time_varying"] = "constant"
     seed: int = Field(42, ge=0, description="seed of the decoder's starting noise")
+    eta: float | None = Field(
+        None, ge=0, le=1,
+        description="DDIM η of the decoder; null = the γ variant's own (0 constant, 1 time_varying)",
+    )
 
     @field_validator("sampling_steps")
     @classmethod
@@ -94,6 +111,32 @@ class RatePointConfig(StrictModel):
         if n_r is not None and steps > n_r:
             raise ValueError(f"{steps} exceeds residual_steps ({n_r})")
         return steps
+
+    @model_validator(mode="after")
+    def _eta_fits_gamma(self):
+        # The time-varying variant's forward process is the DDPM chain: only the η = 1 step
+        # lands on its marginals (RESULIC.md §3.4); any other η decodes off the training path.
+        if self.gamma == "time_varying" and self.eta is not None and self.eta != 1:
+            raise ValueError(f"eta: {self.eta} does not fit gamma 'time_varying', which needs η = 1 "
+                             "(RESULIC.md §3.4); leave eta unset or set it to 1")
+        return self
+
+    @property
+    def resolved_eta(self) -> float:
+        """The η the decoder steps with: the set one, else the γ variant's own."""
+        if self.eta is not None:
+            return float(self.eta)
+        return 1.0 if self.gamma == "time_varying" else 0.0
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_eta(self, handler: SerializerFunctionWrapHandler) -> dict:
+        # An unset η is left out of every dump, so configs, fingerprints and run hashes made
+        # before η was a field stay the same. A set η is kept, even at its variant's value, so
+        # that it survives a round trip (and a later change of γ cannot silently drop it).
+        data = handler(self)
+        if isinstance(data, dict) and data.get("eta", 0) is None:
+            data.pop("eta")
+        return data
 
 
 class ModelConfig(StrictModel):
@@ -186,8 +229,8 @@ class MainJobConfig(StrictModel):
     trains stage 1 then stage 2), promotion of the best trial to champion, then a round trip of
     sample images through real files with the champion."""
 
-    sweep: str | None = Field("configs/sweep/tiny.yaml", description="sweep YAML; null = train with `train`")
-    promote: str | None = Field("configs/promote/tiny.yaml", description="promotion YAML (after the sweep)")
+    sweep: str | None = Field("configs/sweep/small-finetune.yaml", description="sweep YAML; null = train with `train`")
+    promote: str | None = Field("configs/promote/small.yaml", description="promotion YAML (after the sweep)")
     train: MainTrainingConfig = Field(default_factory=MainTrainingConfig)
     model: str | None = Field(
         None, description="a trained-codec folder, models:/ URI or model YAML; none = what the loop made"
@@ -230,6 +273,10 @@ def apply_overrides(data: dict, overrides: Sequence[str]) -> dict:
             child = node.get(part)
             if child is None:
                 child = node[part] = {}
+            if isinstance(child, str) and child.endswith((".yaml", ".yml")) and Path(child).is_file():
+                # A section given as a YAML file (``model: configs/model/small.yaml``) is read in,
+                # so ``--set model.rate_point.residual_steps=100`` reaches into it.
+                child = node[part] = read_yaml(child)
             if not isinstance(child, dict):
                 raise ConfigError(f"override {'.'.join(path)}: {part!r} is not a section")
             node = child

@@ -3,7 +3,9 @@ pipeline of random crops with caption dropout, streamed to the training workers'
 
 A manifest has one JSON object per line: ``{"path": "img/001.png", "caption": "a red boat"}``;
 ``path`` is relative to the manifest, absolute, or a URI that pyarrow can open (``s3://…``,
-``gs://…``). Everything a user can get wrong (bad JSON, a missing file, an image smaller than
+``gs://…``). An optional ``"latent"`` (a safetensors file with the image's autoencoder latent,
+as ``jobs/build_dataset.py`` writes) lets training crop latents instead of encoding each crop;
+other keys (license, source, sha256) are kept for people and ignored here. Everything a user can get wrong (bad JSON, a missing file, an image smaller than
 the crop) is reported before training starts, naming the file.
 """
 
@@ -20,11 +22,15 @@ from PIL import Image
 from .errors import ConfigError, ImageError
 from .images import list_images, open_image, sample_images
 
+LATENT_FACTOR = 8  # pixels per latent cell (the autoencoders of every profile downsample by 8)
+MIN_EPOCH_ROWS = 512  # rows of one pass over the data (small datasets are repeated)
+
 
 @dataclass(frozen=True)
 class ImageRecord:
     path: str  # a local path or a URI
     caption: str = ""
+    latent: str = ""  # the cached latent of the whole image (safetensors), or none
 
     @property
     def is_remote(self) -> bool:
@@ -56,13 +62,23 @@ def read_manifest(path: str | Path) -> list[ImageRecord]:
         caption = item.get("caption", "")
         if not isinstance(caption, str):
             raise ConfigError(f'{path}:{number}: "caption" must be a string')
-        image = item["path"]
-        if "://" not in image and not Path(image).is_absolute():
-            image = str((path.parent / image).resolve())
-        records.append(ImageRecord(image, caption))
+        latent = item.get("latent", "")
+        if not isinstance(latent, str):
+            raise ConfigError(f'{path}:{number}: "latent" must be a path string')
+        image, latent = (_beside(path, p) if p else "" for p in (item["path"], latent))
+        records.append(ImageRecord(image, caption, latent))
     if not records:
         raise ConfigError(f"{path}: manifest lists no images")
+    if len({bool(r.latent) for r in records}) > 1:
+        raise ConfigError(f'{path}: either every line has a "latent" or none has')
     return records
+
+
+def _beside(manifest: Path, path: str) -> str:
+    """A manifest's path: URIs and absolute paths as they are, others relative to the manifest."""
+    if "://" in path or Path(path).is_absolute():
+        return path
+    return str((manifest.parent / path).resolve())
 
 
 def materialize_samples(folder: str | Path) -> list[ImageRecord]:
@@ -153,6 +169,26 @@ def random_crop(img: Image.Image, size: int, rng: np.random.Generator) -> np.nda
     return np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.uint8)
 
 
+def load_latent(path: str) -> np.ndarray:
+    """(C, h, w) float32 from a safetensors file with one tensor named ``latent``."""
+    from safetensors.numpy import load
+
+    return load(read_bytes(path))["latent"]
+
+
+def random_aligned_crop(
+    img: Image.Image, latent: np.ndarray, size: int, factor: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """The same random square of the image and of its latent (``factor`` px per latent cell)."""
+    h, w = latent.shape[-2:]
+    cells = size // factor
+    if min(h, w) < cells or img.size != (w * factor, h * factor):
+        raise ImageError(f"image {img.width}x{img.height} and latent {w}x{h} do not fit a {size}-px crop")
+    left, top = int(rng.integers(0, w - cells + 1)), int(rng.integers(0, h - cells + 1))
+    pixels = img.crop((left * factor, top * factor, (left + cells) * factor, (top + cells) * factor))
+    return np.asarray(pixels, dtype=np.uint8), np.ascontiguousarray(latent[:, top : top + cells, left : left + cells])
+
+
 def center_crop(img: Image.Image, size: int) -> Image.Image:
     w, h = img.size
     side = min(size, w, h)
@@ -166,26 +202,52 @@ class CropAndDrop:
     A fresh random generator per process: every epoch sees new crops and dropouts.
     """
 
-    def __init__(self, crop_size: int, caption_dropout: float) -> None:
+    def __init__(self, crop_size: int, caption_dropout: float, cache_bytes: int = 512 << 20) -> None:
         self.crop_size = crop_size
         self.caption_dropout = caption_dropout
         self.rng: np.random.Generator | None = None  # created in the worker, never pickled
+        # Decoded images and latents, kept while they fit: a small dataset is read once, not on
+        # every crop (decoding dominated a CPU step).
+        self.cache: dict[str, tuple] = {}
+        self.cache_left = cache_bytes
+
+    def _load(self, row: dict) -> tuple[Image.Image, np.ndarray | None]:
+        key = row["path"]
+        if key in self.cache:
+            return self.cache[key]
+        item = (load_image(row["path"]), load_latent(row["latent"]) if row.get("latent") else None)
+        size = item[0].width * item[0].height * 3 + (item[1].nbytes if item[1] is not None else 0)
+        if size <= self.cache_left:
+            self.cache[key] = item
+            self.cache_left -= size
+        return item
 
     def __call__(self, row: dict) -> dict:
         if self.rng is None:
             self.rng = np.random.default_rng()
+        out = {}
         try:
-            img = load_image(row["path"])
-            crop = random_crop(img, self.crop_size, self.rng)
+            img, latent = self._load(row)
+            if latent is not None:
+                out["image"], out["latent"] = random_aligned_crop(img, latent, self.crop_size, LATENT_FACTOR, self.rng)
+            else:
+                out["image"] = random_crop(img, self.crop_size, self.rng)
         except ImageError as exc:
             raise ImageError(f"{row['path']}: {exc}") from None
-        caption = "" if self.rng.random() < self.caption_dropout else row["caption"]
-        return {"image": crop, "caption": caption}
+        out["caption"] = "" if self.rng.random() < self.caption_dropout else row["caption"]
+        return out
 
 
 def train_dataset(records: list[ImageRecord], crop_size: int, caption_dropout: float):
     """The streaming Ray Data pipeline the workers' shards read from."""
     import ray.data
 
-    items = [{"path": r.path, "caption": r.caption} for r in records]
-    return ray.data.from_items(items).map(CropAndDrop(crop_size, caption_dropout), num_cpus=0.25)
+    items = [{"path": r.path, "caption": r.caption, **({"latent": r.latent} if r.latent else {})} for r in records]
+    # Small datasets are repeated so that an epoch is long enough to keep the pipeline streaming
+    # (every epoch restarts it); one long-lived actor crops, so no worker process is started per
+    # epoch (on a 2-core machine starting Python workers costs more than the crops).
+    items = items * max(1, -(-MIN_EPOCH_ROWS // len(items)))
+    return ray.data.from_items(items).map(
+        CropAndDrop, fn_constructor_kwargs={"crop_size": crop_size, "caption_dropout": caption_dropout},
+        compute=ray.data.ActorPoolStrategy(size=1), num_cpus=0.25,
+    )

@@ -131,7 +131,7 @@ class Evaluator:
     def load(self, source: str) -> dict:
         from .codec.store import resolve_codec
 
-        self.codec = resolve_codec(None if source == "tiny" else source, device=self.device)
+        self.codec = resolve_codec(source, device=self.device)
         return {"source": source, "fingerprint": self.codec.fingerprint.hex(),
                 "rate_point": self.codec.config.rate_point.name, "profile": self.codec.config.backbone.profile}
 

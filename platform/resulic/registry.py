@@ -138,7 +138,7 @@ def fetch_codec(uri: str, dst: str | Path | None = None, tracking_uri: str | Non
     raise ModelLoadError(f"{uri}: version {mv.version} has no manifest.json (not a ResULIC codec folder)")
 
 
-def open_codec(model: str | None = None, overrides=(), device="cpu", tracking_uri: str | None = None):
+def open_codec(model: str | None = None, overrides=(), device="cpu", tracking_uri: str | None = None, rate: str | None = None):
     """The codec a command names: ``models:/<name>@<alias>`` or ``/<version>`` from the registry,
     else what ``resulic.codec.store.resolve_codec`` accepts (folder, model YAML, default)."""
     from .codec.store import load_codec, resolve_codec
@@ -147,4 +147,4 @@ def open_codec(model: str | None = None, overrides=(), device="cpu", tracking_ur
         if overrides:
             raise ModelLoadError("--set cannot change a registered codec; it would no longer match its weights")
         return load_codec(fetch_codec(model, tracking_uri=tracking_uri), device=device)
-    return resolve_codec(model, overrides, device=device)
+    return resolve_codec(model, overrides, device=device, rate=rate)

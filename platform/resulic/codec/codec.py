@@ -91,7 +91,7 @@ class Codec:
         self.cdm = cdm.eval()
         self.device = torch.device(device)
         rp = config.rate_point
-        self.schedule = ResidualSchedule(residual_steps=rp.residual_steps, gamma_variant=rp.gamma)
+        self.schedule = ResidualSchedule(residual_steps=rp.residual_steps, gamma_variant=rp.gamma, eta=rp.resolved_eta)
         self.fingerprint = self._fingerprint()
         check_clip_vocabulary(backbone.tokenizer)  # the text coder's model is over CLIP ids
         self._specials = special_ids(backbone.tokenizer)

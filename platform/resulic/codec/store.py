@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -42,8 +43,10 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def save_codec(codec: Codec, folder: str | Path) -> Path:
-    """Write ``codec``'s trained parts to ``folder`` (replaced whole, never left half-written)."""
+def save_codec(codec: Codec, folder: str | Path, half: bool = False) -> Path:
+    """Write ``codec``'s trained parts to ``folder`` (replaced whole, never left half-written).
+    ``half`` stores float weights as float16 (the coding tables stay exact): only for a codec
+    whose weights are already float16 values, or its fingerprint would no longer match."""
     folder = Path(folder)
     if folder.exists() and not _replaceable(folder):
         raise ModelLoadError(f"{folder}: exists and is not a trained-codec folder; refusing to replace it")
@@ -52,9 +55,10 @@ def save_codec(codec: Codec, folder: str | Path) -> Path:
     tmp.chmod(0o755)
     try:
         (tmp / "config.yaml").write_text(yaml.safe_dump(codec.config.model_dump(mode="json"), sort_keys=False))
-        compressor_state = {k: v.detach().cpu().contiguous() for k, v in codec.compressor.state_dict().items()}
+        store = (lambda k, v: v.half() if half and v.is_floating_point() and k.rpartition(".")[2] not in CDF_BUFFERS else v)
+        compressor_state = {k: store(k, v.detach().cpu()).contiguous() for k, v in codec.compressor.state_dict().items()}
         save_file(compressor_state, tmp / "compressor.safetensors")
-        control = {k: v.cpu().contiguous() for k, v in control_state_dict(codec.cdm).items()}
+        control = {k: store(k, v.cpu()).contiguous() for k, v in control_state_dict(codec.cdm).items()}
         save_file(control, tmp / "control.safetensors")
         manifest = {
             "format": FOLDER_FORMAT,
@@ -111,6 +115,11 @@ def load_trained_parts(
     return compressor, cdm
 
 
+def folder_config(folder: Path) -> ModelConfig:
+    """The model config a trained-codec folder was saved with."""
+    return load_config(ModelConfig, Path(folder) / "config.yaml")
+
+
 def load_codec(folder: str | Path, backbone: Backbone | None = None, device="cpu") -> Codec:
     folder = Path(folder)
     if not folder.is_dir():
@@ -145,12 +154,27 @@ def load_codec(folder: str | Path, backbone: Backbone | None = None, device="cpu
     return codec
 
 
-def resolve_codec(model: str | Path | None = None, overrides=(), device="cpu") -> Codec:
-    """The codec a command should use: a trained-codec folder, a model YAML, or the embedded default.
+TINY = "tiny"  # --model tiny: the embedded test profile (random weights)
+# The model commands use without --model (e.g. 'tiny' in the test suite, a models:/ URI on a
+# team machine); unset = the shipped codecs.
+DEFAULT_MODEL_ENV = "RESULIC_MODEL"
 
-    With no model the embedded ``tiny`` profile is used (later: the local registry's champion).
-    """
+
+def resolve_codec(model: str | Path | None = None, overrides=(), device="cpu", rate: str | None = None) -> Codec:
+    """The codec a command should use: a trained-codec folder, a model YAML, ``tiny`` (the
+    embedded test profile), or by default the shipped trained codec of the small profile at
+    rate point ``rate`` (its default point when None)."""
     if model is None:
+        model = os.environ.get(DEFAULT_MODEL_ENV) or None
+    if model is None:
+        if overrides:
+            raise ModelLoadError("--set changes a model YAML; the shipped codecs are trained folders")
+        from . import shipped
+
+        return shipped.load(rate, device=device)
+    if rate is not None:
+        raise ModelLoadError("--rate chooses among the shipped codecs; it cannot be combined with --model")
+    if str(model) == TINY:
         config = build_config(ModelConfig, {}, overrides, source="<embedded tiny profile>")
         return Codec.build(config, device=device)
     path = Path(model)

@@ -6,8 +6,11 @@ Forward process, for n in 0..N (N = N_r, the residual steps of the rate point):
 
 with a_n = SD's alphas_cumprod[n] and r_n = sqrt(1/a_n - 1). Two variants of gamma_n:
 
-- ``constant`` (released models, the default): gamma = 1 / r_N;
-- ``time_varying``: gamma_n = r_n / r_N**2 (rides the DDPM chain exactly).
+- ``constant`` (released models, the default): gamma = 1 / r_N, decoded with eta = 0;
+- ``time_varying``: gamma_n = r_n / r_N**2 (rides the DDPM chain exactly), decoded with eta = 1.
+
+Each variant's posterior is consistent with its forward process only with that eta (§3.4);
+``RatePointConfig`` enforces the pair for the time-varying variant.
 
 Both make z_N = sqrt(a_N) z_c + sqrt(1 - a_N) eps: the start of decoding needs only z_c.
 The network predicts eps; x0 follows in closed form because z_c is known (§3.3).
@@ -44,6 +47,8 @@ class ResidualSchedule(SchedulerMixin, ConfigMixin):
             raise ValueError(f"residual_steps must be in [1, {num_train_timesteps - 1}], got {residual_steps}")
         if gamma_variant not in ("constant", "time_varying"):
             raise ValueError(f"gamma_variant must be 'constant' or 'time_varying', got {gamma_variant!r}")
+        if not 0 <= eta <= 1:
+            raise ValueError(f"eta must be in [0, 1], got {eta}")
         betas = torch.linspace(math.sqrt(beta_start), math.sqrt(beta_end), num_train_timesteps, dtype=torch.float64) ** 2
         self.alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)  # float64: coefficients are exact enough
         self.timesteps = torch.tensor([residual_steps, 0])
@@ -107,11 +112,22 @@ class ResidualSchedule(SchedulerMixin, ConfigMixin):
         self.timesteps = torch.tensor(grid, dtype=torch.long, device=device)
 
     def step_coefficients(self, t: int, s: int) -> tuple[float, float, float]:
-        """(iota, zeta, sigma) of x_s = iota x_t + zeta x0 + sigma noise (DDIM with eta)."""
+        """(iota, zeta, sigma) of x_s = iota x_t + zeta x0 + sigma noise (RESULIC.md §3.4).
+
+        eta = 0 (DDIM): iota = sqrt((1-a_s)/(1-a_t)), sigma = 0; it keeps the effective noise
+        (x_t - sqrt(a_t) x0)/sqrt(1-a_t) = eps + gamma rho, so it fits the constant variant.
+        eta > 0 (the official DDPM-style branch): iota = (1-a_s)/(1-a_t) sqrt(a_t/a_s), the DDPM
+        posterior's weight for every eta, and sigma = eta sqrt((1-a_s)/(1-a_t) (1 - a_t/a_s));
+        with eta = 1 this is the DDPM posterior, exact for the time-varying variant.
+        Both: zeta = sqrt(a_s) - iota sqrt(a_t).
+        """
         a_t, a_s = self._a(t), self._a(s)
         eta = float(self.config.eta)
-        sigma = eta * torch.sqrt((1 - a_s) / (1 - a_t) * (1 - a_t / a_s))
-        iota = torch.sqrt(torch.clamp(1 - a_s - sigma**2, min=0.0)) / torch.sqrt(1 - a_t)
+        if eta == 0:
+            iota, sigma = torch.sqrt((1 - a_s) / (1 - a_t)), torch.zeros(())
+        else:
+            iota = (1 - a_s) / (1 - a_t) * torch.sqrt(a_t / a_s)
+            sigma = eta * torch.sqrt((1 - a_s) / (1 - a_t) * (1 - a_t / a_s))
         zeta = a_s.sqrt() - iota * a_t.sqrt()
         return float(iota), float(zeta), float(sigma)
 
@@ -132,7 +148,9 @@ class ResidualSchedule(SchedulerMixin, ConfigMixin):
     ) -> Tensor:
         """One residual DDIM step from ``timestep`` to the previous grid point.
 
-        ``model_output`` (predicted eps) is not used, and may be None, at t = N.
+        ``model_output`` (predicted eps) is not used, and may be None, at t = N. With eta > 0 the
+        step's noise comes from ``generator`` (on the CPU, so every device draws the same), which
+        is then required: a decoder seeds it, so the same bytes give the same pixels.
         """
         t = int(timestep)
         s = self.previous_timestep(t)
@@ -140,6 +158,8 @@ class ResidualSchedule(SchedulerMixin, ConfigMixin):
         iota, zeta, sigma = self.step_coefficients(t, s)
         prev = iota * sample + zeta * x0
         if sigma > 0:
+            if generator is None:
+                raise ValueError("a step with eta > 0 draws noise: pass a seeded generator")
             noise = torch.randn(sample.shape, generator=generator, dtype=sample.dtype, device="cpu").to(sample.device)
             prev = prev + sigma * noise
         return prev

@@ -1,6 +1,6 @@
 """The frozen Stable Diffusion parts: VAE, UNet, text encoder and tokenizer.
 
-Two profiles build the same diffusers/transformers classes:
+Three profiles build the same diffusers/transformers classes:
 
 - ``sd21``: Stable Diffusion 2.1-base loaded from a hub id or a local folder in diffusers layout
   (``vae/``, ``unet/``, ``text_encoder/``, ``tokenizer/``). Its text encoder is the 23-layer
@@ -8,6 +8,10 @@ Two profiles build the same diffusers/transformers classes:
   which is what SD 2.1 and the ResULIC decoder condition on.
 - ``tiny``: small configs with seeded random weights, so that everything runs on a CPU in
   seconds and every machine builds bit-identical weights from the same seed.
+- ``small``: a real pretrained autoencoder, TAEF2 (FLUX.2's latent space, 32 channels, shipped
+  in ``resulic/weights/taef2``), a CPU-sized UNet prior trained by the platform's stage 0 (the
+  shipped one in ``resulic/weights/small-prior``, a stage-0 run's folder, or seeded random
+  weights to start stage 0 from), and the tiny profile's seeded text encoder.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from ..config import BackboneConfig
 from ..errors import ModelLoadError
+from .taef2 import LATENT_CHANNELS as TAEF2_CHANNELS
+from .taef2 import TinyAutoencoder
 from .tokenizer import byte_level_tokenizer
 
 SD_SCALING_FACTOR = 0.18215
@@ -67,6 +73,26 @@ TINY_TEXT = dict(
     eos_token_id=513,
     pad_token_id=513,
 )
+
+# The small profile's prior: SD's block layout (two res-blocks per level, cross-attention in the
+# middle levels) on TAEF2's 32-channel latent, sized so a CPU trains it in an hour and decodes a
+# Kodak image in about a second.
+SMALL_UNET = dict(
+    sample_size=32,
+    in_channels=TAEF2_CHANNELS,
+    out_channels=TAEF2_CHANNELS,
+    layers_per_block=2,
+    block_out_channels=(64, 128, 128, 128),
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+    cross_attention_dim=32,
+    attention_head_dim=8,
+    norm_num_groups=32,
+)
+# Where the small profile's shipped parts live (inside the package, so a clone has them).
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+SMALL_PRIOR = WEIGHTS_DIR / "small-prior"
+PRIOR_SUBFOLDER = "unet"
 
 # Stable Diffusion 2.1-base's published configs (the vae/, unet/ and text_encoder/ config.json
 # of stabilityai/stable-diffusion-2-1-base): the real shapes, for random-weight checks of memory
@@ -116,7 +142,7 @@ SD21_TEXT = dict(
 class Backbone:
     """Frozen SD parts with the three operations the codec needs."""
 
-    vae: AutoencoderKL
+    vae: AutoencoderKL | TinyAutoencoder
     unet: UNet2DConditionModel
     text_encoder: CLIPTextModel
     tokenizer: CLIPTokenizer
@@ -129,20 +155,32 @@ class Backbone:
 
     @property
     def scaling_factor(self) -> float:
+        if isinstance(self.vae, TinyAutoencoder):
+            return self.vae.scaling_factor
         return float(self.vae.config.scaling_factor)
 
     @property
     def latent_channels(self) -> int:
+        if isinstance(self.vae, TinyAutoencoder):
+            return self.vae.latent_channels
         return int(self.vae.config.latent_channels)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Images in [0, 1] (B, 3, H, W) -> scaled latent z_0 (posterior mode)."""
+        """Images in [0, 1] (B, 3, H, W) -> scaled latent z_0 (the KL posterior's mode)."""
+        if isinstance(self.vae, TinyAutoencoder):
+            return self.vae.encode(x) * self.scaling_factor
         posterior = self.vae.encode(x * 2 - 1).latent_dist
         return posterior.mode() * self.scaling_factor
 
+    def decode_unclamped(self, z: torch.Tensor) -> torch.Tensor:
+        """Scaled latent -> images on the [0, 1] scale, not clamped (pixel losses keep gradients)."""
+        if isinstance(self.vae, TinyAutoencoder):
+            return self.vae.decode(z / self.scaling_factor)
+        return (self.vae.decode(z / self.scaling_factor).sample + 1) / 2
+
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Scaled latent -> images in [0, 1]."""
-        return ((self.vae.decode(z / self.scaling_factor).sample + 1) / 2).clamp(0, 1)
+        return self.decode_unclamped(z).clamp(0, 1)
 
     def encode_text(self, prompts: list[str]) -> torch.Tensor:
         ids = self.tokenizer(
@@ -226,8 +264,68 @@ def load_sd21(config: BackboneConfig) -> Backbone:
     return Backbone(vae, unet, text_encoder, tokenizer, identity)
 
 
+def random_small_prior(seed: int) -> UNet2DConditionModel:
+    """The small profile's UNet with seeded random weights: where stage 0 starts."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return UNet2DConditionModel(**SMALL_UNET)
+
+
+def small_prior_folder(source: str) -> Path:
+    """``bundled`` -> the shipped prior; otherwise a folder holding ``unet/`` (a stage-0 run's
+    published ``model`` folder, or any folder ``save_prior`` wrote)."""
+    folder = SMALL_PRIOR if source == "bundled" else Path(source).expanduser()
+    if not (folder / PRIOR_SUBFOLDER / "config.json").is_file():
+        hint = (
+            "the shipped prior is missing from this installation (resulic/weights/small-prior)"
+            if source == "bundled"
+            else "expected a folder with unet/ (a stage-0 run's model folder)"
+        )
+        raise ModelLoadError(f"backbone.source: no diffusion prior at {folder}: {hint}")
+    return folder
+
+
+def load_small(config: BackboneConfig) -> Backbone:
+    """TAEF2 + the stage-0 prior (or a seeded random one for ``source: random``) + tiny text."""
+    try:
+        vae = TinyAutoencoder.from_folder()
+    except (OSError, RuntimeError) as exc:
+        raise ModelLoadError(f"small profile: cannot load the bundled TAEF2 weights: {exc}") from None
+    if config.source == "random":
+        unet = random_small_prior(config.seed)
+    else:
+        folder = small_prior_folder(config.source)
+        try:
+            unet = UNet2DConditionModel.from_pretrained(folder, subfolder=PRIOR_SUBFOLDER, use_safetensors=True)
+        except Exception as exc:  # diffusers raises OSError, ValueError, safetensors errors...
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelLoadError(f"backbone.source: cannot load the diffusion prior in {folder}: {detail}") from None
+        if unet.config.in_channels != TAEF2_CHANNELS or unet.config.layers_per_block != 2:
+            raise ModelLoadError(
+                f"backbone.source: the UNet in {folder} is not a small-profile prior "
+                f"(in_channels {unet.config.in_channels}, layers_per_block {unet.config.layers_per_block})"
+            )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        text_encoder = CLIPTextModel(CLIPTextConfig(**TINY_TEXT))
+    # The prior's weights name it (not its path): the same prior anywhere is the same backbone.
+    tag = weights_digest(unet, text_encoder)[:16]
+    return Backbone(vae, unet, text_encoder, byte_level_tokenizer(), f"small:{tag}")
+
+
+def save_prior(unet: UNet2DConditionModel, folder: str | Path) -> Path:
+    """Write a prior where ``backbone.source`` of the small profile can load it from."""
+    folder = Path(folder)
+    unet.save_pretrained(folder / PRIOR_SUBFOLDER, safe_serialization=True)
+    return folder
+
+
 def load_backbone(config: BackboneConfig) -> Backbone:
-    return build_tiny(config) if config.profile == "tiny" else load_sd21(config)
+    if config.profile == "tiny":
+        return build_tiny(config)
+    if config.profile == "small":
+        return load_small(config)
+    return load_sd21(config)
 
 
 def save_backbone(backbone: Backbone, folder: str | Path) -> None:

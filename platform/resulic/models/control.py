@@ -59,11 +59,55 @@ def build_control_unet(unet: UNet2DConditionModel, config: ControlConfig) -> UNe
             time_embedding_mix=0.0,
             conditioning_embedding_out_channels=(config.conditioning_channels,),
         )
-        model = UNetControlNetXSModel.from_unet(unet, adapter)
+        model = _join(unet, adapter)
     _init_from_base(model)
     model.freeze_unet_params()
     model.eval()
     return model
+
+
+def _join(unet: UNet2DConditionModel, adapter: ControlNetXSAdapter) -> UNetControlNetXSModel:
+    """``UNetControlNetXSModel.from_unet`` for any number of latent channels.
+
+    diffusers builds the input and output convs of the joined model and of the adapter for
+    Stable Diffusion's 4 channels whatever the UNet has; TAEF2's latent has 32. Those three convs
+    are rebuilt at the UNet's width before the weights are copied in; for 4 channels this is
+    exactly ``from_unet``.
+    """
+    channels_in, channels_out = unet.config.in_channels, unet.config.out_channels
+    if channels_in == 4 and channels_out == 4:
+        return UNetControlNetXSModel.from_unet(unet, adapter)
+    widen = lambda conv, n_in, n_out: torch.nn.Conv2d(n_in, n_out, conv.kernel_size, padding=conv.padding)  # noqa: E731
+    adapter.conv_in = widen(adapter.conv_in, channels_in, adapter.conv_in.out_channels)
+    shell = UNetControlNetXSModel.from_config({**_joined_config(unet, adapter)})
+    shell.base_conv_in = widen(shell.base_conv_in, channels_in, shell.base_conv_in.out_channels)
+    shell.ctrl_conv_in = widen(shell.ctrl_conv_in, channels_in, shell.ctrl_conv_in.out_channels)
+    shell.base_conv_out = widen(shell.base_conv_out, shell.base_conv_out.in_channels, channels_out)
+    original = UNetControlNetXSModel.from_config
+    try:
+        # from_unet builds its model through from_config: hand it the widened shell instead.
+        UNetControlNetXSModel.from_config = classmethod(lambda cls, *a, **k: shell)
+        return UNetControlNetXSModel.from_unet(unet, adapter)
+    finally:
+        UNetControlNetXSModel.from_config = original
+
+
+def _joined_config(unet: UNet2DConditionModel, adapter: ControlNetXSAdapter) -> dict:
+    """The config ``from_unet`` gives the joined model (the same keys it reads)."""
+    unet_keys = (
+        "sample_size", "down_block_types", "up_block_types", "block_out_channels", "norm_num_groups",
+        "cross_attention_dim", "transformer_layers_per_block", "addition_embed_type", "addition_time_embed_dim",
+        "upcast_attention", "use_linear_projection", "time_cond_proj_dim", "projection_class_embeddings_input_dim",
+    )
+    ctrl_keys = (
+        "conditioning_channels", "conditioning_embedding_out_channels", "conditioning_channel_order",
+        "learn_time_embedding", "block_out_channels", "num_attention_heads", "max_norm_num_groups",
+    )
+    config = {k: v for k, v in unet.config.items() if k in unet_keys}
+    config["num_attention_heads"] = unet.config.attention_head_dim
+    config.update({"ctrl_" + k: v for k, v in adapter.config.items() if k in ctrl_keys})
+    config["time_embedding_mix"] = adapter.config.time_embedding_mix
+    return config
 
 
 @torch.no_grad()

@@ -3,7 +3,9 @@
     <checkpoint>/codec/      the model as ``resulic.codec.store`` writes it: loadable by every tool
     <checkpoint>/state.pt    {"step", "optimizers", "discriminator", "run_id", ...}
 
-so the best or last checkpoint of a run *is* a codec; nothing needs converting. No Ray here.
+so the best or last checkpoint of a run *is* a codec; nothing needs converting. Stage 0 writes
+``<checkpoint>/prior/`` instead: a folder that the small profile's ``backbone.source`` loads.
+No Ray here.
 """
 
 from __future__ import annotations
@@ -17,13 +19,14 @@ from ..codec import Codec
 from ..codec.store import load_compressor_state, load_trained_parts, save_codec
 from ..config import ModelConfig
 from ..errors import ConfigError, ModelLoadError
-from ..models.backbone import Backbone
+from ..models.backbone import Backbone, save_prior
 from ..models.compressor import LatentCompressor
 from ..models.control import build_control_unet
 from .model import TrainableCodec
 
 STATE_FILE = "state.pt"
 CODEC_DIR = "codec"
+PRIOR_DIR = "prior"
 
 
 def fresh_parts(config: ModelConfig, backbone: Backbone) -> tuple[LatentCompressor, torch.nn.Module]:
@@ -78,6 +81,17 @@ def save_checkpoint(
         "discriminator": None if trainable.discriminator is None else trainable.discriminator.state_dict(),
         **(extra or {}),
     }
+    torch.save(state, folder / STATE_FILE)
+    return folder
+
+
+def save_prior_checkpoint(
+    folder: str | Path, trainable, optimizers: dict[str, torch.optim.Optimizer], step: int, extra: dict | None = None
+) -> Path:
+    """Stage 0: the prior in diffusers layout (``prior/unet``) plus the optimiser state."""
+    folder = Path(folder)
+    save_prior(trainable.unet, folder / PRIOR_DIR)
+    state = {"step": step, "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()}, **(extra or {})}
     torch.save(state, folder / STATE_FILE)
     return folder
 

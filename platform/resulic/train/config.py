@@ -35,13 +35,18 @@ class DataConfig(StrictModel):
 
 
 class LossConfig(StrictModel):
-    """RESULIC.md §4. Stage 1: eps + λ_R·rate + λ_g·guide. Stage 2 adds λ_d·MSE + λ_p·LPIPS."""
+    """RESULIC.md §4. Stage 1: eps + λ_R·rate + λ_g·guide. Stage 2 adds λ_d·MSE + λ_p·LPIPS.
+    Stage 0 (the diffusion prior): eps only, over t < prior_timesteps."""
 
     lambda_rate: float | None = Field(None, gt=0, description="λ_R; null = the rate point's lambda_rate")
     lambda_guide: float = Field(1.0, ge=0, description="L_D = ||z_c - z_0||² (RESULIC.md §0 item 9)")
+    # 0: a compressor warm-up — the latent codec alone (rate + guide), the control module and the
+    # prior are not run (an order of magnitude cheaper a step on a CPU).
+    lambda_eps: float = Field(1.0, ge=0, description="weight of the eps-loss (1 in RESULIC.md §4)")
     lambda_mse: float = Field(1.0, ge=0, description="stage 2: pixel MSE on VAE-decoded x̂0, x in [-1, 1]")
     lambda_lpips: float = Field(1.0, ge=0, description="stage 2: LPIPS-VGG on VAE-decoded x̂0")
     lambda_adversarial: float = Field(0.0, ge=0, description="stage 2: optional hinge-GAN term, off by default")
+    prior_timesteps: int = Field(1000, ge=1, le=1000, description="stage 0: t ~ U{0..prior_timesteps-1}")
     # torchvision VGG16 weights (a local .pth) for LPIPS' backbone; without them the backbone is
     # random (LPIPS' own linear layers ship in the package) and the run is tagged so.
     lpips_vgg_weights: str | None = None
@@ -90,11 +95,13 @@ class RunConfig(StrictModel):
 
 
 class TrainConfig(StrictModel):
-    stage: Literal[1, 2] = 1
+    # 0: the diffusion prior (profiles without a pretrained one); 1 and 2: RESULIC.md §4.
+    stage: Literal[0, 1, 2] = 1
     # A model YAML (configs/model/*.yaml) or the model config inline; default: the tiny profile.
     model: ModelConfig | str = Field(default_factory=ModelConfig)
     # Stage 2 starts from the whole stage-1 model: a run name under the same storage path, or a
-    # trained-codec folder.
+    # trained-codec folder, or shipped:<rate point>. Stage 1 may start from one too (fine-tuning
+    # a trained codec to a new rate point); without it stage 1 starts fresh.
     init_from: str | None = None
     data: DataConfig = Field(default_factory=DataConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
@@ -111,8 +118,13 @@ class TrainConfig(StrictModel):
     def _stage_rules(self) -> "TrainConfig":
         if self.stage == 2 and not self.init_from:
             raise ValueError("init_from: stage 2 starts from a stage-1 model; name its run or folder")
-        if self.stage == 1 and self.init_from:
-            raise ValueError("init_from: only stage 2 starts from an earlier model")
+        if self.stage == 0 and self.init_from:
+            raise ValueError("init_from: stage 0 continues the prior named by model.backbone.source")
+        if self.stage == 0 and self.model.backbone.profile != "small":  # type: ignore[union-attr]
+            raise ValueError("stage: stage 0 trains the diffusion prior of the 'small' profile; "
+                             f"the {self.model.backbone.profile!r} profile's UNet is not trained here")  # type: ignore[union-attr]
+        if self.stage != 1 and self.loss.lambda_eps != 1.0:
+            raise ValueError("loss.lambda_eps: only a stage-1 warm-up may change the eps-loss weight")
         if self.stage == 1 and self.loss.lambda_adversarial > 0:
             raise ValueError("loss.lambda_adversarial: the adversarial term belongs to stage 2")
         return self

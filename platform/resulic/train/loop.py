@@ -29,9 +29,12 @@ from ..models.backbone import load_backbone
 from ..roundtrip import psnr
 from ..runtime import configure_threads, quiet_libraries
 from ..storage import download_folder, is_uri
-from .checkpoint import fresh_parts, load_state, parts_from_folder, save_checkpoint, snapshot_codec
+from .checkpoint import (
+    PRIOR_DIR, fresh_parts, load_state, parts_from_folder, save_checkpoint, save_prior_checkpoint, snapshot_codec,
+)
 from .config import TrainConfig
 from .model import TrainableCodec
+from .prior import TrainablePrior, validation_loss
 from .perceptual import build_lpips
 
 
@@ -42,10 +45,9 @@ class InjectedFailure(RuntimeError):
 def _optimizers(trainable: TrainableCodec, cfg: TrainConfig) -> dict[str, torch.optim.Optimizer]:
     groups = trainable.parameter_groups()
     o = cfg.optim
-    optimizers = {
-        "main": torch.optim.AdamW(groups["main"], lr=o.lr, weight_decay=o.weight_decay),
-        "aux": torch.optim.AdamW(groups["aux"], lr=o.aux_lr, weight_decay=0.0),
-    }
+    optimizers = {"main": torch.optim.AdamW(groups["main"], lr=o.lr, weight_decay=o.weight_decay)}
+    if "aux" in groups:  # stage 0 has no entropy models
+        optimizers["aux"] = torch.optim.AdamW(groups["aux"], lr=o.aux_lr, weight_decay=0.0)
     if "disc" in groups:
         optimizers["disc"] = torch.optim.Adam(groups["disc"], lr=o.lr, betas=(0.5, 0.9))
     return optimizers
@@ -77,6 +79,14 @@ def _grid(pairs: list[tuple[Image.Image, Image.Image]]) -> Image.Image:
 
 
 @torch.no_grad()
+def _validation_tensor(path: str, size: int, device) -> torch.Tensor:
+    img = center_crop(load_image(path), size)
+    side = (min(img.size) // 8) * 8  # the autoencoder's factor
+    img = img.crop((0, 0, side, side))
+    return torch.from_numpy(np.array(img)).permute(2, 0, 1)[None].float().div(255).to(device)
+
+
+@torch.no_grad()
 def validate(codec, validation: list[dict], size: int, lpips,
              lpips_random: bool = False) -> tuple[dict[str, float], Image.Image | None]:
     """Real files: compress each held-out image, decode it, measure bpp from the bytes.
@@ -100,6 +110,7 @@ def validate(codec, validation: list[dict], size: int, lpips,
             "val_bpp_real": enc.bpp,
             "val_bpp_estimated": enc.estimated_bpp,
             "val_psnr": psnr(img, out),
+            "val_mse": float(((x - y) / 2).pow(2).mean()),  # on the [0, 1] scale: lower is better
             **({lpips_key: float(lpips(x.to(device), y.to(device)).mean())} if lpips is not None else {}),
         })
         pairs.append((img, out))
@@ -121,27 +132,40 @@ def train_loop_per_worker(loop_config: dict) -> None:
     rank, world = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
 
-    backbone = load_backbone(model_cfg.backbone).to(device)
     checkpoint = ray.train.get_checkpoint()
     state = None
-    if checkpoint is not None:
-        with checkpoint.as_directory() as folder:
-            compressor, cdm = parts_from_folder(Path(folder) / "codec", model_cfg, backbone)
-            state = load_state(folder)
-    elif loop_config.get("init_folder"):
-        init = loop_config["init_folder"]
-        compressor, cdm = parts_from_folder(download_folder(init) if is_uri(init) else init, model_cfg, backbone)
+    lpips, lpips_random = None, True
+    if cfg.stage == 0:
+        # The prior continues from the checkpoint's UNet, else from backbone.source's.
+        with checkpoint.as_directory() if checkpoint is not None else contextlib.nullcontext() as folder:
+            backbone_cfg = model_cfg.backbone
+            if folder is not None:
+                backbone_cfg = backbone_cfg.model_copy(update={"source": str(Path(folder) / PRIOR_DIR)})
+                state = load_state(folder)
+            backbone = load_backbone(backbone_cfg).to(device)
+        trainable = TrainablePrior(backbone, cfg.loss.prior_timesteps)
+        if cfg.workers.gradient_checkpointing:
+            backbone.unet.enable_gradient_checkpointing()
     else:
-        compressor, cdm = fresh_parts(model_cfg, backbone)
-    if cfg.workers.gradient_checkpointing:
-        cdm.enable_gradient_checkpointing()
-    lpips, lpips_random = build_lpips(cfg.loss.lpips_vgg_weights) if cfg.stage == 2 or rank == 0 else (None, True)
-    if lpips is not None:
-        lpips.to(device)
-    trainable = TrainableCodec(
-        model_cfg, backbone, compressor, cdm, cfg.stage, cfg.loss, cfg.lambda_rate,
-        lpips if cfg.stage == 2 else None,
-    )
+        backbone = load_backbone(model_cfg.backbone).to(device)
+        if checkpoint is not None:
+            with checkpoint.as_directory() as folder:
+                compressor, cdm = parts_from_folder(Path(folder) / "codec", model_cfg, backbone)
+                state = load_state(folder)
+        elif loop_config.get("init_folder"):
+            init = loop_config["init_folder"]
+            compressor, cdm = parts_from_folder(download_folder(init) if is_uri(init) else init, model_cfg, backbone)
+        else:
+            compressor, cdm = fresh_parts(model_cfg, backbone)
+        if cfg.workers.gradient_checkpointing:
+            cdm.enable_gradient_checkpointing()
+        lpips, lpips_random = build_lpips(cfg.loss.lpips_vgg_weights) if cfg.stage == 2 or rank == 0 else (None, True)
+        if lpips is not None:
+            lpips.to(device)
+        trainable = TrainableCodec(
+            model_cfg, backbone, compressor, cdm, cfg.stage, cfg.loss, cfg.lambda_rate,
+            lpips if cfg.stage == 2 else None,
+        )
     trainable.train()
     optimizers = _optimizers(trainable, cfg)
     start = 0
@@ -149,15 +173,17 @@ def train_loop_per_worker(loop_config: dict) -> None:
         start = int(state["step"])
         for name, opt in optimizers.items():
             opt.load_state_dict(state["optimizers"][name])
-        if trainable.discriminator is not None and state.get("discriminator") is not None:
-            trainable.discriminator.load_state_dict(state["discriminator"])
+        discriminator = getattr(trainable, "discriminator", None)  # stage 0 has none
+        if discriminator is not None and state.get("discriminator") is not None:
+            discriminator.load_state_dict(state["discriminator"])
     # Each worker and each restart draws different noise; the stream is reproducible per step.
     torch.manual_seed(cfg.optim.seed + 1000 * rank + start)
     model = ray.train.torch.prepare_model(
         trainable,
         # Every trained parameter takes part in forward (the aux loss included); the coding
         # tables change size on rank 0 alone, so buffers are not broadcast.
-        parallel_strategy_kwargs={"find_unused_parameters": False, "broadcast_buffers": False},
+        # (a compressor warm-up leaves the control module out of the graph).
+        parallel_strategy_kwargs={"find_unused_parameters": cfg.loss.lambda_eps == 0, "broadcast_buffers": False},
     )
 
     mlflow_client = None
@@ -186,8 +212,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
         t0 = time.perf_counter()
         batch = next(batches)
         images = _images(batch, device)
+        latents = torch.from_numpy(np.asarray(batch["latent"], dtype=np.float32)).to(device) if "latent" in batch else None
         with autocast:
-            terms = model(images, list(batch["caption"]))
+            terms = model(images, list(batch["caption"]), latents)
         for opt in optimizers.values():
             opt.zero_grad(set_to_none=True)
         terms["total"].backward()
@@ -228,14 +255,23 @@ def _checkpoint(step, cfg, trainable, optimizers, device, rank, loop_config, mlf
     if rank != 0:
         ray.train.report({"step": step}, checkpoint=None)
         return
-    codec = snapshot_codec(trainable, device)
-    try:
-        metrics, grid = validate(codec, loop_config["validation"], cfg.data.validation_size, lpips, lpips_random)
-    finally:
-        trainable.train()
+    if cfg.stage == 0:
+        latents = [trainable.backbone.encode(_validation_tensor(item["path"], cfg.data.validation_size, device))
+                   for item in loop_config["validation"]]
+        metrics = {"val_loss_eps": validation_loss(trainable, latents)} if latents else {}
+        grid = None
+    else:
+        codec = snapshot_codec(trainable, device)
+        try:
+            metrics, grid = validate(codec, loop_config["validation"], cfg.data.validation_size, lpips, lpips_random)
+        finally:
+            trainable.train()
     metrics["step"] = step
     with tempfile.TemporaryDirectory() as folder:
-        save_checkpoint(folder, codec, trainable, optimizers, step, {"run_id": run_id})
+        if cfg.stage == 0:
+            save_prior_checkpoint(folder, trainable, optimizers, step, {"run_id": run_id})
+        else:
+            save_checkpoint(folder, codec, trainable, optimizers, step, {"run_id": run_id})
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
     from .. import tracking
 

@@ -11,6 +11,8 @@ the trained parts through the frozen VAE decoder. No Ray or MLflow here.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -41,14 +43,30 @@ class PatchDiscriminator(nn.Module):
         return self.layers(x)
 
 
-def shared_augment(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
-    """The same random replicate-pad, crop and bicubic resize applied to both batches."""
+def draw_crop() -> tuple[int, int, int, int]:
+    """(left, right, top, bottom) px cut from the padded batch, each in 0..AUGMENT_PAD."""
+    left, right, top, bottom = (int(v) for v in torch.randint(0, AUGMENT_PAD + 1, (4,)))
+    return left, right, top, bottom
+
+
+def shared_augment(a: Tensor, b: Tensor, crop: tuple[int, int, int, int] | None = None) -> tuple[Tensor, Tensor]:
+    """The same replicate-pad, crop (random unless given) and bicubic resize applied to both batches."""
     _, _, h, w = a.shape
     padded = F.pad(torch.cat([a, b]), [AUGMENT_PAD] * 4, mode="replicate")
-    left, right, top, bottom = (int(v) for v in torch.randint(0, AUGMENT_PAD + 1, (4,)))
+    left, right, top, bottom = crop if crop is not None else draw_crop()
     crop = padded[..., top : padded.shape[-2] - bottom, left : padded.shape[-1] - right]
     out = F.interpolate(crop, size=(h, w), mode="bicubic", align_corners=False)
     return out.chunk(2)
+
+
+@dataclass
+class LossDraw:
+    """The random choices of one loss evaluation, drawn by ``TrainableCodec.draw`` or given (a
+    test recomputes every term from the same ones)."""
+
+    timesteps: Tensor  # n per sample, in 0..N_r
+    noise: Tensor  # eps, shaped like z_0
+    crop: tuple[int, int, int, int] | None = None  # stage 2's augmentation; None = drawn there
 
 
 class TrainableCodec(nn.Module):
@@ -77,7 +95,7 @@ class TrainableCodec(nn.Module):
         self.weights = loss
         self.lambda_rate = lambda_rate
         rp = config.rate_point
-        self.schedule = ResidualSchedule(residual_steps=rp.residual_steps, gamma_variant=rp.gamma)
+        self.schedule = ResidualSchedule(residual_steps=rp.residual_steps, gamma_variant=rp.gamma, eta=rp.resolved_eta)
         if stage == 2 and lpips is None and loss.lambda_lpips > 0:
             raise ValueError("stage 2 with lambda_lpips > 0 needs an LPIPS module")
 
@@ -94,36 +112,47 @@ class TrainableCodec(nn.Module):
         return groups
 
     # -- the loss ------------------------------------------------------------------------------
-    def forward(self, images: Tensor, captions: list[str]) -> dict[str, Tensor]:
-        """``images`` in [0, 1], (B, 3, H, W). Returns the terms; ``total`` is what to backprop
-        (the model loss, the entropy models' auxiliary loss and the discriminator's loss touch
-        disjoint parameters, each stepped by its own optimiser)."""
+    def draw(self, z0: Tensor) -> LossDraw:
+        """n ~ U{0..N_r} (inclusive: n = N_r trains the start point, RESULIC.md §4) and eps ~ N(0, I)."""
+        n = torch.randint(0, self.schedule.N + 1, (z0.shape[0],), device=z0.device)
+        return LossDraw(n, torch.randn_like(z0))
+
+    def forward(
+        self, images: Tensor, captions: list[str], latents: Tensor | None = None, draw: LossDraw | None = None
+    ) -> dict[str, Tensor]:
+        """``images`` in [0, 1], (B, 3, H, W); ``latents``: their cached z_0, when the data has
+        them (else the frozen encoder runs here). Returns the terms; ``total`` is what to
+        backprop (the model loss, the entropy models' auxiliary loss and the discriminator's
+        loss touch disjoint parameters, each stepped by its own optimiser). ``draw`` fixes the
+        random timesteps, noise and crop (default: fresh ones)."""
         backbone = self.backbone
         with torch.no_grad():
-            z0 = backbone.encode(images)
+            z0 = latents if latents is not None else backbone.encode(images)
             context = backbone.encode_text(list(captions))
         out = self.compressor(z0)
         z_c = out["z_c"]
         pixels = images.shape[0] * images.shape[-2] * images.shape[-1]
         rate = sum((-torch.log2(lk)).sum() for lk in out["likelihoods"].values()) / pixels
 
-        n = torch.randint(0, self.schedule.N + 1, (images.shape[0],), device=images.device)
-        noise = torch.randn_like(z0)
+        terms = {"bpp_estimated": rate, "loss_guide": F.mse_loss(z_c.float(), z0.float())}
+        loss = self.lambda_rate * rate + self.weights.lambda_guide * terms["loss_guide"]
+        if self.weights.lambda_eps == 0:  # compressor warm-up: no network pass at all
+            terms["loss"] = loss
+            terms["loss_aux"] = self.compressor.aux_loss()
+            terms["total"] = loss + terms["loss_aux"]
+            return terms
+        draw = draw if draw is not None else self.draw(z0)
+        n, noise = draw.timesteps, draw.noise
         z_n = self.schedule.q_sample(z0, z_c, noise, n)
         eps = self.cdm(z_n, n, encoder_hidden_states=context, controlnet_cond=z_c).sample
-
-        terms = {
-            "loss_eps": F.mse_loss(eps.float(), noise.float()),
-            "bpp_estimated": rate,
-            "loss_guide": F.mse_loss(z_c.float(), z0.float()),
-        }
-        loss = terms["loss_eps"] + self.lambda_rate * rate + self.weights.lambda_guide * terms["loss_guide"]
+        terms["loss_eps"] = F.mse_loss(eps.float(), noise.float())
+        loss = self.weights.lambda_eps * terms["loss_eps"] + loss
         disc_loss = torch.zeros((), device=images.device)
         if self.stage == 2:
             x0_hat = self.schedule.predict_x0(z_n, eps, z_c, n)
-            x_hat = backbone.vae.decode(x0_hat / backbone.scaling_factor).sample.float()
+            x_hat = backbone.decode_unclamped(x0_hat).float() * 2 - 1
             x = images * 2 - 1
-            x_hat, x = shared_augment(x_hat, x)
+            x_hat, x = shared_augment(x_hat, x, draw.crop)
             terms["loss_mse"] = F.mse_loss(x_hat, x)
             loss = loss + self.weights.lambda_mse * terms["loss_mse"]
             if self.weights.lambda_lpips > 0:

@@ -21,9 +21,12 @@ from ..config import ModelConfig
 from ..data import check_images, dataset_hash, resolve_records, split_validation, train_dataset
 from ..errors import ConfigError, ModelLoadError, ResulicError
 from ..images import write_atomic
-from .checkpoint import CODEC_DIR
+from ..models.backbone import PRIOR_SUBFOLDER
+from ..models.backbone import SMALL_PRIOR as PRIOR_BUNDLED
+from .checkpoint import CODEC_DIR, PRIOR_DIR
 from .config import TrainConfig, storage_root
 
+SHIPPED_PREFIX = "shipped:"  # init_from: shipped:<rate point> starts from a shipped codec
 MODEL_DIR = "model"  # <storage>/<run name>/model: the run's final trained-codec folder
 TRAINING_INFO = "training.json"
 
@@ -57,6 +60,10 @@ def resolve_init(cfg: TrainConfig, storage: str) -> tuple[str | None, str | None
     """
     if cfg.init_from is None:
         return None, None
+    if cfg.init_from.startswith(SHIPPED_PREFIX):  # a rate point that ships with the package
+        from ..codec import shipped
+
+        return str(shipped.folder_for(cfg.init_from[len(SHIPPED_PREFIX):])), None
     for location in (storage_lib.join(storage, cfg.init_from, MODEL_DIR), cfg.init_from):
         if storage_lib.file_exists(storage_lib.join(location, "manifest.json")):
             parent = None
@@ -148,6 +155,9 @@ def run_training(cfg: TrainConfig, *, extra_tags: dict[str, str] | None = None, 
             tags["init_from"] = init_folder
         if parent_run:
             tags["parent_stage_run"] = parent_run
+        prior_run = _prior_run(model_cfg)
+        if prior_run:  # lineage: the stage-0 run whose prior this stage builds on
+            tags["prior_run"] = prior_run
         tags.update(extra_tags or {})
         run_id = tracking.start_run(client, experiment, cfg.run.name, storage, tags)
     tracking.log_params(client, run_id, {**cfg.flat(), "lambda_rate_effective": cfg.lambda_rate})
@@ -177,17 +187,29 @@ def run_training(cfg: TrainConfig, *, extra_tags: dict[str, str] | None = None, 
     model_dir = storage_lib.join(storage, cfg.run.name, MODEL_DIR)
     with result.checkpoint.as_directory() as folder:
         info = {"run_name": cfg.run.name, "mlflow_run_id": run_id, "checkpoint": result.checkpoint.path, "stage": cfg.stage}
-        _publish(Path(folder) / CODEC_DIR, model_dir, info)
-        client.log_artifacts(run_id, str(Path(folder) / CODEC_DIR), artifact_path="codec")
+        published = PRIOR_DIR if cfg.stage == 0 else CODEC_DIR
+        _publish(Path(folder) / published, model_dir, info)
+        client.log_artifacts(run_id, str(Path(folder) / published), artifact_path=published)
     client.set_tag(run_id, "checkpoint", result.checkpoint.path)
     client.set_terminated(run_id, status="FINISHED")
     return TrainingOutcome(cfg.run.name, run_id, result.checkpoint.path, model_dir, dict(result.metrics or {}), existing is not None)
 
 
+def _prior_run(model_cfg: ModelConfig) -> str | None:
+    """The MLflow run id of the stage-0 run that trained ``backbone.source``'s prior, if any."""
+    source = model_cfg.backbone.source
+    if model_cfg.backbone.profile != "small" or source == "random":
+        return None
+    info = (PRIOR_BUNDLED if source == "bundled" else Path(source)) / TRAINING_INFO
+    if not info.is_file():
+        return None
+    return json.loads(info.read_text()).get("mlflow_run_id")
+
+
 def _publish(codec_folder: Path, target: str, info: dict) -> None:
     """Copy the final codec to ``<storage>/<run>/model``, replacing an earlier copy whole."""
-    if not (codec_folder / "manifest.json").is_file():
-        raise ModelLoadError(f"{codec_folder}: the final checkpoint holds no trained codec")
+    if not ((codec_folder / "manifest.json").is_file() or (codec_folder / PRIOR_SUBFOLDER / "config.json").is_file()):
+        raise ModelLoadError(f"{codec_folder}: the final checkpoint holds no trained codec or prior")
     staged = Path(tempfile.mkdtemp(prefix="resulic-model-")) / MODEL_DIR
     shutil.copytree(codec_folder, staged)
     write_atomic(staged / TRAINING_INFO, (json.dumps(info, indent=2) + "\n").encode())

@@ -14,21 +14,24 @@ A parameter is named by its key in the training config, nested as there (or dott
           low_at_max: 400          # ... and at its highest; in between, log-linear
           high_at_max: 800
           follows: loss.lambda_rate
-        gamma: {type: choice, values: [constant, time_varying]}
+        gamma: {type: choice, values: [constant, time_varying]}   # each with its own η
 
 so that ``--set space.loss.lambda_rate.high=20`` reaches a bound.
 
 Everything is checked before any trial starts: unknown keys (of the spec or of the training
 config), empty ranges, non-positive bounds on a log scale, a `follows` that is not a sampled
-float parameter listed before it.
+float parameter listed before it, and pairs of values the training config refuses together (a
+space that varies both γ and η may not offer the time-varying γ with η ≠ 1; leave η out and
+each variant is decoded with its own, RESULIC.md §3.4).
 """
 
 from __future__ import annotations
 
 import math
+import typing
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from ..config import StrictModel, build_config
 from ..errors import ConfigError
@@ -71,6 +74,20 @@ class ParameterSpec(StrictModel):
         return self
 
 
+def _is_schema_key(schema: type[BaseModel], parts: list[str]) -> bool:
+    """Whether dotted ``parts`` name a field of ``schema`` (through nested config sections).
+    The schema is asked, not a dump: fields at their default may be left out of dumps."""
+    node: type[BaseModel] | None = schema
+    for i, part in enumerate(parts):
+        if node is None or part not in node.model_fields:
+            return False
+        if i + 1 < len(parts):
+            annotation = node.model_fields[part].annotation
+            options = typing.get_args(annotation) or (annotation,)
+            node = next((t for t in options if isinstance(t, type) and issubclass(t, BaseModel)), None)
+    return True
+
+
 def flatten_space(raw: dict, prefix: str = "") -> dict[str, dict]:
     """Nested sections (``loss: {lambda_rate: {type: …}}``) or dotted keys (``loss.lambda_rate``)
     -> dotted keys. A mapping with a ``type`` is a parameter; any other mapping is a section."""
@@ -106,20 +123,29 @@ class SearchSpace:
         self._check_keys(base, source)
 
     def _check_keys(self, base: TrainConfig, source: str) -> None:
-        """Each key must be a training-config key that accepts the range's end points."""
-        data = base.model_dump(mode="json")
+        """Each key must be a training-config key that accepts the range's end points, and every
+        pair of parameters must accept each other's end points: values that pass alone may still
+        clash (the time-varying γ with an η other than 1, S above N_r), and no trial may draw a
+        pair the config refuses."""
         for key, p in self.params.items():
-            node = data
-            parts = key.split(".")
-            for part in parts[:-1]:
-                node = node.get(part) if isinstance(node, dict) else None
-            if not isinstance(node, dict) or parts[-1] not in node:
+            if not _is_schema_key(TrainConfig, key.split(".")):
                 raise ConfigError(f"{source}.{key}: not a key of the training config")
             for value in self.extremes(key):
                 try:
                     self.apply(base, {key: value})
                 except ConfigError as exc:
                     raise ConfigError(f"{source}.{key}: value {value!r} is not accepted ({exc})") from None
+        keys = list(self.params)
+        for i, first in enumerate(keys):
+            for second in keys[i + 1 :]:
+                for a in self.extremes(first):
+                    for b in self.extremes(second):
+                        try:
+                            self.apply(base, {first: a, second: b})
+                        except ConfigError as exc:
+                            raise ConfigError(
+                                f"{source}.{second}: value {b!r} cannot be drawn together with {first} = {a!r} ({exc})"
+                            ) from None
 
     def extremes(self, key: str) -> list[Any]:
         p = self.params[key]
@@ -206,6 +232,20 @@ class SearchSpace:
             if not lo <= value <= hi:
                 return False
         return True
+
+    def given_points(self, defaults: dict[str, Any], points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """A config's own starting points, completed with the defaults; one outside the space is
+        an error naming it (unlike the published grid, these were asked for)."""
+        out = []
+        for i, given in enumerate(points):
+            unknown = set(given) - set(self.params)
+            if unknown:
+                raise ConfigError(f"search.points[{i}]: {sorted(unknown)} are not keys of the space")
+            point = {k: v for k, v in {**defaults, **given}.items() if k in self.params}
+            if not self.contains(point):
+                raise ConfigError(f"search.points[{i}]: {given} lies outside the space")
+            out.append(point)
+        return out
 
     def published_points(self, defaults: dict[str, Any]) -> list[dict[str, Any]]:
         """The published (λ_R, N_r) grid as starting points, where it lies inside the space."""

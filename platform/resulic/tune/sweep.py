@@ -14,12 +14,12 @@ import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
 from .. import cluster, tracking
-from ..config import StrictModel, load_config
+from ..config import StrictModel, build_config, load_config
 from ..errors import ConfigError, ResulicError
 from ..train.config import TrainConfig, storage_root
 from .objective import BPP_METRIC, ObjectiveConfig, pareto_front
@@ -34,6 +34,9 @@ class SearchConfig(StrictModel):
     seed: int = 0
     max_concurrent: int | None = Field(None, ge=1, description="null = as many as the cluster's GPUs (CPUs) allow")
     seed_published: bool = Field(True, description="evaluate the published (λ_R, N_r) points first, where inside")
+    points: list[dict[str, Any]] = Field(
+        default_factory=list, description="starting points to evaluate first (dotted keys -> values), before the published ones"
+    )
 
 
 class SchedulerConfig(StrictModel):
@@ -87,6 +90,7 @@ class Sweep:
             if second.stage != 2:
                 raise ConfigError(f"stages[1]: {cfg.stages[1]} is not a stage-2 config")
             stages[1] = second
+        stages = [_absolute_paths(stage) for stage in stages]
         space = SearchSpace(cfg.space, stages[0], source="space")
         if len(stages) == 2:
             SearchSpace(cfg.space, stages[1], source="space")  # every key must fit both stages
@@ -108,6 +112,19 @@ class Sweep:
                 self.stages[1], values, [*common, f"run.name={trial_name}-s2", f"init_from={trial_name}-s1"]
             ))
         return out
+
+
+def _absolute_paths(cfg: TrainConfig) -> TrainConfig:
+    """Local paths made absolute in the driver: a trial runs in another working folder."""
+    updates = []
+    if cfg.data.source != "samples" and "://" not in cfg.data.source and Path(cfg.data.source).exists():
+        updates.append(f"data.source={Path(cfg.data.source).resolve()}")
+    backbone = cfg.model.backbone  # type: ignore[union-attr]
+    if backbone.profile == "small" and backbone.source not in ("bundled", "random") and Path(backbone.source).exists():
+        updates.append(f"model.backbone.source={Path(backbone.source).resolve()}")
+    if not updates:
+        return cfg
+    return build_config(TrainConfig, cfg.model_dump(mode="json"), updates, source="sweep stage")
 
 
 def _report_callback(objective: ObjectiveConfig):
@@ -180,7 +197,8 @@ def run_sweep(sweep: Sweep) -> SweepOutcome:
     mode = ["min"] * len(metric) if isinstance(metric, list) else "min"
     sampler = (optuna.samplers.TPESampler(seed=cfg.search.seed, multivariate=True) if cfg.search.algorithm == "tpe"
                else optuna.samplers.RandomSampler(seed=cfg.search.seed))
-    points = sweep.space.published_points(_defaults(sweep)) if cfg.search.seed_published else []
+    points = sweep.space.given_points(_defaults(sweep), cfg.search.points)
+    points += sweep.space.published_points(_defaults(sweep)) if cfg.search.seed_published else []
     points = [sweep.space.sampler_point(p) for p in points]
     searcher = OptunaSearch(space=sweep.space.suggest, metric=metric, mode=mode, sampler=sampler,
                             points_to_evaluate=points[: cfg.search.num_samples] or None)

@@ -1,0 +1,120 @@
+"""The trained codecs that ship inside the package: the default of every command.
+
+``resulic/weights/small-codecs/`` holds one trained-codec folder per rate point of the ``small``
+profile (TAEF2 + the shipped stage-0 prior, trained and chosen by the platform's own sweep) and
+``index.json``: the points in rate order, the default one and where they came from. All points
+share one backbone, which is loaded once. A file names its model by fingerprint, so decoding
+needs no rate choice: the matching point is found from the header. No Ray, no MLflow.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+
+from ..errors import ModelLoadError
+from ..models.backbone import WEIGHTS_DIR
+
+SHIPPED_DIR = WEIGHTS_DIR / "small-codecs"
+INDEX = "index.json"
+
+
+def index(folder: Path = SHIPPED_DIR) -> dict:
+    """``{"default": name, "points": [{"name", "folder", "fingerprint", ...}, ...]}``."""
+    path = folder / INDEX
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ModelLoadError(
+            f"no shipped codec in this installation ({path} is missing): pass --model (a trained-codec "
+            "folder, a models:/ URI, a model YAML) or --model tiny for the untrained test profile"
+        ) from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(f"{path}: unreadable ({exc})") from None
+    if not isinstance(data, dict) or not data.get("points"):
+        raise ModelLoadError(f"{path}: lists no rate points")
+    return data
+
+
+def rate_names(folder: Path = SHIPPED_DIR) -> list[str]:
+    return [p["name"] for p in index(folder)["points"]]
+
+
+def folder_for(rate: str | None, folder: Path = SHIPPED_DIR) -> Path:
+    """The codec folder of a shipped rate point (None: the default one)."""
+    data = index(folder)
+    name = rate or data.get("default") or data["points"][0]["name"]
+    for point in data["points"]:
+        if point["name"] == name:
+            return folder / point["folder"]
+    raise ModelLoadError(f"--rate {name}: not a shipped rate point (choose from {', '.join(rate_names(folder))})")
+
+
+def folder_for_fingerprint(fingerprint: bytes, folder: Path = SHIPPED_DIR) -> Path | None:
+    for point in index(folder)["points"]:
+        if point.get("fingerprint") == fingerprint.hex():
+            return folder / point["folder"]
+    return None
+
+
+def _backbone(codec_folder: Path):
+    from .store import folder_config
+
+    return _backbone_of(folder_config(codec_folder).backbone.model_dump_json())
+
+
+@lru_cache(maxsize=2)
+def _backbone_of(backbone_json: str):
+    """One backbone for every shipped point that names it (loaded once per process)."""
+    from ..config import BackboneConfig
+    from ..models.backbone import load_backbone
+
+    return load_backbone(BackboneConfig.model_validate_json(backbone_json))
+
+
+def load(rate: str | None = None, device="cpu", folder: Path = SHIPPED_DIR):
+    """The shipped codec of ``rate`` (None: the default point)."""
+    from .store import load_codec
+
+    codec_folder = folder_for(rate, folder)
+    return load_codec(codec_folder, backbone=_backbone(codec_folder), device=device)
+
+
+def load_for_file(data: bytes, device="cpu", folder: Path = SHIPPED_DIR):
+    """The shipped codec that wrote ``data`` (its header's fingerprint), or None."""
+    from .container import unpack
+    from .store import load_codec
+
+    codec_folder = folder_for_fingerprint(unpack(data).header.fingerprint, folder)
+    if codec_folder is None:
+        return None
+    return load_codec(codec_folder, backbone=_backbone(codec_folder), device=device)
+
+
+def release(points: list[tuple[str, Path]], default: str, provenance: dict, out: Path = SHIPPED_DIR) -> dict:
+    """Copy trained codecs into the shipped set: each named by its rate point, its weights
+    rounded to float16 (half the size; the fingerprint is recomputed for the rounded weights,
+    so files say which release made them), and ``index.json`` listing them in rate order."""
+    import torch
+
+    from .codec import Codec
+    from .store import load_codec, save_codec
+
+    out.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for name, folder in points:
+        codec = load_codec(folder, backbone=_backbone(folder))
+        with torch.no_grad():
+            for module in (codec.compressor, codec.cdm):
+                for param in module.parameters():
+                    param.copy_(param.half().float())
+        codec.compressor.update(force=True)
+        config = codec.config.model_copy(update={"rate_point": codec.config.rate_point.model_copy(update={"name": name})})
+        released = Codec(config, codec.backbone, codec.compressor, codec.cdm)
+        save_codec(released, out / name, half=True)
+        entries.append({"name": name, "folder": name, "fingerprint": released.fingerprint.hex(),
+                        "from": str(folder), **config.rate_point.model_dump(mode="json", exclude_none=True)})
+    data = {"default": default, "points": entries, "provenance": provenance}
+    (out / INDEX).write_text(json.dumps(data, indent=2) + "\n")
+    return data

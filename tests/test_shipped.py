@@ -1,0 +1,91 @@
+"""The shipped default: TAEF2 reconstructs as published, and the trained small-profile codecs
+that commands use without --model compress for real (not noise), at distinct rates, and decode
+by fingerprint."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from resulic.codec import shipped
+from resulic.images import sample_images
+from resulic.roundtrip import psnr
+
+from .conftest import shared_path
+
+REPO = Path(__file__).resolve().parents[1]
+needs_release = pytest.mark.skipif(not (shipped.SHIPPED_DIR / shipped.INDEX).is_file(), reason="no shipped codecs in this checkout")
+
+
+def test_taef2_reconstructs_kodim23_as_the_reference():
+    from resulic.models.taef2 import TinyAutoencoder
+
+    img = Image.open(shared_path("datasets", "kodak", "kodim23.png")).convert("RGB")
+    x = torch.from_numpy(np.array(img)).permute(2, 0, 1)[None].float() / 255
+    model = TinyAutoencoder.from_folder().eval()
+    with torch.no_grad():
+        y = model.decode(model.encode(x)).clamp(0, 1)
+    out = Image.fromarray((y[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+    assert psnr(img, out) >= 33.0  # 33.35 dB with the published reference code
+
+
+def test_bundled_taef2_equals_the_original_weights():
+    from resulic.models.taef2 import TinyAutoencoder
+
+    enc = shared_path("weights", "taef2", "taef2_encoder.pth")
+    original = TinyAutoencoder.from_original(enc, enc.with_name("taef2_decoder.pth"))
+    bundled = TinyAutoencoder.from_folder()
+    for (k, a), (_, b) in zip(original.state_dict().items(), bundled.state_dict().items()):
+        assert torch.equal(a, b), k
+
+
+@pytest.fixture(scope="module")
+def photo():
+    _, img = sample_images(2)[1]  # not a training photo of the release (coffee is; camera isn't RGB)
+    return img.crop((0, 0, 192, 128))
+
+
+@needs_release
+def test_every_shipped_point_reconstructs_the_photo_and_rates_increase(photo):
+    rates, qualities = [], []
+    for name in shipped.rate_names():
+        codec = shipped.load(name)
+        enc = codec.encode(photo)
+        out = codec.decode(enc.data).image
+        rates.append(enc.bpp)
+        qualities.append(psnr(photo, out))
+    assert rates == sorted(rates) and len(set(rates)) == len(rates), rates
+    assert min(qualities) > 17.0, qualities  # random weights give 8-12 dB: this is a codec
+
+
+@needs_release
+def test_cli_default_compress_and_decompress_by_fingerprint(tmp_path, photo):
+    photo.save(tmp_path / "p.png")
+    env = {k: v for k, v in os.environ.items() if k != "RESULIC_MODEL"}
+    names = shipped.rate_names()
+    run = lambda *a: subprocess.run([sys.executable, "-m", "resulic.cli", *a], capture_output=True, text=True, env=env, cwd=tmp_path)  # noqa: E731
+    low = run("compress", "p.png", "-o", "low.rslc", "--rate", names[0])
+    assert low.returncode == 0, low.stderr
+    default = run("compress", "p.png", "-o", "d.rslc")
+    assert default.returncode == 0, default.stderr
+    assert (tmp_path / "low.rslc").stat().st_size < (tmp_path / "d.rslc").stat().st_size
+    dec = run("decompress", "low.rslc", "-o", "low.png")  # no --rate: the header names the point
+    assert dec.returncode == 0, dec.stderr
+    assert psnr(photo, Image.open(tmp_path / "low.png")) > 17.0
+    bad = run("compress", "p.png", "-o", "x.rslc", "--rate", "nope")
+    assert bad.returncode == 2 and "not a shipped rate point" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@needs_release
+def test_index_lists_points_in_rate_order_with_their_fingerprints():
+    data = shipped.index()
+    assert data["default"] in shipped.rate_names()
+    for point in data["points"]:
+        manifest = json.loads((shipped.SHIPPED_DIR / point["folder"] / "manifest.json").read_text())
+        assert manifest["fingerprint"] == point["fingerprint"]
