@@ -2,5 +2,6 @@
 
 from .codec import Codec, DecodeResult, EncodeResult
 from .container import Container, Header, pack, unpack
+from .limits import DecodeLimits
 
-__all__ = ["Codec", "Container", "DecodeResult", "EncodeResult", "Header", "pack", "unpack"]
+__all__ = ["Codec", "Container", "DecodeLimits", "DecodeResult", "EncodeResult", "Header", "pack", "unpack"]
