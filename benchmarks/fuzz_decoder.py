@@ -1,6 +1,7 @@
 """Fuzz the decoder with hostile files, each decoded twice in a child process.
 
-    python benchmarks/fuzz_decoder.py [--count 10000] [--seed 0] [--timeout 120] [--json out.json]
+    python benchmarks/fuzz_decoder.py [--count 10000] [--seed 0] [--timeout 120] [--json out.jsonl]
+    python benchmarks/fuzz_decoder.py --table-from out.jsonl      # the table of a (partial) run
 
 Inputs (seeded, so a run is reproducible; the codec is the embedded tiny profile):
 
@@ -32,6 +33,7 @@ import json
 import os
 import random
 import select
+import statistics
 import struct
 import subprocess
 import sys
@@ -165,7 +167,7 @@ def real_files(codec) -> list[bytes]:
     from resulic.images import sample_images
 
     _, img = sample_images(1)[0]
-    small, wide = img.crop((0, 0, 64, 64)), img.crop((40, 20, 240, 120))
+    small, wide = img.crop((0, 0, 64, 64)), img.crop((40, 20, 140, 80))  # one 128-px block each: cheap decodes
     return [codec.encode(small).data, codec.encode(wide).data, codec.encode(small, text="a red barn by a pond").data,
             codec.encode(wide, steps=2, guidance=1.0, seed=9).data]
 
@@ -289,16 +291,24 @@ class DecodeWorker:
         self.proc = None
 
 
-def run(inputs: list[tuple[str, bytes]], timeout_s: float = 120.0, progress: bool = False) -> list[Result]:
+def run(inputs: list[tuple[str, bytes]], timeout_s: float = 120.0, progress: bool = False,
+        log: Path | None = None) -> list[Result]:
+    """Decode every input in the worker; with ``log``, append each result as a JSON line."""
     worker_ = DecodeWorker(timeout_s)
     results = []
+    sink = open(log, "w") if log else None
     try:
         for i, (category, data) in enumerate(inputs):
             results.append(worker_.decode(category, data))
+            if sink:
+                sink.write(json.dumps(results[-1].__dict__) + "\n")
+                sink.flush()
             if progress and (i + 1) % 500 == 0:
                 print(f"  {i + 1}/{len(inputs)}", file=sys.stderr, flush=True)
     finally:
         worker_.close()
+        if sink:
+            sink.close()
     return results
 
 
@@ -324,13 +334,18 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per input before it counts as a hang")
-    parser.add_argument("--json", help="write every result here")
+    parser.add_argument("--json", help="write every result here as it comes (JSON lines)")
+    parser.add_argument("--table-from", metavar="JSONL", help="only print the summary of an earlier (partial) --json run")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--max-pixels", type=int, default=FUZZ_MAX_PIXELS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         worker(args.max_pixels)
         return 0
+    if args.table_from:
+        results = [Result(**json.loads(line)) for line in Path(args.table_from).read_text().splitlines() if line]
+        summary(results, None)
+        return 1 if any(is_failure(r) for r in results) else 0
     sys.path[:0] = [str(REPO / "platform"), str(REPO)]
     from resulic.codec import Codec
     from resulic.runtime import configure_threads, quiet_libraries
@@ -340,21 +355,24 @@ def main() -> int:
     codec = Codec.build()
     t0 = time.perf_counter()
     inputs = issue_files(codec.fingerprint) + make_inputs(codec.fingerprint, real_files(codec), args.count, args.seed)
-    results = run(inputs, args.timeout, progress=True)
-    seconds = time.perf_counter() - t0
+    results = run(inputs, args.timeout, progress=True, log=Path(args.json) if args.json else None)
+    summary(results, time.perf_counter() - t0, args.seed)
+    return 1 if any(is_failure(r) for r in results) else 0
+
+
+def summary(results: list[Result], seconds: float | None, seed: int | None = None) -> None:
     failures = [r for r in results if is_failure(r)]
     print(table(results))
     print()
-    print(f"{len(results)} inputs (seed {args.seed}), {seconds:.0f} s; worker restarts: "
+    took = f", {seconds:.0f} s" if seconds is not None else ""
+    print(f"{len(results)} inputs (seed {seed}){took}; decode time per input (two decodes): median "
+          f"{statistics.median(r.seconds for r in results):.3f} s; worker restarts: "
           f"{sum(r.outcome.split(':')[0] in ('SIGNAL', 'HANG', 'EXIT') for r in results)}; "
           f"different second decode: {sum(not r.same for r in results)}; "
           f"peak RSS {max(r.rss_mb for r in results):.0f} MB; "
           f"slowest input {max(r.seconds for r in results):.2f} s (two decodes)")
     for r in failures[:20]:
         print(f"FAILURE {r.category}: {r.outcome} same={r.same} {r.detail}")
-    if args.json:
-        Path(args.json).write_text(json.dumps([r.__dict__ for r in results]))
-    return 1 if failures else 0
 
 
 if __name__ == "__main__":
