@@ -1,5 +1,6 @@
 """The endpoint's request-independent parts (resulic.serving) and the Serve config files; no Ray."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -110,3 +111,26 @@ def test_serve_config_files_validate(name):
     ServeAppConfig.model_validate(app["args"])
     codec = next(d for d in app["deployments"] if d["name"] == "CodecDeployment")
     assert codec["autoscaling_config"]["target_ongoing_requests"] == 1 and codec["max_ongoing_requests"] <= 2
+    if name == "config.local.yaml":  # `serve run` on a 2-core machine: max_replicas must fit in 2 CPUs
+        ingress = next(d for d in app["deployments"] if d["name"] == "Ingress")
+        need = ingress["ray_actor_options"]["num_cpus"] + codec["autoscaling_config"]["max_replicas"] * codec[
+            "ray_actor_options"]["num_cpus"]
+        assert need <= 2, f"ingress + max_replicas codec replicas need {need} CPUs"
+
+
+def test_replica_cache_folders_of_dead_processes_are_removed(tmp_path):
+    import subprocess
+    import sys
+
+    from resulic.serving import replica_cache_dir
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f"resulic-serve-{int(dead.stdout)}"
+    (stale / "models").mkdir(parents=True)
+    live = tmp_path / "resulic-serve-1"  # pid 1 is alive
+    live.mkdir()
+    other = tmp_path / "resulic-serve-notes"
+    other.mkdir()
+    mine = replica_cache_dir(tmp_path)
+    assert mine.name == f"resulic-serve-{os.getpid()}" and mine.is_dir()
+    assert not stale.exists() and live.exists() and other.exists()

@@ -520,8 +520,41 @@ def decompress_replies(codec, rp: RatePoint, files: list[bytes], limits: ServeLi
     return replies
 
 
-def replica_cache_dir() -> Path:
-    """Where a replica keeps downloaded registry versions (one folder per process)."""
-    path = Path(tempfile.gettempdir()) / f"resulic-serve-{os.getpid()}"
+CACHE_PREFIX = "resulic-serve-"
+
+
+def replica_cache_dir(root: str | Path | None = None) -> Path:
+    """Where a replica keeps downloaded registry versions (one folder per process). Folders left
+    by replicas that died without cleaning up are removed first."""
+    root = Path(root or tempfile.gettempdir())
+    remove_stale_cache_dirs(root)
+    path = root / f"{CACHE_PREFIX}{os.getpid()}"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def remove_stale_cache_dirs(root: str | Path) -> list[Path]:
+    """Remove ``resulic-serve-<pid>`` folders under ``root`` whose process is gone (ours only:
+    same owner; a live or foreign pid is left alone)."""
+    import shutil
+
+    removed = []
+    for path in Path(root).glob(f"{CACHE_PREFIX}*"):
+        pid = path.name.removeprefix(CACHE_PREFIX)
+        if not pid.isdigit() or not path.is_dir() or path.is_symlink() or path.stat().st_uid != os.getuid():
+            continue
+        if _process_exists(int(pid)):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
