@@ -121,10 +121,11 @@ def test_semantic_option_errors_are_one_line(tmp_path, image_file, capsys, extra
     assert not (tmp_path / "x.rslc").exists()
 
 
-def test_decode_limits_refuse_with_the_option_to_raise_them(tmp_path, codec, photo, capsys):
+def test_decode_limits_refuse_with_the_option_to_raise_them(tmp_path, codec, image_file, capsys):
     S = codec.config.rate_point.sampling_steps
     path = tmp_path / "slow.rslc"
-    path.write_bytes(codec.encode(photo, steps=4 * S + 1).data)
+    assert main(["compress", str(image_file), "-o", str(path), "--steps", str(4 * S + 1)]) == 0
+    assert f"decode the file with --max-steps {4 * S + 1}" in capsys.readouterr().err
     assert main(["decompress", str(path), "-o", str(tmp_path / "out.png")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and f"over the limit of {4 * S}" in err and err.endswith("raise the limit with --max-steps")

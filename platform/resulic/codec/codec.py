@@ -164,6 +164,7 @@ class Codec:
             raise ValueError(f"steps must be in 1..{rp.residual_steps} (the rate point's N_r)")
         if guidance is not None and not 0 <= guidance <= 100:
             raise ValueError("guidance must be in 0..100")
+        self._warn_over_default_limits(steps, guidance)
         with torch.no_grad():
             x = image_to_tensor(image).to(self.device)
             z0 = self.backbone.encode(pad_to_multiple(x, self.config.stride))
@@ -196,6 +197,20 @@ class Codec:
             data, width, height, len(latent.data), len(text_bytes), latent.estimated_bits, time.perf_counter() - t0,
             text_mode, ids, info,
         )
+
+    def _warn_over_default_limits(self, steps: int | None, guidance: float | None) -> None:
+        """A file the default decoder would refuse is legal, but its receiver must raise a limit."""
+        import warnings
+
+        rp = self.config.rate_point
+        if steps is not None and steps > DEFAULT_LIMITS.steps_limit(rp):
+            warnings.warn(f"steps={steps} is over the decoders' default limit of {DEFAULT_LIMITS.steps_limit(rp)}; "
+                          f"decode the file with --max-steps {steps} (DecodeLimits(max_steps={steps}))", UserWarning,
+                          stacklevel=3)
+        if guidance is not None and guidance > DEFAULT_LIMITS.max_guidance:
+            warnings.warn(f"guidance={guidance:g} is over the decoders' default limit of "
+                          f"{DEFAULT_LIMITS.max_guidance:g}; decode the file with --max-guidance {guidance:g}",
+                          UserWarning, stacklevel=3)
 
     def _default_semantics(self):
         if self.semantics is None:
