@@ -30,7 +30,8 @@ from resulic.http_docs import add_offline_docs, error_responses
 from resulic.serving import (
     Catalog, CompressOptions, RatePoint, Reply, RequestError, ServeAppConfig, ServeLimits, check_body_size,
     check_image_header, compress_reply, decompress_replies, decompress_reply, fingerprint_of, load_rate_point,
-    parse_compress_options, rate_points_config, replica_cache_dir, resolve_rate_points, split_multipart, status_for,
+    parse_compress_options, rate_points_config, refuse_bitstream, replica_cache_dir, resolve_rate_points, split_multipart,
+    status_for,
 )
 
 # How many rate points (pinned model ids) one replica keeps loaded; LRU beyond (a backbone is
@@ -201,9 +202,17 @@ class CodecDeployment:
         return await self._codec_call(rate_point, compress_reply, image, CompressOptions(**options), self.limits)
 
     async def decompress(self, rate_point: dict, data: bytes) -> Reply:
+        # Refuse from the header on the event loop, before the file queues behind running work.
+        try:
+            codec = await self.codec_for(RatePoint(**rate_point).model_id)
+        except ResulicError as exc:
+            return Reply(status=status_for(exc), error=str(exc))
+        refused = refuse_bitstream(codec, data, self.limits)
+        if refused is not None:
+            return refused
         if DECODE_BATCH > 1:
             return await self._decompress_batch((rate_point, data))
-        return await self._codec_call(rate_point, decompress_reply, data)
+        return await self._codec_call(rate_point, decompress_reply, data, self.limits)
 
     @serve.batch(max_batch_size=max(DECODE_BATCH, 1), batch_wait_timeout_s=0.05)
     async def _decompress_batch(self, items: list[tuple[dict, bytes]]) -> list[Reply]:
@@ -211,17 +220,30 @@ class CodecDeployment:
         self._follow_aliases()
         rp = RatePoint(**items[0][0])
         if any(item[0]["model_id"] != rp.model_id for item in items):
-            return [await self._codec_call(r, decompress_reply, d) for r, d in items]
+            return [await self._codec_call(r, decompress_reply, d, self.limits) for r, d in items]
         try:
             codec = await self.codec_for(rp.model_id)
         except ResulicError as exc:
             return [Reply(status=status_for(exc), error=str(exc))] * len(items)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor, decompress_replies, codec, rp, [d for _, d in items])
+        return await loop.run_in_executor(self.executor, decompress_replies, codec, rp, [d for _, d in items],
+                                          self.limits)
 
     def check_health(self) -> None:
         if self.executor._shutdown:  # noqa: SLF001
             raise RuntimeError("the codec executor has shut down")
+
+    def __del__(self) -> None:
+        """Serve calls this when it stops the replica: drop the downloaded versions (≈8 MB each).
+        A replica that is killed instead leaves its folder to the next one (replica_cache_dir)."""
+        import shutil
+
+        executor = getattr(self, "executor", None)
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
+        cache_dir = getattr(self, "cache_dir", None)
+        if cache_dir is not None:
+            shutil.rmtree(cache_dir, ignore_errors=True)
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=100)
@@ -277,7 +299,7 @@ class Ingress:
               responses={200: {"content": {"image/png": {}}, "description": "the decoded image"}, **DECOMPRESS_ERRORS})
     async def decompress(self, request: Request) -> Response:
         data, _ = await read_upload(request, "bitstream", self.limits)
-        rp = await self._lookup(Catalog.for_fingerprint, fingerprint_of(data))
+        rp = await self._lookup(Catalog.for_fingerprint, fingerprint_of(data, self.limits))
         reply = await self._remote(self.codec.decompress, asdict(rp), data, model_id=rp.model_id)
         return respond(reply, "image/png")
 

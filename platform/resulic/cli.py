@@ -59,6 +59,25 @@ def tracking_uri_option(p: argparse.ArgumentParser) -> None:
                    help="the MLflow store that holds models:/ URIs (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
 
 
+def _decode_limit_options(p: argparse.ArgumentParser) -> None:
+    # Defaults are DecodeLimits()'s (importing it here would load torch for --help).
+    g = p.add_argument_group("decode limits", "a file that asks for more is refused from its header, before any work")
+    g.add_argument("--max-pixels", type=int, help="the most pixels of the image padded to 128 px (default: 16,000,000)")
+    g.add_argument("--max-steps", type=int, help="the most diffusion steps a file may ask for (default: 4 x the model's S)")
+    g.add_argument("--max-guidance", type=float, help="the largest guidance scale a file may ask for (default: 20)")
+    g.add_argument("--max-text-tokens", type=int, help="the most text tokens a file may hold (default: 75)")
+
+
+def _decode_limits(args):
+    from .codec.limits import DecodeLimits
+
+    names = ("max_pixels", "max_steps", "max_guidance", "max_text_tokens")
+    try:
+        return DecodeLimits(**{n: getattr(args, n) for n in names if getattr(args, n) is not None})
+    except ValueError as exc:
+        raise ResulicError(f"decode limits: {exc}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="resulic", description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -91,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("input", help=f"a {SUFFIX} file or a folder of them")
     d.add_argument("-o", "--output", help="output image or folder (default: input with .png / a sibling folder)")
     _model_options(d)
+    _decode_limit_options(d)
 
     i = sub.add_parser("info", help="print a file's header as JSON (no model needed)",
                        description="Print the header of a file as JSON, or one JSON line per file of a folder.")
@@ -195,11 +215,17 @@ def cmd_decompress(args) -> int:
 
     from .images import save_image_atomic
 
+    from .errors import DecodeLimitError
+
+    limits = _decode_limits(args)
     codec_for = _decoder_codecs(args)
 
     def action(src: Path, dst: Path) -> str:
         data = _read_bytes(src)
-        result = codec_for(data).decode(data)
+        try:
+            result = codec_for(data).decode(data, limits=limits)
+        except DecodeLimitError as exc:
+            raise exc.with_hint("--" + exc.limit.replace("_", "-")) from None
         save_image_atomic(result.image, dst)
         return f"{src} -> {dst}: {result.image.size[0]}x{result.image.size[1]}, {result.seconds:.2f} s"
 

@@ -8,7 +8,8 @@ The names below are loaded on first use: ``resulic info`` reads a file's header 
 from importlib import import_module
 
 _EXPORTS = {"Codec": ".codec", "DecodeResult": ".codec", "EncodeResult": ".codec",
-            "Container": ".container", "Header": ".container", "pack": ".container", "unpack": ".container"}
+            "Container": ".container", "Header": ".container", "pack": ".container", "unpack": ".container",
+            "DecodeLimits": ".limits"}
 
 __all__ = sorted(_EXPORTS)
 
