@@ -59,9 +59,10 @@ def baseline_app(folder: str):
     @app.post("/v1/decompress")
     async def decompress(request: Request):
         body = await request.body()
-        target = catalog.for_fingerprint(fingerprint_of(body))
+        target = catalog.for_fingerprint(fingerprint_of(body, limits))
         loop = asyncio.get_running_loop()
-        return respond(await loop.run_in_executor(executor, decompress_reply, codec, target, body), "image/png")
+        return respond(await loop.run_in_executor(executor, decompress_reply, codec, target, body, limits),
+                       "image/png")
 
     @app.get("/healthz")
     async def healthz():

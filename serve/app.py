@@ -26,10 +26,12 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from resulic.errors import ResulicError
+from resulic.http_docs import add_offline_docs, error_responses
 from resulic.serving import (
     Catalog, CompressOptions, RatePoint, Reply, RequestError, ServeAppConfig, ServeLimits, check_body_size,
     check_image_header, compress_reply, decompress_replies, decompress_reply, fingerprint_of, load_rate_point,
-    parse_compress_options, rate_points_config, replica_cache_dir, resolve_rate_points, split_multipart, status_for,
+    parse_compress_options, rate_points_config, refuse_bitstream, replica_cache_dir, resolve_rate_points, split_multipart,
+    status_for,
 )
 
 # How many rate points (pinned model ids) one replica keeps loaded; LRU beyond (a backbone is
@@ -46,7 +48,26 @@ api = FastAPI(
     description="Ultra-low-bitrate image compression (ResULIC) over HTTP. Images go to `/v1/compress` "
     "(raw body or multipart field `image`), bitstreams to `/v1/decompress` (raw body or multipart field "
     "`bitstream`). Errors are JSON `{\"error\": message}` with a 4xx status.",
+    docs_url=None,  # /docs below: Swagger UI from this service, not from a CDN (works offline)
+    redoc_url=None,
 )
+add_offline_docs(api)
+
+# The refusals each route documents in the OpenAPI schema (resulic.serving raises them).
+UNAVAILABLE = {503: "the codec deployment is unavailable (a replica died, or its model could not be loaded)"}
+COMPRESS_ERRORS = error_responses({
+    400: "a malformed option, multipart body or image (unreadable, truncated, empty)",
+    404: "unknown rate point (GET /v1/models lists them)",
+    413: "body, image (pixels, decompression bomb) or text over the service's limits",
+    415: "the upload is not an image (or a format Pillow cannot read)",
+    **UNAVAILABLE,
+})
+DECOMPRESS_ERRORS = error_responses({
+    400: "not a ResULIC bitstream, or a corrupt or truncated one; a malformed multipart body",
+    413: "body over the service's limit",
+    422: "the bitstream was made by a model this service does not serve",
+    **UNAVAILABLE,
+})
 
 
 @api.exception_handler(ResulicError)
@@ -181,9 +202,17 @@ class CodecDeployment:
         return await self._codec_call(rate_point, compress_reply, image, CompressOptions(**options), self.limits)
 
     async def decompress(self, rate_point: dict, data: bytes) -> Reply:
+        # Refuse from the header on the event loop, before the file queues behind running work.
+        try:
+            codec = await self.codec_for(RatePoint(**rate_point).model_id)
+        except ResulicError as exc:
+            return Reply(status=status_for(exc), error=str(exc))
+        refused = refuse_bitstream(codec, data, self.limits)
+        if refused is not None:
+            return refused
         if DECODE_BATCH > 1:
             return await self._decompress_batch((rate_point, data))
-        return await self._codec_call(rate_point, decompress_reply, data)
+        return await self._codec_call(rate_point, decompress_reply, data, self.limits)
 
     @serve.batch(max_batch_size=max(DECODE_BATCH, 1), batch_wait_timeout_s=0.05)
     async def _decompress_batch(self, items: list[tuple[dict, bytes]]) -> list[Reply]:
@@ -191,17 +220,30 @@ class CodecDeployment:
         self._follow_aliases()
         rp = RatePoint(**items[0][0])
         if any(item[0]["model_id"] != rp.model_id for item in items):
-            return [await self._codec_call(r, decompress_reply, d) for r, d in items]
+            return [await self._codec_call(r, decompress_reply, d, self.limits) for r, d in items]
         try:
             codec = await self.codec_for(rp.model_id)
         except ResulicError as exc:
             return [Reply(status=status_for(exc), error=str(exc))] * len(items)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor, decompress_replies, codec, rp, [d for _, d in items])
+        return await loop.run_in_executor(self.executor, decompress_replies, codec, rp, [d for _, d in items],
+                                          self.limits)
 
     def check_health(self) -> None:
         if self.executor._shutdown:  # noqa: SLF001
             raise RuntimeError("the codec executor has shut down")
+
+    def __del__(self) -> None:
+        """Serve calls this when it stops the replica: drop the downloaded versions (≈8 MB each).
+        A replica that is killed instead leaves its folder to the next one (replica_cache_dir)."""
+        import shutil
+
+        executor = getattr(self, "executor", None)
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
+        cache_dir = getattr(self, "cache_dir", None)
+        if cache_dir is not None:
+            shutil.rmtree(cache_dir, ignore_errors=True)
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=100)
@@ -242,7 +284,8 @@ class Ingress:
     @api.post("/v1/compress", summary="image -> ResULIC bitstream", response_class=Response,
               openapi_extra={"parameters": _options_doc(), **_body_doc("image", "image/*")},
               responses={200: {"content": {"application/octet-stream": {}},
-                               "description": "the bitstream; X-Resulic-Bpp, -Rate-Point, -Model-Version headers"}})
+                               "description": "the bitstream; X-Resulic-Bpp, -Rate-Point, -Model-Version headers"},
+                         **COMPRESS_ERRORS})
     async def compress(self, request: Request) -> Response:
         image, fields = await read_upload(request, "image", self.limits)
         options = parse_compress_options({**request.query_params, **fields}, self.limits)
@@ -253,20 +296,21 @@ class Ingress:
 
     @api.post("/v1/decompress", summary="ResULIC bitstream -> PNG", response_class=Response,
               openapi_extra=_body_doc("bitstream", "application/octet-stream"),
-              responses={200: {"content": {"image/png": {}}, "description": "the decoded image"}})
+              responses={200: {"content": {"image/png": {}}, "description": "the decoded image"}, **DECOMPRESS_ERRORS})
     async def decompress(self, request: Request) -> Response:
         data, _ = await read_upload(request, "bitstream", self.limits)
-        rp = await self._lookup(Catalog.for_fingerprint, fingerprint_of(data))
+        rp = await self._lookup(Catalog.for_fingerprint, fingerprint_of(data, self.limits))
         reply = await self._remote(self.codec.decompress, asdict(rp), data, model_id=rp.model_id)
         return respond(reply, "image/png")
 
-    @api.get("/v1/models", summary="rate points, versions, fingerprints; what the answering replica has loaded")
+    @api.get("/v1/models", summary="rate points, versions, fingerprints; what the answering replica has loaded",
+             responses=error_responses(UNAVAILABLE))
     async def models(self) -> dict:
         snapshot = await self._remote(self.codec.catalog_snapshot)
         snapshot.pop("config", None)
         return {**snapshot, "limits": self.limits.model_dump()}
 
-    @api.get("/healthz", summary="the ingress answers and knows the catalog")
+    @api.get("/healthz", summary="the ingress answers and knows the catalog", responses=error_responses(UNAVAILABLE))
     async def healthz(self) -> dict:
         catalog = await self.catalog()
         return {"status": "ok", "default_rate_point": catalog.config.default,

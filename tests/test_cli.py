@@ -119,3 +119,30 @@ def test_semantic_option_errors_are_one_line(tmp_path, image_file, capsys, extra
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not (tmp_path / "x.rslc").exists()
+
+
+def test_decode_limits_refuse_with_the_option_to_raise_them(tmp_path, codec, image_file, capsys):
+    S = codec.config.rate_point.sampling_steps
+    path = tmp_path / "slow.rslc"
+    assert main(["compress", str(image_file), "-o", str(path), "--steps", str(4 * S + 1)]) == 0
+    assert f"decode the file with --max-steps {4 * S + 1}" in capsys.readouterr().err
+    assert main(["decompress", str(path), "-o", str(tmp_path / "out.png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and f"over the limit of {4 * S}" in err and err.endswith("raise the limit with --max-steps")
+    assert not (tmp_path / "out.png").exists()
+    assert main(["decompress", str(path), "-o", str(tmp_path / "out.png"), "--max-steps", str(4 * S + 1)]) == 0
+    assert main(["decompress", str(path), "--max-pixels", "1000"]) == 2
+    assert "--max-pixels" in capsys.readouterr().err
+    assert main(["decompress", str(path), "--max-pixels", "0"]) == 2
+    assert "decode limits: max_pixels" in capsys.readouterr().err
+
+
+def test_decode_limit_help_states_the_librarys_defaults():
+    from resulic.cli import build_parser
+    from resulic.codec.limits import STEPS_FACTOR, DecodeLimits
+
+    limits = DecodeLimits()
+    sub = next(a for a in build_parser()._actions if a.dest == "command").choices["decompress"]
+    helps = {a.dest: a.help for a in sub._actions}
+    assert f"{limits.max_pixels:,}" in helps["max_pixels"] and f"{STEPS_FACTOR} x" in helps["max_steps"]
+    assert f"{limits.max_guidance:g})" in helps["max_guidance"] and f"{limits.max_text_tokens})" in helps["max_text_tokens"]

@@ -5,9 +5,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from resulic.codec import Codec, unpack
+from resulic.codec import Codec, DecodeLimits, unpack
 from resulic.config import ModelConfig, build_config
-from resulic.errors import BitstreamError, ModelMismatchError
+from resulic.errors import BitstreamError, DecodeLimitError, ModelMismatchError
 
 
 def pixels(img):
@@ -94,5 +94,30 @@ def test_a_huge_claimed_size_is_refused_before_decoding(codec):
     from resulic.codec import Container, Header, pack
 
     blob = pack(Container(Header(codec.fingerprint, 60000, 60000), b"", b"\x00" * 8))
-    with pytest.raises(BitstreamError, match="over the decoder's limit"):
+    with pytest.raises(DecodeLimitError, match="over the limit of 16,000,000; raise the limit with DecodeLimits"):
         codec.decompress(blob)
+    small = DecodeLimits(max_pixels=128 * 256)  # counted after padding: 129 x 100 decodes 256 x 128
+    blob = pack(Container(Header(codec.fingerprint, 129, 100), b"", b"\x00" * 8))
+    with pytest.raises(DecodeLimitError, match="256x128 = 32,768") as refused:
+        codec.decompress(blob, limits=DecodeLimits(max_pixels=128 * 256 - 1))
+    assert refused.value.limit == "max_pixels"
+    with pytest.raises(BitstreamError, match="latent stream is corrupt"):  # within the limit: decoded, then refused
+        codec.decompress(blob, limits=small)
+
+
+def test_steps_guidance_and_text_are_bounded_by_the_limits(codec, photo):
+    S = codec.config.rate_point.sampling_steps
+    many_steps = codec.encode(photo, steps=4 * S + 1)
+    with pytest.raises(DecodeLimitError, match=f"asks for {4 * S + 1} diffusion steps, over the limit of {4 * S}"):
+        codec.decode(many_steps.data)
+    assert codec.decode(many_steps.data, limits=DecodeLimits(max_steps=4 * S + 1)).image.size == photo.size
+    strong = codec.encode(photo, guidance=25.0)
+    with pytest.raises(DecodeLimitError, match="guidance 25") as refused:
+        codec.decode(strong.data)
+    assert refused.value.limit == "max_guidance"
+    worded = codec.encode(photo, text="a red barn by a pond under a grey sky")
+    assert len(worded.text_tokens) > 3
+    with pytest.raises(DecodeLimitError, match="more than 3 tokens") as refused:
+        codec.decode(worded.data, limits=DecodeLimits(max_text_tokens=3))
+    assert refused.value.limit == "max_text_tokens"
+

@@ -1,13 +1,17 @@
 """Image input guards and padding."""
 
 import io
+import os
+import stat
 
 import pytest
 import torch
 from PIL import Image
 
 from resulic.errors import ImageError
-from resulic.images import image_to_tensor, open_image, pad_to_multiple, tensor_to_image, write_atomic
+from resulic.images import (
+    current_umask, image_to_tensor, open_image, pad_to_multiple, save_image_atomic, tensor_to_image, write_atomic,
+)
 
 
 def _png(size=(40, 30)) -> bytes:
@@ -59,3 +63,18 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
     assert list(tmp_path.iterdir()) == []
     write_atomic(target, b"ok")
     assert target.read_bytes() == b"ok"
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_atomic_writes_follow_the_umask(tmp_path, umask, mode):
+    previous = os.umask(umask)
+    try:
+        assert current_umask() == umask
+        write_atomic(tmp_path / "photo.rslc", b"data")
+        save_image_atomic(Image.new("RGB", (4, 4)), tmp_path / "photo.png")
+        (tmp_path / "plain.bin").write_bytes(b"data")  # what open() gives: the reference
+    finally:
+        os.umask(previous)
+    for name in ("photo.rslc", "photo.png", "plain.bin"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == mode, name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photo.png", "photo.rslc", "plain.bin"]  # no temporaries

@@ -14,7 +14,7 @@ def test_config_errors_are_one_line(capsys):
     assert "optim.stpes: unknown key" in capsys.readouterr().err
     assert main(["sweep", "--config", "configs/sweep/tiny.yaml", "--set", "space.loss.lambda_rate.low=0"]) == 2
     assert "space.loss.lambda_rate: low: 0.0 must be > 0 on a log scale" in capsys.readouterr().err
-    assert main(["promote", "--config", "configs/promote/tiny.yaml", "--set", "metric=psnr"]) == 2
+    assert main(["promote", "--config", "configs/promote/tiny.yaml", "--set", "metric=ssim"]) == 2
     assert "metric: " in capsys.readouterr().err
 
 

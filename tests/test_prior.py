@@ -92,6 +92,7 @@ def test_stage0_on_ray_then_stage1_builds_on_it(tmp_path, ray_cluster, monkeypat
     s1 = build_config(TrainConfig, {"stage": 1, "model": model, **common, "run": {**run, "name": "s1"}})
     codec_run = run_training(s1)
     assert client.get_run(codec_run.mlflow_run_id).data.tags["prior_run"] == prior.mlflow_run_id
+    monkeypatch.setenv("RESULIC_BACKBONE_ROOTS", str(tmp_path))  # the stage-0 folder is a permitted backbone
     codec = load_codec(codec_run.model_dir)
     # The stage-1 codec's frozen UNet is the published prior.
     reloaded = load_backbone(BackboneConfig(profile="small", source=str(folder)))

@@ -9,7 +9,7 @@ from resulic.codec.store import save_codec
 from resulic.config import build_config
 from resulic.errors import ConfigError
 from resulic.registry import open_codec
-from resulic.tune.promote import PromoteConfig, promote
+from resulic.tune.promote import PromoteConfig, format_promotions, promote
 from resulic.tune.sweep import SWEEP_TAG
 
 
@@ -87,3 +87,24 @@ def test_unknown_sweep_and_bad_bands_are_clear(store):
         promote(build_config(PromoteConfig, {"sweep": "nope", "experiment": "sweeps", "tracking_uri": uri}))
     with pytest.raises(ConfigError, match="bands: .*increasing max_bpp"):
         build_config(PromoteConfig, {"bands": [{"name": "a", "max_bpp": 0.1}, {"name": "b", "max_bpp": 0.05}]})
+
+
+def test_a_random_network_never_chooses_the_champion(store):
+    """Trials ranked by LPIPS through a random VGG: the champion is chosen by real PSNR instead."""
+    client, uri, experiment, folder = store
+    rows = [_row("random-best", 0.02, 0.10), _row("psnr-best", 0.03, 0.40)]
+    for row, psnr in zip(rows, (18.0, 24.0)):
+        row.update(psnr=psnr, distortion_metric="val_lpips-random")
+    _sweep(client, experiment, folder, "s", rows)
+    cfg = build_config(PromoteConfig, {"sweep": "s", "experiment": "sweeps", "tracking_uri": uri, "model_name": "m"})
+    [p] = promote(cfg)
+    assert p.trial_id == "psnr-best" and p.metric == "psnr" and p.value == pytest.approx(24.0)
+    assert "val_lpips-random" in p.note and "random" in p.note
+    mv = client.get_model_version_by_alias("m", "champion")
+    assert mv.tags["metric"] == "psnr" and mv.tags["distortion_metric"] == "val_lpips-random"
+    assert format_promotions([p], "m").splitlines()[0].startswith("note: the sweep's distortion is val_lpips-random")
+    # higher PSNR is better: a later sweep with a lower PSNR keeps the champion
+    _sweep(client, experiment, folder, "s2", [{**_row("worse", 0.02, 0.05), "psnr": 20.0,
+                                               "distortion_metric": "val_lpips-random"}])
+    [kept] = promote(build_config(PromoteConfig, {**cfg.model_dump(), "sweep": "s2"}))
+    assert not kept.moved and kept.previous == pytest.approx(24.0)

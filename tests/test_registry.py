@@ -12,7 +12,7 @@ from resulic.registry import fetch_codec, register_codec, resolve, set_alias
 
 @pytest.fixture()
 def store(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # MLflow's default artifact root (./mlruns) lands here
+    monkeypatch.chdir(tmp_path)  # where MLflow's own default artifact root (./mlruns) would land
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     return uri
@@ -34,11 +34,28 @@ def test_register_alias_fetch_load(store, folder, codec, tmp_path):
     assert sorted(p.name for p in fetched.iterdir()) == sorted(p.name for p in folder.iterdir())
     assert load_codec(fetched).fingerprint == codec.fingerprint
     assert (fetch_codec("models:/resulic-tiny/2", tmp_path / "v2") / "manifest.json").is_file()
+    _assert_one_artifact_root_and_training_kind(store, tmp_path, "resulic-registry")
 
 
-def test_bad_uris_and_folders(store, tmp_path):
+def _assert_one_artifact_root_and_training_kind(uri, tmp_path, experiment_name):
+    from mlflow import MlflowClient
+
+    from resulic.tracking import EXPERIMENT_KIND_TAG, TRAINING_KIND
+
+    experiment = MlflowClient(uri).get_experiment_by_name(experiment_name)
+    assert experiment.tags[EXPERIMENT_KIND_TAG] == TRAINING_KIND  # the UI opens it on its runs, not on traces
+    assert experiment.artifact_location.startswith((tmp_path / "mlartifacts").as_uri())
+    assert any((tmp_path / "mlartifacts").rglob("manifest.json"))
+    assert not (tmp_path / "mlruns").exists()
+
+
+def test_bad_uris_and_folders(store, tmp_path, folder):
     with pytest.raises(ModelLoadError, match="expected models:/"):
         resolve("models:/only-a-name")
+    with pytest.raises(ModelLoadError, match="no MLflow tracking store at"):  # the URI names no database yet
+        fetch_codec("models:/nothing@champion")
+    assert not (tmp_path / "mlflow.db").exists()
+    register_codec(folder, "something")
     with pytest.raises(ModelLoadError, match="not in the registry"):
         fetch_codec("models:/nothing@champion")
     (tmp_path / "empty").mkdir()
@@ -60,3 +77,36 @@ def test_evaluate_from_the_registry(store, folder, tmp_path):
     assert set(data["results"]) == {"bpp", "psnr-rgb", "latent_bpp", "text_bpp", "estimated_bpp",
                                     "encoding_time", "decoding_time"}
     assert ev.plots  # rd-psnr.png
+    _assert_one_artifact_root_and_training_kind(store, tmp_path, "resulic-evaluate")  # tracked: the URI is set
+
+
+def test_a_registry_uri_without_a_store_says_how_to_point_at_one_and_creates_nothing(tmp_path, monkeypatch, capsys):
+    from resulic.cli import main
+
+    monkeypatch.chdir(tmp_path)  # a folder without mlflow.db
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with pytest.raises(ModelLoadError, match="MLFLOW_TRACKING_URI") as caught:
+        fetch_codec("models:/resulic@champion")
+    assert "--tracking-uri" in str(caught.value) and "no tracking URI set" in str(caught.value)
+    (tmp_path / "photo.rslc").write_bytes(b"x")
+    assert main(["decompress", str(tmp_path / "photo.rslc"), "--model", "models:/resulic@champion"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--tracking-uri" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photo.rslc"]  # no mlflow.db, no mlruns/
+
+
+def test_tracking_uri_option_finds_a_store_elsewhere(store, folder, tmp_path, monkeypatch, capsys):
+    from resulic.cli import main
+
+    register_codec(folder, "resulic-elsewhere")
+    set_alias("resulic-elsewhere", "champion", "1")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    (elsewhere / "photo.rslc").write_bytes(b"not a file the codec wrote")
+    code = main(["decompress", str(elsewhere / "photo.rslc"), "--model", "models:/resulic-elsewhere@champion",
+                 "--tracking-uri", store])
+    err = capsys.readouterr().err
+    assert code == 2 and "tracking store" not in err and "not a ResULIC file" in err  # found the model, refused the file
+    assert not (elsewhere / "mlflow.db").exists()

@@ -145,6 +145,17 @@ def test_bad_input_is_refused_and_the_service_keeps_answering(client, codec, upl
     assert client.decompress(good).data[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_docs_and_their_assets_come_from_the_service(url):
+    """/docs through Serve's proxy: Swagger UI's files from the service, nothing from a CDN."""
+    import urllib.request
+
+    page = urllib.request.urlopen(f"{url}/docs", timeout=60).read().decode()
+    assert "/docs/assets/swagger-ui-bundle.js" in page and "cdn.jsdelivr.net" not in page
+    for name in ("swagger-ui-bundle.js", "swagger-ui.css"):
+        with urllib.request.urlopen(f"{url}/docs/assets/{name}", timeout=60) as answer:
+            assert answer.status == 200 and len(answer.read()) > 1000
+
+
 def run_load(url: str, upload: bytes, seconds: float, clients: int, on_tick=None, until=None,
              max_seconds: float = 45) -> tuple[list, list, list]:
     """``clients`` threads alternating compress and decompress for ``seconds``, longer (up to

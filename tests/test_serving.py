@@ -1,5 +1,6 @@
 """The endpoint's request-independent parts (resulic.serving) and the Serve config files; no Ray."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from resulic.errors import ConfigError
 from resulic.images import png_bytes
 from resulic.serving import (
     Catalog, RequestError, ServeAppConfig, ServeLimits, check_image_header, compress_reply, decompress_reply,
-    parse_compress_options, rate_points_config, split_multipart,
+    fingerprint_of, parse_compress_options, rate_points_config, refuse_bitstream, split_multipart,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,6 +66,30 @@ def test_catalog_from_folders(codec, photo, tmp_path):
     assert reply.body == codec.encode(photo).data and float(reply.headers["X-Resulic-Bpp"]) > 0
     decoded = decompress_reply(codec, rp, reply.body)
     assert decoded.body[:4] == b"\x89PNG" and decompress_reply(codec, rp, reply.body[:-3]).status == 400
+    assert refuse_bitstream(codec, reply.body, ServeLimits()) is None
+
+
+def test_decode_limits_are_checked_from_the_header(codec, photo):
+    """The ingress refuses from the header alone (413 size, 422 settings); a replica checks the
+    rate point's own settings before queueing the decode; each message names the service's limit."""
+    from resulic.codec import Container, Header, pack
+
+    big = pack(Container(Header(codec.fingerprint, 2048, 2048), b"", b"\x00" * 8))
+    with pytest.raises(RequestError, match=r"over the limit of 1,048,576; .*limits\.max_decode_pixels") as refused:
+        fingerprint_of(big, ServeLimits())
+    assert refused.value.status == 413
+    assert fingerprint_of(big) == codec.fingerprint.hex()  # without limits: only the header's syntax
+    loud = pack(Container(Header(codec.fingerprint, 64, 64, guidance=50.0), b"", b"\x00" * 8))
+    with pytest.raises(RequestError, match="limits.max_guidance") as refused:
+        fingerprint_of(loud, ServeLimits())
+    assert refused.value.status == 422
+    S = codec.config.rate_point.sampling_steps
+    slow = pack(Container(Header(codec.fingerprint, 64, 64, steps=4 * S + 1), b"", b"\x00" * 8))
+    assert fingerprint_of(slow, ServeLimits()) == codec.fingerprint.hex()  # the default depends on the model
+    reply = refuse_bitstream(codec, slow, ServeLimits())
+    assert reply.status == 422 and "limits.max_steps" in reply.error
+    assert refuse_bitstream(codec, slow, ServeLimits(max_steps=4 * S + 1)) is None
+    assert decompress_reply(codec, None, big, ServeLimits(max_decode_pixels=2048 * 2048 - 1)).status == 413  # refused: no rate point needed
 
 
 def test_config_errors_name_the_key():
@@ -86,3 +111,26 @@ def test_serve_config_files_validate(name):
     ServeAppConfig.model_validate(app["args"])
     codec = next(d for d in app["deployments"] if d["name"] == "CodecDeployment")
     assert codec["autoscaling_config"]["target_ongoing_requests"] == 1 and codec["max_ongoing_requests"] <= 2
+    if name == "config.local.yaml":  # `serve run` on a 2-core machine: max_replicas must fit in 2 CPUs
+        ingress = next(d for d in app["deployments"] if d["name"] == "Ingress")
+        need = ingress["ray_actor_options"]["num_cpus"] + codec["autoscaling_config"]["max_replicas"] * codec[
+            "ray_actor_options"]["num_cpus"]
+        assert need <= 2, f"ingress + max_replicas codec replicas need {need} CPUs"
+
+
+def test_replica_cache_folders_of_dead_processes_are_removed(tmp_path):
+    import subprocess
+    import sys
+
+    from resulic.serving import replica_cache_dir
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f"resulic-serve-{int(dead.stdout)}"
+    (stale / "models").mkdir(parents=True)
+    live = tmp_path / "resulic-serve-1"  # pid 1 is alive
+    live.mkdir()
+    other = tmp_path / "resulic-serve-notes"
+    other.mkdir()
+    mine = replica_cache_dir(tmp_path)
+    assert mine.name == f"resulic-serve-{os.getpid()}" and mine.is_dir()
+    assert not stale.exists() and live.exists() and other.exists()

@@ -83,3 +83,67 @@ def test_saving_never_replaces_an_unrelated_folder(codec, folder, tmp_path):
         save_codec(codec, precious)
     assert (precious / "thesis.tex").read_text() == "do not delete"
     assert save_codec(codec, folder) == folder  # an earlier codec folder may be replaced
+
+
+def _rehash(folder):
+    """Recompute manifest.json's hashes, as anyone crafting a folder would."""
+    from resulic.codec.store import FILES, _sha256
+
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files"] = {name: _sha256(folder / name) for name in FILES}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_a_non_safetensors_weights_file_is_one_line(folder, tmp_path, encoded, capsys):
+    import shutil
+
+    from resulic.cli import main
+
+    bad = tmp_path / "bad"
+    shutil.copytree(folder, bad)
+    (bad / "compressor.safetensors").write_bytes(b"\x80\x04K\x01." + bytes(100))  # a pickle, not safetensors
+    _rehash(bad)
+    with pytest.raises(ModelLoadError, match="compressor.safetensors: not a readable safetensors file"):
+        load_codec(bad)
+    (tmp_path / "f.rslc").write_bytes(encoded.data)
+    assert main(["decompress", str(tmp_path / "f.rslc"), "--model", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not a readable safetensors file" in err and "Traceback" not in err
+
+
+@pytest.fixture(scope="module")
+def sd21_folder(tmp_path_factory):
+    """A trained-codec folder on an sd21-profile backbone (the tiny weights in diffusers layout)."""
+    from resulic.codec import Codec
+    from resulic.config import ModelConfig
+
+    root = tmp_path_factory.mktemp("sd21")
+    save_backbone(build_tiny(BackboneConfig()), root / "backbones" / "sd")
+    config = ModelConfig(backbone=BackboneConfig(profile="sd21", source=str(root / "backbones" / "sd")))
+    return save_codec(Codec.build(config), root / "codec"), root
+
+
+def test_backbone_source_must_be_in_an_allowed_place(sd21_folder, monkeypatch):
+    folder, root = sd21_folder
+    monkeypatch.delenv("RESULIC_BACKBONE_ROOTS", raising=False)
+    with pytest.raises(ModelLoadError, match="outside the allowed backbone locations.*RESULIC_BACKBONE_ROOTS"):
+        load_codec(folder)
+    monkeypatch.setenv("RESULIC_BACKBONE_ROOTS", str(root / "backbones"))
+    assert load_codec(folder).config.backbone.source == str(root / "backbones" / "sd")
+    cfg = yaml.safe_load((folder / "config.yaml").read_text())
+    for source, message in [(str(root / "backbones" / ".." / "elsewhere"), "outside the allowed"),
+                            ("../../etc", "outside the allowed"), ("not a hub id", "neither a hub id")]:
+        cfg["backbone"]["source"] = source
+        (folder / "config.yaml").write_text(yaml.safe_dump(cfg))
+        _rehash(folder)
+        with pytest.raises(ModelLoadError, match=message):
+            load_codec(folder)
+
+
+def test_backbone_weights_are_never_read_from_pickles(tmp_path):
+    tiny = build_tiny(BackboneConfig())
+    save_backbone(tiny, tmp_path / "sd")
+    tiny.vae.save_pretrained(tmp_path / "sd" / "vae", safe_serialization=False)
+    (tmp_path / "sd" / "vae" / "diffusion_pytorch_model.safetensors").unlink()  # only the .bin pickle is left
+    with pytest.raises(ModelLoadError, match="backbone.source"):
+        load_backbone(BackboneConfig(profile="sd21", source=str(tmp_path / "sd")))

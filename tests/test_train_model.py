@@ -138,3 +138,14 @@ def test_lpips_loads_a_vgg16_state_dict(tmp_path):
     assert not random_backbone
     assert torch.equal(getattr(module.net.slice1, "0").weight, state["features.0.weight"])
     assert torch.equal(getattr(module.net.slice5, "28").weight, state["features.28.weight"])
+
+
+def test_validation_marks_lpips_through_a_random_vgg(codec, tmp_path, photo):
+    """Training logs LPIPS through a random VGG as val_lpips-random, as evaluation marks such values."""
+    from resulic.train.loop import validate
+
+    photo.save(tmp_path / "val.png")
+    lpips, is_random = build_lpips(None)
+    metrics, _ = validate(codec, [{"path": str(tmp_path / "val.png"), "caption": ""}], 128, lpips, is_random)
+    assert is_random and "val_lpips-random" in metrics and "val_lpips" not in metrics
+    assert {"val_bpp_real", "val_psnr"} <= set(metrics)

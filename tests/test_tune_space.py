@@ -96,6 +96,10 @@ def test_scalar_objective_is_a_lagrangian():
     objective = ObjectiveConfig(distortion="val_lpips", beta=2.0)
     assert objective.value({"val_lpips": 0.3, "val_bpp_real": 0.05}) == pytest.approx(0.4)
     assert objective.value({"val_lpips": 0.3}) is None
+    # a random-backbone LPIPS stands in only when there is no real one, under its own name
+    assert objective.distortion_key({"val_lpips-random": 0.5, "val_bpp_real": 0.05}) == "val_lpips-random"
+    assert objective.value({"val_lpips-random": 0.5, "val_bpp_real": 0.05}) == pytest.approx(0.6)
+    assert objective.distortion_key({"val_lpips": 0.3, "val_lpips-random": 0.5}) == "val_lpips"
     assert ObjectiveConfig(mode="pareto").metrics == ["val_bpp_real", "val_lpips"]
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
@@ -50,12 +51,39 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", metavar="KEY=VALUE", action="append", default=[],
                    help="override a model-YAML key, e.g. --set rate_point.sampling_steps=4 (repeatable)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    tracking_uri_option(p)
+
+
+def tracking_uri_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tracking-uri", metavar="URI",
+                   help="the MLflow store that holds models:/ URIs (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
+
+
+def _decode_limit_options(p: argparse.ArgumentParser) -> None:
+    # Defaults are DecodeLimits()'s (importing it here would load torch for --help).
+    g = p.add_argument_group("decode limits", "a file that asks for more is refused from its header, before any work")
+    g.add_argument("--max-pixels", type=int, help="the most pixels of the image padded to 128 px (default: 16,000,000)")
+    g.add_argument("--max-steps", type=int, help="the most diffusion steps a file may ask for (default: 4 x the model's S)")
+    g.add_argument("--max-guidance", type=float, help="the largest guidance scale a file may ask for (default: 20)")
+    g.add_argument("--max-text-tokens", type=int, help="the most text tokens a file may hold (default: 75)")
+
+
+def _decode_limits(args):
+    from .codec.limits import DecodeLimits
+
+    names = ("max_pixels", "max_steps", "max_guidance", "max_text_tokens")
+    try:
+        return DecodeLimits(**{n: getattr(args, n) for n in names if getattr(args, n) is not None})
+    except ValueError as exc:
+        raise ResulicError(f"decode limits: {exc}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="resulic", description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="show the libraries' INFO logs too (Ray, MLflow, diffusers...); default: warnings and errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     c = sub.add_parser("compress", help="image(s) -> .rslc file(s)", description="Compress an image or a folder of images.")
@@ -82,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("input", help=f"a {SUFFIX} file or a folder of them")
     d.add_argument("-o", "--output", help="output image or folder (default: input with .png / a sibling folder)")
     _model_options(d)
+    _decode_limit_options(d)
 
     i = sub.add_parser("info", help="print a file's header as JSON (no model needed)",
                        description="Print the header of a file as JSON, or one JSON line per file of a folder.")
@@ -134,15 +163,17 @@ def _run_many(pairs, is_folder: bool, action: Callable[[Path, Path], str], verb:
 
 
 def cmd_compress(args) -> int:
-    from .registry import open_codec
     from .images import IMAGE_SUFFIXES, open_image, write_atomic
-
-    from .config import SemanticsConfig, load_config
-    from .semantics.pipeline import Semantics
 
     if args.pfo and not args.srr:
         raise ResulicError("--pfo refines the semantic residual: add --srr")
+    # The inputs are checked before anything heavy (torch, diffusers: seconds) is imported.
     pairs, is_folder = _pairs(Path(args.input), args.output, lambda p: p.suffix.lower() in IMAGE_SUFFIXES, SUFFIX, "_rslc")
+
+    from .config import SemanticsConfig, load_config
+    from .registry import open_codec
+    from .semantics.pipeline import Semantics
+
     sem_overrides = list(args.semantics_overrides) + ([f"captions_file={args.captions}"] if args.captions else [])
     try:
         semantics = Semantics(load_config(SemanticsConfig, args.semantics, sem_overrides))
@@ -180,15 +211,21 @@ def cmd_compress(args) -> int:
 
 
 def cmd_decompress(args) -> int:
-    from .registry import open_codec
+    pairs, is_folder = _pairs(Path(args.input), args.output, lambda p: p.suffix == SUFFIX, ".png", "_decoded")
+
     from .images import save_image_atomic
 
-    pairs, is_folder = _pairs(Path(args.input), args.output, lambda p: p.suffix == SUFFIX, ".png", "_decoded")
+    from .errors import DecodeLimitError
+
+    limits = _decode_limits(args)
     codec_for = _decoder_codecs(args)
 
     def action(src: Path, dst: Path) -> str:
         data = _read_bytes(src)
-        result = codec_for(data).decode(data)
+        try:
+            result = codec_for(data).decode(data, limits=limits)
+        except DecodeLimitError as exc:
+            raise exc.with_hint("--" + exc.limit.replace("_", "-")) from None
         save_image_atomic(result.image, dst)
         return f"{src} -> {dst}: {result.image.size[0]}x{result.image.size[1]}, {result.seconds:.2f} s"
 
@@ -252,9 +289,11 @@ def _header_info(path: Path) -> dict:
 
 
 def _text_tokens(container) -> list[int]:
-    from .semantics.text_coding import decode_ids
+    if not container.header.text_mode:
+        return []
+    from .semantics.text_coding import decode_ids  # numpy and the text model: only for files with text
 
-    return decode_ids(container.text) if container.header.text_mode else []
+    return decode_ids(container.text)
 
 
 def cmd_info(args) -> int:
@@ -286,10 +325,13 @@ COMMANDS = {"compress": cmd_compress, "decompress": cmd_decompress, "info": cmd_
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .runtime import configure_threads, quiet_libraries
+    if getattr(args, "tracking_uri", None):  # for this process and the Ray workers it starts
+        os.environ["MLFLOW_TRACKING_URI"] = args.tracking_uri
+    from .runtime import quiet_libraries, set_verbose
 
-    quiet_libraries()
-    configure_threads()
+    if args.verbose:
+        set_verbose(True)
+    quiet_libraries()  # imports nothing heavy: commands import torch & co. only once their inputs are checked
 
     try:
         from .evaluation_commands import COMMANDS as EVALUATION_COMMANDS

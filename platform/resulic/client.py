@@ -10,13 +10,9 @@ Refusals come back as ``RemoteError`` (a ResulicError) with the service's messag
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 
 from .errors import ResulicError
-from .serving import HEADER_PREFIX
 
 
 class RemoteError(ResulicError):
@@ -31,6 +27,8 @@ class RemoteResult:
     headers: dict[str, str]
 
     def header(self, name: str, default: str = "") -> str:
+        from .serving import HEADER_PREFIX  # not at the top: `resulic --help` builds this module's parser
+
         return self.headers.get((HEADER_PREFIX + name).lower(), default)
 
     @property
@@ -53,6 +51,10 @@ class CodecClient:
 
     def _request(self, method: str, path: str, body: bytes | None = None, query: dict | None = None,
                  content_type: str = "application/octet-stream") -> RemoteResult:
+        import urllib.error  # here, not at the top: every `resulic` command builds this module's parser
+        import urllib.parse
+        import urllib.request
+
         query = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in (query or {}).items() if v is not None}
         url = f"{self.url}{path}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
         request = urllib.request.Request(url, data=body, method=method,

@@ -17,7 +17,7 @@ os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
 
 # What local Ray workers need to behave like the driver (offline, one thread each).
 WORKER_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
-              "MLFLOW_TRACKING_URI", "MLFLOW_DISABLE_TELEMETRY", "TOKENIZERS_PARALLELISM")
+              "MLFLOW_TRACKING_URI", "MLFLOW_DISABLE_TELEMETRY", "TOKENIZERS_PARALLELISM", "RESULIC_VERBOSE")
 
 
 def ensure_ray(min_cpus: float = 1) -> None:
@@ -25,11 +25,13 @@ def ensure_ray(min_cpus: float = 1) -> None:
     ``min_cpus`` logical CPUs plus two spare."""
     import ray
 
+    from .runtime import library_log_level
+
     if ray.is_initialized():
         return
     env = {k: os.environ[k] for k in WORKER_ENV if k in os.environ}
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(runtime_env={"env_vars": env}, log_to_driver=True)
+        ray.init(runtime_env={"env_vars": env}, log_to_driver=True, logging_level=library_log_level())
         return
     # Logical CPUs: Ray only counts them. Two spare ones keep Ray Data and the Train/Tune
     # controllers from waiting on the workers' share on a small machine.
@@ -41,6 +43,7 @@ def ensure_ray(min_cpus: float = 1) -> None:
         object_store_memory=2 * 1024**3,
         runtime_env={"env_vars": env},
         log_to_driver=True,
+        logging_level=library_log_level(),  # Ray's INFO lines only with --verbose
     )
 
 

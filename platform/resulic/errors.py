@@ -27,3 +27,21 @@ class ModelMismatchError(BitstreamError):
 
 class ImageError(ResulicError):
     """An input image is unreadable, empty or too large."""
+
+
+class DecodeLimitError(BitstreamError):
+    """A file asks for more work than the decoder's limits allow (size, steps, guidance, text).
+
+    A ``BitstreamError`` because a caller that refuses bad files refuses these too.
+
+    ``limit`` names the limit (a field of ``resulic.codec.limits.DecodeLimits``); the message ends
+    with how to raise it, which each entrypoint words for its users (``with_hint``).
+    """
+
+    def __init__(self, message: str, limit: str, hint: str | None = None) -> None:
+        self.message, self.limit = message, limit
+        self.hint = hint or f"DecodeLimits({limit}=...)"
+        super().__init__(f"{message}; raise the limit with {self.hint}")
+
+    def with_hint(self, hint: str) -> "DecodeLimitError":
+        return DecodeLimitError(self.message, self.limit, hint)

@@ -331,8 +331,12 @@ def log_to_mlflow(cfg: EvaluateConfig, ev: Evaluation) -> str:
     by bpp), the JSONs and the RD plots as artifacts. Returns the run id."""
     import mlflow
 
-    mlflow.set_experiment(cfg.experiment)
-    with mlflow.start_run(run_name=f"evaluate-{cfg.name}", nested=mlflow.active_run() is not None) as run:
+    from . import tracking
+
+    # Created like every platform experiment (artifact root, training kind), not by mlflow.set_experiment.
+    experiment_id = tracking.ensure_experiment(tracking.client(mlflow.get_tracking_uri()), cfg.experiment)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"evaluate-{cfg.name}",
+                          nested=mlflow.active_run() is not None) as run:
         mlflow.set_tags({"resulic.kind": "evaluate", "dataset": ev.results.get("dataset", ""),
                          "random_backbone": str(ev.results.get("random_backbone"))})
         mlflow.log_params({"models": ",".join(cfg.models)[:500], "images": cfg.images, "num_images": ev.images,

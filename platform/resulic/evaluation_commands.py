@@ -23,6 +23,9 @@ def add_parsers(sub) -> None:
     e.add_argument("--workers", type=int, help="Ray actors (0: in this process)")
     e.add_argument("--max-images", type=int)
     e.add_argument("--crop", type=int, help="center-crop images to at most N x N")
+    from .cli import tracking_uri_option
+
+    tracking_uri_option(e)
     e.add_argument("--random-backbones", action="store_true", help="seeded random metric backbones (marked '-random')")
     e.add_argument("--track", action="store_true", help="log to MLflow (default store sqlite:///mlflow.db)")
     e.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -38,7 +41,7 @@ def add_parsers(sub) -> None:
     b.add_argument("--vvc-preset", default="slower")
 
     d = sub.add_parser("bd-rate", help="BD-rate between RD JSON files",
-                       description="BD-rate (%%) of TEST against ANCHOR; with --against, a markdown table of "
+                       description="BD-rate (%) of TEST against ANCHOR; with --against, a markdown table of "
                                    "one test file against several anchors. Negative = fewer bits.")
     d.add_argument("files", nargs="+", help="ANCHOR TEST, or TEST with --against")
     d.add_argument("--against", nargs="+", metavar="ANCHOR", help="anchors for a table")

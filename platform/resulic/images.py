@@ -7,13 +7,15 @@ import os
 import tempfile
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
 from .errors import ImageError
+
+if TYPE_CHECKING:  # torch is imported where tensors are made: reading and writing files does not need it
+    import torch
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 DEFAULT_MAX_PIXELS = 64_000_000  # a decompression-bomb guard; configurable by callers
@@ -56,12 +58,16 @@ def open_image(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS)
 
 def image_to_tensor(img: Image.Image) -> torch.Tensor:
     """PIL RGB -> float tensor (1, 3, H, W) in [0, 1]."""
+    import torch
+
     arr = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
     return torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0).contiguous()
 
 
 def tensor_to_image(x: torch.Tensor) -> Image.Image:
     """(1, 3, H, W) or (3, H, W) in [0, 1] -> 8-bit PIL RGB (rounded, as a viewer would see it)."""
+    import torch
+
     if x.dim() == 4:
         x = x[0]
     arr = (x.detach().float().clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
@@ -70,6 +76,8 @@ def tensor_to_image(x: torch.Tensor) -> Image.Image:
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     """Pad bottom/right to a multiple of ``multiple`` by repeating the edge (no artificial edges to code)."""
+    import torch.nn.functional as F
+
     h, w = x.shape[-2:]
     ph, pw = (-h) % multiple, (-w) % multiple
     if ph == 0 and pw == 0:
@@ -81,12 +89,31 @@ def padded_size(h: int, w: int, multiple: int) -> tuple[int, int]:
     return h + (-h) % multiple, w + (-w) % multiple
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it where the OS allows (Linux: /proc)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere the only way to read it is to set it (briefly)
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file and a rename: never a half-written file."""
+    """Write ``data`` to ``path`` via a temporary file and a rename: never a half-written file.
+
+    The file gets the permissions ``open()`` would give it (0o666 less the umask): mkstemp makes
+    its temporary file 0o600, which the rename would otherwise keep.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

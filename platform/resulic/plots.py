@@ -25,6 +25,20 @@ def available_metrics(paths: list[str | Path]) -> list[str]:
 
 def plot_rd(paths: list[str | Path], metric: str, output: str | Path, title: str | None = None) -> Path | None:
     """One figure: every file that has ``metric`` as a curve. None when no file has it."""
+    import matplotlib.pyplot as plt
+
+    fig = rd_figure(paths, metric, title)
+    if fig is None:
+        return None
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(output, dpi=120)
+    plt.close(fig)
+    return output
+
+
+def rd_figure(paths: list[str | Path], metric: str, title: str | None = None):
+    """The matplotlib Figure of :func:`plot_rd` (the caller closes it), or None."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -40,9 +54,11 @@ def plot_rd(paths: list[str | Path], metric: str, output: str | Path, title: str
     if not curves:
         return None
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for c in curves:
-        ax.plot(c.bpp, c.quality, marker="o", markersize=3, linewidth=1, label=c.name)
+    for c, label in zip(curves, distinct_labels([c.name for c in curves], [c.source for c in curves])):
+        ax.plot(c.bpp, c.quality, marker="o", markersize=3, linewidth=1, label=label)
     ax.set_xscale("log")
+    readable_ticks(ax.xaxis, log=True)
+    readable_ticks(ax.yaxis)
     ax.set_xlabel("bpp (log scale)")
     base = metric.removesuffix("-random")
     label = LABELS.get(base.removesuffix("-rgb"), metric)
@@ -53,11 +69,56 @@ def plot_rd(paths: list[str | Path], metric: str, output: str | Path, title: str
     ax.legend(fontsize=7)
     ax.set_title(title or f"RD: {metric}")
     fig.tight_layout()
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(output, dpi=120)
-    plt.close(fig)
-    return output
+    return fig
+
+
+def distinct_labels(names: list[str], sources: list[str]) -> list[str]:
+    """Legend labels: each curve's name, and where names repeat (the paper's ResULIC and ResULIC_Pfo
+    anchors are both "ResULIC") the shortest tail of the file path that tells them apart."""
+    labels = list(names)
+    for name in set(names):
+        same = [i for i, n in enumerate(names) if n == name]
+        if len(same) < 2:
+            continue
+        parts = [Path(sources[i]).with_suffix("").parts for i in same]
+        for depth in range(1, max(len(p) for p in parts) + 1):
+            tails = ["/".join(p[-depth:]) for p in parts]
+            if len(set(tails)) == len(tails):
+                break
+        for i, tail in zip(same, tails):
+            labels[i] = f"{name} ({tail})" if tail else name
+    # The same file given twice (or names the paths cannot separate): number the repeats.
+    seen: dict[str, int] = {}
+    for i, label in enumerate(labels):
+        seen[label] = seen.get(label, 0) + 1
+        if seen[label] > 1:
+            labels[i] = f"{label} #{seen[label]}"
+    return labels
+
+
+def readable_ticks(axis, log: bool = False, nbins: int = 5) -> None:
+    """Plain-number tick labels that do not run into each other, on any data range.
+
+    Matplotlib's defaults label a log axis that spans less than a decade at its minor ticks too
+    (labels overlap into a smear), and a linear axis over a narrow range with an offset
+    ("1e−5+2.278e−1"). Here: a few linearly spaced ticks when the range is narrower than a decade,
+    1-2-5 steps per decade up to two decades, decades beyond; numbers written out, no offset;
+    minor ticks unlabelled.
+    """
+    import math
+
+    from matplotlib.ticker import LogLocator, MaxNLocator, NullFormatter, ScalarFormatter
+
+    lo, hi = sorted(axis.get_view_interval())
+    decades = math.log10(hi / lo) if log and lo > 0 else 0.0
+    if decades >= 1:
+        axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if decades < 2 else (1.0,), numticks=12))
+    else:
+        axis.set_major_locator(MaxNLocator(nbins=nbins))
+    formatter = ScalarFormatter(useOffset=False)
+    formatter.set_scientific(False)
+    axis.set_major_formatter(formatter)
+    axis.set_minor_formatter(NullFormatter())
 
 
 def plot_all(paths: list[str | Path], output_dir: str | Path, metrics: list[str] | None = None) -> list[Path]:

@@ -11,17 +11,20 @@ runs code.
 Version tags: ``fingerprint`` (the model's 4-byte id, as in every file it writes), ``rate_point``,
 ``backbone`` (profile), plus the caller's. Promotion is an alias (``champion``), never a stage.
 
-The tracking store is MLflow's: ``MLFLOW_TRACKING_URI``, else MLflow's default (``sqlite:///mlflow.db``
-in the working folder).
+The tracking store: the caller's URI, else ``MLFLOW_TRACKING_URI``, else ``./mlflow.db`` (as in
+``resulic.tracking``). Looking a URI up never creates a store: with no store there, it is an error
+that says how to point at the right one (an empty new database could only answer "not found").
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import tempfile
 from pathlib import Path
 
+from . import tracking
 from .errors import ModelLoadError
 
 ARTIFACT_DIR = "codec"
@@ -62,9 +65,8 @@ def register_codec(folder: str | Path, name: str, tags: dict[str, str] | None = 
 
     folder = Path(folder)
     manifest = _manifest(folder)
-    client = _client(tracking_uri)
-    exp = client.get_experiment_by_name(experiment)
-    experiment_id = exp.experiment_id if exp else client.create_experiment(experiment)
+    client = _client(tracking.tracking_uri(tracking_uri))
+    experiment_id = tracking.ensure_experiment(client, experiment)
     version_tags = {"fingerprint": str(manifest.get("fingerprint")), "rate_point": str(manifest.get("rate_point")),
                     "backbone": str((manifest.get("backbone") or {}).get("profile"))}
     version_tags.update({k: str(v) for k, v in (tags or {}).items()})
@@ -91,6 +93,19 @@ def set_alias(name: str, alias: str, version: str | int, tracking_uri: str | Non
     _client(tracking_uri).set_registered_model_alias(name, alias, str(version))
 
 
+def existing_store(uri: str, tracking_uri: str | None = None) -> str:
+    """The tracking URI to look ``uri`` up in; a ModelLoadError when it names a database that does not exist."""
+    store = tracking.tracking_uri(tracking_uri)
+    db = tracking.sqlite_path(store)
+    if db is not None and not db.is_file():
+        where = "" if tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") else " (no tracking URI set: the default)"
+        raise ModelLoadError(
+            f"{uri}: no MLflow tracking store at {db}{where}; point at the one that holds the registry with "
+            f"--tracking-uri URI or MLFLOW_TRACKING_URI=URI (e.g. sqlite:////path/to/resulic/mlflow.db or http://host:5000)"
+        )
+    return store
+
+
 def resolve(uri: str, tracking_uri: str | None = None):
     """The MLflow ModelVersion a ``models:/`` URI names, or a ModelLoadError saying what is missing."""
     from mlflow.exceptions import MlflowException
@@ -98,7 +113,7 @@ def resolve(uri: str, tracking_uri: str | None = None):
     m = _URI.match(uri)
     if not m:
         raise ModelLoadError(f"{uri}: expected models:/<name>@<alias> or models:/<name>/<version>")
-    client = _client(tracking_uri)
+    client = _client(existing_store(uri, tracking_uri))
     try:
         if m["alias"]:
             return client.get_model_version_by_alias(m["name"], m["alias"])
@@ -111,6 +126,7 @@ def fetch_codec(uri: str, dst: str | Path | None = None, tracking_uri: str | Non
     """Download a registered codec and return the folder that holds its manifest.json."""
     import mlflow
 
+    tracking_uri = existing_store(uri, tracking_uri)
     mv = resolve(uri, tracking_uri)
     dst = Path(dst) if dst else Path(tempfile.mkdtemp(prefix=f"resulic-{mv.name}-v{mv.version}-"))
     dst.mkdir(parents=True, exist_ok=True)

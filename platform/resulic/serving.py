@@ -27,11 +27,14 @@ from pathlib import Path
 from pydantic import Field, field_validator, model_validator
 
 from .config import StrictModel
-from .errors import BitstreamError, ConfigError, ImageError, ModelLoadError, ModelMismatchError, ResulicError
+from .errors import (
+    BitstreamError, ConfigError, DecodeLimitError, ImageError, ModelLoadError, ModelMismatchError, ResulicError,
+)
 
 RATE_POINT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 HEADER_PREFIX = "X-Resulic-"
 HISTORY = 32  # fingerprints of earlier versions the catalog still decodes
+STRIDE = 128  # every model pads images to this (ModelConfig.stride); the ingress checks sizes with it
 
 
 class RequestError(ResulicError):
@@ -54,6 +57,21 @@ class ServeLimits(StrictModel):
     max_text_chars: int = Field(1000, ge=0, description="the optional caption of the original")
     max_pfo_iterations: int = Field(50, ge=0, description="the most Pfo iterations a request may ask for")
     max_pfo_seconds: float = Field(30.0, ge=0, description="the most Pfo seconds a request may ask for")
+    # Decode limits (resulic.codec.limits.DecodeLimits), checked from a bitstream's header first.
+    max_decode_pixels: int = Field(
+        1_048_576, ge=1, description="bitstreams whose image, padded to 128 px, has more pixels get 413",
+    )
+    max_steps: int | None = Field(
+        None, ge=1, description="bitstreams asking for more diffusion steps get 422; null: 4 x the rate point's S",
+    )
+    max_guidance: float = Field(20.0, ge=0, description="bitstreams asking for a larger guidance scale get 422")
+    max_text_tokens: int = Field(75, ge=0, description="bitstreams whose text section holds more tokens get 422")
+
+    def decode_limits(self):
+        """These limits as the codec's ``DecodeLimits``."""
+        from .codec.limits import DecodeLimits
+
+        return DecodeLimits(self.max_decode_pixels, self.max_steps, self.max_guidance, self.max_text_tokens)
 
 
 class RatePointsConfig(StrictModel):
@@ -368,20 +386,40 @@ def open_upload(data: bytes, limits: ServeLimits):
         raise _image_error(exc) from None
 
 
-def fingerprint_of(data: bytes) -> str:
-    """The model fingerprint a bitstream names (its header only; a corrupt header is a 400)."""
+def fingerprint_of(data: bytes, limits: ServeLimits | None = None) -> str:
+    """The model fingerprint a bitstream names (its header only; a corrupt header is a 400).
+    With ``limits``, a header over the decode limits that need no model (size, stated steps and
+    guidance) is refused here too (413/422), so the ingress answers before any replica works."""
     from .codec.container import unpack
 
     try:
-        return unpack(data).header.fingerprint.hex()
+        header = unpack(data).header
     except BitstreamError as exc:
         raise RequestError(f"not a ResULIC bitstream: {exc}") from None
+    if limits is not None:
+        try:
+            limits.decode_limits().check_header(header, STRIDE)
+        except DecodeLimitError as exc:
+            raise _limit_error(exc) from None
+    return header.fingerprint.hex()
+
+
+# What each DecodeLimits field is called in ServeLimits.
+_SERVE_LIMIT_NAMES = {"max_pixels": "max_decode_pixels"}
+
+
+def _limit_error(exc: DecodeLimitError) -> RequestError:
+    name = _SERVE_LIMIT_NAMES.get(exc.limit, exc.limit)
+    served = exc.with_hint(f"this service's limits.{name} (set by its operator)")
+    return RequestError(str(served), 413 if exc.limit == "max_pixels" else 422)
 
 
 def status_for(exc: BaseException) -> int:
     """The HTTP status for a library error raised while serving a request."""
     if isinstance(exc, RequestError):
         return exc.status
+    if isinstance(exc, DecodeLimitError):
+        return 413 if exc.limit == "max_pixels" else 422
     if isinstance(exc, ModelMismatchError):
         return 422
     if isinstance(exc, (BitstreamError, ImageError, ConfigError, ValueError)):
@@ -438,27 +476,43 @@ def compress_reply(codec, rp: RatePoint, image_bytes: bytes, options: CompressOp
     return Reply(result.data, headers)
 
 
-def decompress_reply(codec, rp: RatePoint, data: bytes) -> Reply:
-    """Decode a bitstream with ``codec``: PNG bytes and headers."""
+def _error_reply(exc: ResulicError) -> Reply:
+    if isinstance(exc, DecodeLimitError):
+        exc = _limit_error(exc)
+    return Reply(status=status_for(exc), error=str(exc))
+
+
+def refuse_bitstream(codec, data: bytes, limits: ServeLimits) -> Reply | None:
+    """The error reply for a bitstream ``codec`` refuses from its header alone (malformed, other
+    model, over ``limits``), else None. Cheap: a replica runs it before queueing the decode."""
+    try:
+        codec.check_file(data, limits.decode_limits())
+    except ResulicError as exc:
+        return _error_reply(exc)
+    return None
+
+
+def decompress_reply(codec, rp: RatePoint, data: bytes, limits: ServeLimits | None = None) -> Reply:
+    """Decode a bitstream with ``codec`` within ``limits``: PNG bytes and headers."""
     from .images import png_bytes
 
     try:
-        result = codec.decode(data)
+        result = codec.decode(data, limits=(limits or ServeLimits()).decode_limits())
     except ResulicError as exc:
-        return Reply(status=status_for(exc), error=str(exc))
+        return _error_reply(exc)
     w, h = result.image.size
     return Reply(png_bytes(result.image), _headers(rp, width=w, height=h, seconds=f"{result.seconds:.4f}"))
 
 
-def decompress_replies(codec, rp: RatePoint, files: list[bytes]) -> list[Reply]:
+def decompress_replies(codec, rp: RatePoint, files: list[bytes], limits: ServeLimits | None = None) -> list[Reply]:
     """``decompress_reply`` for several files at once (``resulic.codec.batch``: up to rounding)."""
     from .codec.batch import decode_batch
     from .images import png_bytes
 
     replies = []
-    for result in decode_batch(codec, files):
+    for result in decode_batch(codec, files, (limits or ServeLimits()).decode_limits()):
         if isinstance(result, ResulicError):
-            replies.append(Reply(status=status_for(result), error=str(result)))
+            replies.append(_error_reply(result))
             continue
         w, h = result.image.size
         replies.append(Reply(png_bytes(result.image), _headers(rp, width=w, height=h, seconds=f"{result.seconds:.4f}",
@@ -466,8 +520,41 @@ def decompress_replies(codec, rp: RatePoint, files: list[bytes]) -> list[Reply]:
     return replies
 
 
-def replica_cache_dir() -> Path:
-    """Where a replica keeps downloaded registry versions (one folder per process)."""
-    path = Path(tempfile.gettempdir()) / f"resulic-serve-{os.getpid()}"
+CACHE_PREFIX = "resulic-serve-"
+
+
+def replica_cache_dir(root: str | Path | None = None) -> Path:
+    """Where a replica keeps downloaded registry versions (one folder per process). Folders left
+    by replicas that died without cleaning up are removed first."""
+    root = Path(root or tempfile.gettempdir())
+    remove_stale_cache_dirs(root)
+    path = root / f"{CACHE_PREFIX}{os.getpid()}"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def remove_stale_cache_dirs(root: str | Path) -> list[Path]:
+    """Remove ``resulic-serve-<pid>`` folders under ``root`` whose process is gone (ours only:
+    same owner; a live or foreign pid is left alone)."""
+    import shutil
+
+    removed = []
+    for path in Path(root).glob(f"{CACHE_PREFIX}*"):
+        pid = path.name.removeprefix(CACHE_PREFIX)
+        if not pid.isdigit() or not path.is_dir() or path.is_symlink() or path.stat().st_uid != os.getuid():
+            continue
+        if _process_exists(int(pid)):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True

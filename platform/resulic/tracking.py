@@ -1,8 +1,14 @@
 """MLflow: where runs go, finding a run again by its deterministic name, batched logging.
 
-Default store: ``sqlite:///<working folder>/mlflow.db`` with artifacts in ``./mlartifacts``
-(absolute, so Ray worker processes write to the same place); ``MLFLOW_TRACKING_URI`` points
-everything at a tracking server instead (the only sane choice on a multi-node cluster).
+Default store: ``sqlite:///<working folder>/mlflow.db`` with artifacts in ``mlartifacts/`` beside
+the database (absolute, so Ray worker processes write to the same place) — every experiment the
+platform creates, so nothing lands in MLflow's own default, ``./mlruns``. ``MLFLOW_TRACKING_URI``
+points everything at a tracking server instead (the only sane choice on a multi-node cluster; the
+server has its own artifact root).
+
+Experiments are created with MLflow 3's experiment kind set to model training
+(``mlflow.experimentKind = custom_model_development``): without it the UI opens them on its GenAI
+view (traces) instead of the runs and their metrics.
 """
 
 from __future__ import annotations
@@ -16,6 +22,9 @@ RUN_NAME_TAG = "resulic.run_name"
 STORAGE_TAG = "resulic.storage_path"
 CONFIG_HASH_TAG = "resulic.config_hash"
 MAX_PARAM_LENGTH = 6000
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+TRAINING_KIND = "custom_model_development"
+ARTIFACT_FOLDER = "mlartifacts"
 
 
 def tracking_uri(explicit: str | None = None) -> str:
@@ -32,14 +41,30 @@ def client(uri: str):
     return MlflowClient(tracking_uri=uri)
 
 
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (relative to the working folder, or absolute), else None."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri.removeprefix("sqlite:///")).resolve()
+
+
+def artifact_root(uri: str) -> str | None:
+    """Where a local store's experiments keep artifacts (``mlartifacts/`` beside the database);
+    None for a tracking server, which has its own."""
+    db = sqlite_path(uri)
+    return (db.parent / ARTIFACT_FOLDER).as_uri() if db is not None else None
+
+
 def ensure_experiment(mlflow_client, name: str) -> str:
+    """The experiment's id; created if needed, in the platform's artifact root, as a training experiment."""
     experiment = mlflow_client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    location = None
-    if mlflow_client.tracking_uri.startswith("sqlite:"):
-        location = (Path.cwd() / "mlartifacts").as_uri()
-    return mlflow_client.create_experiment(name, artifact_location=location)
+    if experiment is None:
+        return mlflow_client.create_experiment(name, artifact_location=artifact_root(mlflow_client.tracking_uri),
+                                               tags={EXPERIMENT_KIND_TAG: TRAINING_KIND})
+    kind = experiment.tags.get(EXPERIMENT_KIND_TAG)
+    if kind is None or kind.endswith("_inferred"):  # MLflow's own guess, or an experiment from before this tag
+        mlflow_client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, TRAINING_KIND)
+    return experiment.experiment_id
 
 
 def find_run(mlflow_client, experiment_id: str, run_name: str, storage: str):

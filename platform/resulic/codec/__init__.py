@@ -1,6 +1,20 @@
-"""The codec: its file format, compress/decompress, and trained-codec folders."""
+"""The codec: its file format, compress/decompress, and trained-codec folders.
 
-from .codec import Codec, DecodeResult, EncodeResult
-from .container import Container, Header, pack, unpack
+The names below are loaded on first use: ``resulic info`` reads a file's header through
+``codec.container`` (the standard library only) without importing torch and diffusers, which
+``codec.codec`` needs and which take seconds to import.
+"""
 
-__all__ = ["Codec", "Container", "DecodeResult", "EncodeResult", "Header", "pack", "unpack"]
+from importlib import import_module
+
+_EXPORTS = {"Codec": ".codec", "DecodeResult": ".codec", "EncodeResult": ".codec",
+            "Container": ".container", "Header": ".container", "pack": ".container", "unpack": ".container",
+            "DecodeLimits": ".limits"}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(_EXPORTS[name], __name__), name)

@@ -15,36 +15,26 @@ import torch
 
 from ..config import NEGATIVE_PROMPT
 from ..diffusion import residual_ddim_sample
-from ..errors import BitstreamError, ResulicError
-from ..images import padded_size, tensor_to_image
+from ..errors import ResulicError
+from ..images import tensor_to_image
 from ..semantics.prompt import ids_to_text, prompt_input_ids
-from ..semantics.text_coding import decode_ids
-from .codec import VAE_FACTOR, Codec, DecodeResult, guided_denoiser
-from .container import unpack
+from .codec import Codec, DecodeResult, guided_denoiser
+from .limits import DecodeLimits
 
 
-def _prepare(codec: Codec, data: bytes):
+def _prepare(codec: Codec, data: bytes, limits: DecodeLimits | None):
     """(group key, z_c, ids, header) of one file, or the error a single decode would raise."""
-    container = unpack(data)
+    container, steps, guidance, seed = codec.check_file(data, limits)
+    ids = codec.decode_text(container, limits)
+    z_c = codec.decode_latent(container)
     header = container.header
-    codec.check_model(header)
-    ids = decode_ids(container.text) if header.text_mode else []
-    if any(i >= len(codec.backbone.tokenizer) or i in codec._specials for i in ids):  # noqa: SLF001
-        raise BitstreamError("text section holds tokens outside this model's vocabulary")
-    steps, guidance, seed = codec.settings(header.steps, header.guidance, header.seed)
-    if steps > codec.config.rate_point.residual_steps:
-        raise BitstreamError(f"steps = {steps} exceeds this model's N_r = {codec.config.rate_point.residual_steps}")
-    ph, pw = padded_size(header.height, header.width, codec.config.stride)
-    try:
-        z_c = codec.compressor.decompress(container.latent, (ph // VAE_FACTOR, pw // VAE_FACTOR))
-    except (RuntimeError, ValueError, IndexError, OverflowError) as exc:
-        raise BitstreamError(f"latent stream is corrupt ({exc})") from None
     return (header.width, header.height, steps, guidance, seed), z_c, ids, header
 
 
 @torch.no_grad()
-def decode_batch(codec: Codec, files: list[bytes]) -> list[DecodeResult | ResulicError]:
-    """Each file's DecodeResult, or the ResulicError its single decode would raise, in order."""
+def decode_batch(codec: Codec, files: list[bytes], limits: DecodeLimits | None = None) -> list[DecodeResult | ResulicError]:
+    """Each file's DecodeResult, or the ResulicError its single decode would raise, in order
+    (``limits`` as in ``Codec.decode``)."""
     results: list = [None] * len(files)
     groups: dict[tuple, list[int]] = {}
     prepared = {}
@@ -52,18 +42,18 @@ def decode_batch(codec: Codec, files: list[bytes]) -> list[DecodeResult | Resuli
         try:
             if codec.schedule.config.eta > 0:
                 raise LookupError  # per-step noise depends on the batch: decode alone
-            key, z_c, ids, header = _prepare(codec, data)
+            key, z_c, ids, header = _prepare(codec, data, limits)
         except ResulicError as exc:
             results[i] = exc
             continue
         except LookupError:
-            results[i] = _single(codec, data)
+            results[i] = _single(codec, data, limits)
             continue
         prepared[i] = (z_c, ids, header)
         groups.setdefault(key, []).append(i)
     for (width, height, steps, guidance, seed), members in groups.items():
         if len(members) == 1:
-            results[members[0]] = _single(codec, files[members[0]])
+            results[members[0]] = _single(codec, files[members[0]], limits)
             continue
         t0 = time.perf_counter()
         z_c = torch.cat([prepared[i][0] for i in members])
@@ -81,9 +71,9 @@ def decode_batch(codec: Codec, files: list[bytes]) -> list[DecodeResult | Resuli
     return results
 
 
-def _single(codec: Codec, data: bytes) -> DecodeResult | ResulicError:
+def _single(codec: Codec, data: bytes, limits: DecodeLimits | None) -> DecodeResult | ResulicError:
     try:
-        return codec.decode(data)
+        return codec.decode(data, limits=limits)
     except ResulicError as exc:
         return exc
 

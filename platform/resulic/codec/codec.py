@@ -29,11 +29,9 @@ from ..models.control import build_control_unet, control_state_dict
 from ..semantics.prompt import check_clip_vocabulary, ids_to_text, prompt_input_ids, special_ids, text_token_ids
 from ..semantics.text_coding import decode_ids, encode_ids
 from .container import MAX_SIDE, TEXT_MODES, Container, Header, pack, unpack
+from .limits import DEFAULT_LIMITS, DecodeLimits
 
 VAE_FACTOR = 8
-# Files claiming more pixels than this are refused before any allocation (a crafted header
-# could otherwise ask for a 65536 x 65536 decode).
-MAX_DECODE_PIXELS = 64_000_000
 
 
 @dataclass
@@ -166,6 +164,7 @@ class Codec:
             raise ValueError(f"steps must be in 1..{rp.residual_steps} (the rate point's N_r)")
         if guidance is not None and not 0 <= guidance <= 100:
             raise ValueError("guidance must be in 0..100")
+        self._warn_over_default_limits(steps, guidance)
         with torch.no_grad():
             x = image_to_tensor(image).to(self.device)
             z0 = self.backbone.encode(pad_to_multiple(x, self.config.stride))
@@ -199,6 +198,20 @@ class Codec:
             text_mode, ids, info,
         )
 
+    def _warn_over_default_limits(self, steps: int | None, guidance: float | None) -> None:
+        """A file the default decoder would refuse is legal, but its receiver must raise a limit."""
+        import warnings
+
+        rp = self.config.rate_point
+        if steps is not None and steps > DEFAULT_LIMITS.steps_limit(rp):
+            warnings.warn(f"steps={steps} is over the decoders' default limit of {DEFAULT_LIMITS.steps_limit(rp)}; "
+                          f"decode the file with --max-steps {steps} (DecodeLimits(max_steps={steps}))", UserWarning,
+                          stacklevel=3)
+        if guidance is not None and guidance > DEFAULT_LIMITS.max_guidance:
+            warnings.warn(f"guidance={guidance:g} is over the decoders' default limit of "
+                          f"{DEFAULT_LIMITS.max_guidance:g}; decode the file with --max-guidance {guidance:g}",
+                          UserWarning, stacklevel=3)
+
     def _default_semantics(self):
         if self.semantics is None:
             from ..semantics.pipeline import Semantics
@@ -217,34 +230,51 @@ class Codec:
                 f"{self.fingerprint.hex()} ({self.config.rate_point.name}); decode it with the model that made it"
             )
 
-    @torch.no_grad()
-    def decode(self, data: bytes, sampler: Sampler = residual_ddim_sample) -> DecodeResult:
-        """Decode a file. ``sampler`` is swappable for benchmarks (same signature as
-        ``residual_ddim_sample``); every file decodes with the default."""
-        t0 = time.perf_counter()
+    def check_file(self, data: bytes, limits: DecodeLimits | None = None) -> tuple[Container, int, float, int]:
+        """The file's container and its decoder settings (S, guidance, seed); refused before any
+        work when it is malformed, made by another model, or over ``limits`` (the defaults when
+        None)."""
         container = unpack(data)
         header = container.header
         self.check_model(header)
-        if header.width * header.height > MAX_DECODE_PIXELS:
-            raise BitstreamError(
-                f"file claims {header.width}x{header.height} pixels, over the decoder's limit of {MAX_DECODE_PIXELS:,}"
-            )
-        ids = decode_ids(container.text) if header.text_mode else []
-        if any(i >= len(self.backbone.tokenizer) or i in self._specials for i in ids):
-            raise BitstreamError("text section holds tokens outside this model's vocabulary")
         rp = self.config.rate_point
-        steps = header.steps if header.steps is not None else rp.sampling_steps
-        guidance = header.guidance if header.guidance is not None else rp.guidance
-        seed = header.seed if header.seed is not None else rp.seed
+        steps, guidance = (limits or DEFAULT_LIMITS).check(header, rp, self.config.stride)
         if steps > rp.residual_steps:
             raise BitstreamError(f"steps = {steps} exceeds this model's N_r = {rp.residual_steps}")
+        return container, steps, guidance, header.seed if header.seed is not None else rp.seed
 
+    def decode_text(self, container: Container, limits: DecodeLimits | None = None) -> list[int]:
+        """The text section's token ids (none without text), checked against this model's vocabulary."""
+        if not container.header.text_mode:
+            return []
+        ids = decode_ids(container.text, max_tokens=(limits or DEFAULT_LIMITS).max_text_tokens)
+        if any(i >= len(self.backbone.tokenizer) or i in self._specials for i in ids):
+            raise BitstreamError("text section holds tokens outside this model's vocabulary")
+        return ids
+
+    def decode_latent(self, container: Container) -> torch.Tensor:
+        """z_c from the latent stream (the header's size gives the symbol count)."""
+        header = container.header
         ph, pw = padded_size(header.height, header.width, self.config.stride)
-        latent_hw = (ph // VAE_FACTOR, pw // VAE_FACTOR)
         try:
-            z_c = self.compressor.decompress(container.latent, latent_hw)
+            z_c = self.compressor.decompress(container.latent, (ph // VAE_FACTOR, pw // VAE_FACTOR))
         except (RuntimeError, ValueError, IndexError, OverflowError) as exc:
             raise BitstreamError(f"latent stream is corrupt ({exc})") from None
+        if not torch.isfinite(z_c).all():  # escaped symbols can be huge; the encoder never writes these
+            raise BitstreamError("latent stream is corrupt (it decodes to non-finite values)")
+        return z_c
+
+    @torch.no_grad()
+    def decode(self, data: bytes, sampler: Sampler = residual_ddim_sample,
+               limits: DecodeLimits | None = None) -> DecodeResult:
+        """Decode a file. ``limits`` bound the work a file may ask for (``DecodeLimits()`` when
+        None), checked from the header first. ``sampler`` is swappable for benchmarks (same
+        signature as ``residual_ddim_sample``); every file decodes with the default."""
+        t0 = time.perf_counter()
+        container, steps, guidance, seed = self.check_file(data, limits)
+        header = container.header
+        ids = self.decode_text(container, limits)
+        z_c = self.decode_latent(container)
         t1 = time.perf_counter()
 
         z, calls = self.sample(z_c, ids, steps, guidance, seed, sampler)
@@ -277,8 +307,8 @@ class Codec:
                 guidance if guidance is not None else rp.guidance,
                 seed if seed is not None else rp.seed)
 
-    def decompress(self, data: bytes) -> Image.Image:
-        return self.decode(data).image
+    def decompress(self, data: bytes, limits: DecodeLimits | None = None) -> Image.Image:
+        return self.decode(data, limits=limits).image
 
     def _denoiser(self, z_c: torch.Tensor, ids: list[int], guidance: float):
         """eps(z_t, t) for this file: the positive prompt is the text's token ids + the quality

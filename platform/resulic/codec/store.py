@@ -14,12 +14,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
 
 import torch
 import yaml
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..config import ModelConfig, build_config, load_config
@@ -32,6 +34,11 @@ from .codec import Codec
 FOLDER_FORMAT = "resulic-codec"
 FOLDER_VERSION = 1
 FILES = ("config.yaml", "compressor.safetensors", "control.safetensors")
+# Where a folder's config.yaml may point backbone.source (besides a hub id in the local cache):
+# os.pathsep-separated; the default is the cluster's shared model folder (docs/cluster.md).
+BACKBONE_ROOTS_ENV = "RESULIC_BACKBONE_ROOTS"
+DEFAULT_BACKBONE_ROOTS = ("/shared/models",)
+HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 CDF_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
 
 
@@ -105,11 +112,13 @@ def load_trained_parts(
 ) -> tuple[LatentCompressor, torch.nn.Module]:
     """The compressor and control module saved in ``folder``, built for ``config`` (whose
     compressor and control sizes must be the saved ones; its rate point may differ)."""
+    compressor_state = _read_safetensors(folder / "compressor.safetensors")
+    control_state = _read_safetensors(folder / "control.safetensors")
     try:
         compressor = LatentCompressor(config.compressor)
-        load_compressor_state(compressor, load_file(folder / "compressor.safetensors"))
+        load_compressor_state(compressor, compressor_state)
         cdm = build_control_unet(backbone.unet, config.control)
-        load_control_state(cdm, load_file(folder / "control.safetensors"))
+        load_control_state(cdm, control_state)
     except (KeyError, RuntimeError, ValueError, OSError) as exc:
         raise ModelLoadError(f"{folder}: weights do not fit the model config ({exc})") from None
     return compressor, cdm
@@ -118,6 +127,45 @@ def load_trained_parts(
 def folder_config(folder: Path) -> ModelConfig:
     """The model config a trained-codec folder was saved with."""
     return load_config(ModelConfig, Path(folder) / "config.yaml")
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(path)
+    except (SafetensorError, OSError, ValueError) as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"{path}: not a readable safetensors file ({detail})") from None
+
+
+def backbone_roots() -> list[Path]:
+    raw = os.environ.get(BACKBONE_ROOTS_ENV)
+    roots = raw.split(os.pathsep) if raw is not None else DEFAULT_BACKBONE_ROOTS
+    return [Path(r).expanduser().resolve() for r in roots if r.strip()]
+
+
+def check_backbone_source(config: ModelConfig, folder: Path) -> None:
+    """A folder's ``backbone.source`` may name a hub id (read from the local cache) or a local
+    folder inside ``folder`` or a configured backbone root — never any other path, so a copied
+    folder cannot make the loader read weights from wherever its config.yaml says."""
+    if config.backbone.profile == "tiny":
+        return  # built from a seed; source is not read
+    source = config.backbone.source
+    if config.backbone.profile == "small" and source in ("bundled", "random"):
+        return  # the prior inside the package, or one built from a seed
+    local = Path(source).expanduser()
+    looks_local = local.is_absolute() or source.startswith((".", "~")) or local.exists()
+    if not looks_local:
+        if HUB_ID.match(source) and ".." not in source:
+            return
+        raise ModelLoadError(f"{folder / 'config.yaml'}: backbone.source {source!r} is neither a hub id (org/name) "
+                             "nor an allowed local folder")
+    resolved = local.resolve()
+    allowed = [folder.resolve(), *backbone_roots()]
+    if not any(resolved == root or resolved.is_relative_to(root) for root in allowed):
+        raise ModelLoadError(
+            f"{folder / 'config.yaml'}: backbone.source {source!r} is outside the allowed backbone locations "
+            f"({', '.join(str(r) for r in allowed)}); add its folder to {BACKBONE_ROOTS_ENV} to allow it"
+        )
 
 
 def load_codec(folder: str | Path, backbone: Backbone | None = None, device="cpu") -> Codec:
@@ -143,7 +191,9 @@ def load_codec(folder: str | Path, backbone: Backbone | None = None, device="cpu
         if expected != _sha256(path):
             raise ModelLoadError(f"{path}: contents do not match manifest.json (corrupt or edited)")
     config = load_config(ModelConfig, folder / "config.yaml")
-    backbone = backbone or load_backbone(config.backbone)
+    if backbone is None:
+        check_backbone_source(config, folder)
+        backbone = load_backbone(config.backbone)
     compressor, cdm = load_trained_parts(folder, config, backbone)
     codec = Codec(config, backbone, compressor, cdm, device).to(device)
     if codec.fingerprint.hex() != manifest.get("fingerprint"):

@@ -243,9 +243,10 @@ def load_sd21(config: BackboneConfig) -> Backbone:
         where = f"hub id {source!r} (cache: {hf_constants.HF_HUB_CACHE})"
         kwargs = {"revision": config.revision} if config.revision else {}
     try:
-        vae = AutoencoderKL.from_pretrained(source, subfolder="vae", **kwargs)
-        unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", **kwargs)
-        text_encoder = CLIPTextModel.from_pretrained(source, subfolder="text_encoder", **kwargs)
+        # use_safetensors: never fall back to .bin pickles (loading one can run code).
+        vae = AutoencoderKL.from_pretrained(source, subfolder="vae", use_safetensors=True, **kwargs)
+        unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", use_safetensors=True, **kwargs)
+        text_encoder = CLIPTextModel.from_pretrained(source, subfolder="text_encoder", use_safetensors=True, **kwargs)
         tokenizer = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", **kwargs)
     except Exception as exc:  # diffusers/transformers raise OSError, ValueError, HF errors...
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -7,7 +7,9 @@ image) that is most of the file. CompressAI models call their coder through the
 ``entropy_coder`` attribute (``encode_with_indexes`` / ``decode_with_indexes``); this class
 takes that place and sends every call into one buffered rANS stream, in the order the latent
 codecs already visit the groups. The entropy models, their tables and the traversal stay
-CompressAI's.
+CompressAI's; so does the encoder. Decoding uses ``SafeRansDecoder`` (``rans_decoder``), which
+reads the same streams but never past their end, and requires each stream to be consumed
+exactly as the encoder wrote it.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ import threading
 from contextlib import contextmanager
 from typing import Iterator
 
-from compressai.ans import BufferedRansEncoder, RansDecoder
+from compressai.ans import BufferedRansEncoder
 from compressai.entropy_models import EntropyModel
 from torch import nn
+
+from .rans_decoder import SafeRansDecoder
 
 
 class SharedRansStream:
@@ -29,7 +33,7 @@ class SharedRansStream:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._encoder: BufferedRansEncoder | None = None
-        self._decoder: RansDecoder | None = None
+        self._decoder: SafeRansDecoder | None = None
         self._symbols: list[list[int]] = []
 
     def attach(self, module: nn.Module) -> None:
@@ -69,10 +73,11 @@ class SharedRansStream:
     @contextmanager
     def decoding(self, data: bytes) -> Iterator[None]:
         with self._lock:
-            self._decoder = RansDecoder()
-            self._decoder.set_stream(data)
+            self._decoder = SafeRansDecoder()
             try:
+                self._decoder.set_stream(data)
                 yield
+                self._decoder.finish()  # every byte read, the state back where the encoder began
             finally:
                 self._decoder = None
 

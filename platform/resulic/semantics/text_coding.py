@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-from ..errors import BitstreamError
+from ..errors import BitstreamError, DecodeLimitError
 from .text_model import CODABLE, END_ID, START_ID, VOCAB_SIZE, TextModel, default_model
 
 MAX_DECODED_TOKENS = 4096  # a section that does not end by then is corrupt
@@ -68,9 +68,13 @@ def encode_ids(ids: Sequence[int], model: TextModel | None = None, *, end_symbol
     return _shortest_bytes(*_interval(model or default_model(), ids, end_symbol))
 
 
-def decode_ids(data: bytes, model: TextModel | None = None, *, count: int | None = None) -> list[int]:
+def decode_ids(
+    data: bytes, model: TextModel | None = None, *, count: int | None = None, max_tokens: int | None = None
+) -> list[int]:
     """Inverse of :func:`encode_ids`. ``count`` decodes that many tokens of a message coded
-    without the end symbol. Anything that is not a valid code raises ``BitstreamError``."""
+    without the end symbol. Anything that is not a valid code raises ``BitstreamError``; a
+    message longer than ``max_tokens`` raises ``DecodeLimitError`` as soon as it is (a decode
+    limit: each token costs arithmetic on numbers as long as the section)."""
     model = model or default_model()
     data = bytes(data)
     if not data:
@@ -99,6 +103,10 @@ def decode_ids(data: bytes, model: TextModel | None = None, *, count: int | None
             raise BitstreamError("text section is corrupt (unexpected end token)")
         ids.append(s)
         history = model.advance(history, s)
+        if max_tokens is not None and len(ids) > max_tokens:
+            raise DecodeLimitError(
+                f"the text section holds more than {max_tokens} tokens (or is corrupt)", "max_text_tokens"
+            )
         if len(ids) > limit:
             raise BitstreamError(f"text section is corrupt (no end after {limit} tokens)")
     if encode_ids(ids, model, end_symbol=count is None) != data:

@@ -24,6 +24,7 @@ from PIL import Image
 from .. import cluster  # noqa: F401  (sets Ray's environment before ray is imported)
 from ..config import ModelConfig
 from ..data import center_crop, load_image
+from ..metrics.weights import RANDOM_SUFFIX
 from ..models.backbone import load_backbone
 from ..roundtrip import psnr
 from ..runtime import configure_threads, quiet_libraries
@@ -86,10 +87,17 @@ def _validation_tensor(path: str, size: int, device) -> torch.Tensor:
 
 
 @torch.no_grad()
-def validate(codec, validation: list[dict], size: int, lpips) -> tuple[dict[str, float], Image.Image | None]:
-    """Real files: compress each held-out image, decode it, measure bpp from the bytes."""
+def validate(codec, validation: list[dict], size: int, lpips,
+             lpips_random: bool = False) -> tuple[dict[str, float], Image.Image | None]:
+    """Real files: compress each held-out image, decode it, measure bpp from the bytes.
+
+    LPIPS through a random VGG (no VGG16 weights) is logged as ``val_lpips-random``, as evaluation
+    marks such values: it is a pipeline signal, not a perceptual measure, and nothing ranks by it
+    as if it were one.
+    """
     if not validation:
         return {}, None
+    lpips_key = "val_lpips" + (RANDOM_SUFFIX if lpips_random else "")
     rows, pairs = [], []
     for item in validation:
         img = center_crop(load_image(item["path"]), size)
@@ -103,7 +111,7 @@ def validate(codec, validation: list[dict], size: int, lpips) -> tuple[dict[str,
             "val_bpp_estimated": enc.estimated_bpp,
             "val_psnr": psnr(img, out),
             "val_mse": float(((x - y) / 2).pow(2).mean()),  # on the [0, 1] scale: lower is better
-            **({"val_lpips": float(lpips(x.to(device), y.to(device)).mean())} if lpips is not None else {}),
+            **({lpips_key: float(lpips(x.to(device), y.to(device)).mean())} if lpips is not None else {}),
         })
         pairs.append((img, out))
     metrics = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
@@ -126,7 +134,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
     checkpoint = ray.train.get_checkpoint()
     state = None
-    lpips = None
+    lpips, lpips_random = None, True
     if cfg.stage == 0:
         # The prior continues from the checkpoint's UNet, else from backbone.source's.
         with checkpoint.as_directory() if checkpoint is not None else contextlib.nullcontext() as folder:
@@ -151,7 +159,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
             compressor, cdm = fresh_parts(model_cfg, backbone)
         if cfg.workers.gradient_checkpointing:
             cdm.enable_gradient_checkpointing()
-        lpips, _ = build_lpips(cfg.loss.lpips_vgg_weights) if cfg.stage == 2 or rank == 0 else (None, True)
+        lpips, lpips_random = build_lpips(cfg.loss.lpips_vgg_weights) if cfg.stage == 2 or rank == 0 else (None, True)
         if lpips is not None:
             lpips.to(device)
         trainable = TrainableCodec(
@@ -235,11 +243,13 @@ def train_loop_per_worker(loop_config: dict) -> None:
                     raise InjectedFailure(f"run.fail_once_at_step: injected failure at step {step}")
 
         if step % cfg.run.checkpoint_every == 0 or step == total:
-            _checkpoint(step, cfg, trainable, optimizers, device, rank, loop_config, mlflow_client, run_id, pending, lpips)
+            _checkpoint(step, cfg, trainable, optimizers, device, rank, loop_config, mlflow_client, run_id, pending, lpips,
+                        lpips_random)
             pending = []
 
 
-def _checkpoint(step, cfg, trainable, optimizers, device, rank, loop_config, mlflow_client, run_id, pending, lpips) -> None:
+def _checkpoint(step, cfg, trainable, optimizers, device, rank, loop_config, mlflow_client, run_id, pending, lpips,
+                lpips_random) -> None:
     import ray.train
 
     if rank != 0:
@@ -253,7 +263,7 @@ def _checkpoint(step, cfg, trainable, optimizers, device, rank, loop_config, mlf
     else:
         codec = snapshot_codec(trainable, device)
         try:
-            metrics, grid = validate(codec, loop_config["validation"], cfg.data.validation_size, lpips)
+            metrics, grid = validate(codec, loop_config["validation"], cfg.data.validation_size, lpips, lpips_random)
         finally:
             trainable.train()
     metrics["step"] = step

@@ -13,6 +13,7 @@ from typing import Literal, Sequence
 from pydantic import Field
 
 from ..config import StrictModel
+from ..metrics.weights import RANDOM_SUFFIX
 
 BPP_METRIC = "val_bpp_real"
 
@@ -22,10 +23,21 @@ class ObjectiveConfig(StrictModel):
     distortion: str = Field("val_lpips", description="a lower-is-better validation metric")
     beta: float = Field(1.0, ge=0, description="weight of bpp in the scalar objective")
 
+    def distortion_key(self, metrics: dict) -> str | None:
+        """The distortion as reported: the configured metric, else its random-backbone stand-in
+        (``val_lpips-random``: LPIPS through a random VGG, when training had no VGG16 weights). A
+        sweep can rank trials by the stand-in to exercise the pipeline; promotion never ranks a
+        champion by it (tune/promote.py)."""
+        for key in (self.distortion, self.distortion + RANDOM_SUFFIX):
+            if key in metrics:
+                return key
+        return None
+
     def value(self, metrics: dict) -> float | None:
-        if self.distortion not in metrics or BPP_METRIC not in metrics:
+        key = self.distortion_key(metrics)
+        if key is None or BPP_METRIC not in metrics:
             return None
-        return float(metrics[self.distortion]) + self.beta * float(metrics[BPP_METRIC])
+        return float(metrics[key]) + self.beta * float(metrics[BPP_METRIC])
 
     @property
     def metrics(self) -> list[str]:

@@ -4,7 +4,11 @@ and the band's champion alias moves to it only when it beats the current champio
 Reads the sweep's ``sweep/results.json`` from its MLflow parent run; each trial's trained codec is
 the ``codec/`` artifact folder of its final-stage child run. Aliases: ``champion`` when there is
 one band, ``champion-<band>`` for each band when there are several. The comparison uses the
-metric recorded as a version tag, lower is better.
+metric recorded as a version tag (lower is better, except psnr).
+
+A champion is never chosen by a random network: when the sweep's distortion was measured through
+a random backbone (``val_lpips-random``: training had no VGG16 weights), ranking by ``objective``
+or ``distortion`` falls back to the validation PSNR of the same real files, and says so.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from pydantic import Field, field_validator
 from .. import registry, tracking
 from ..config import StrictModel
 from ..errors import ConfigError, ResulicError
+from ..metrics.weights import RANDOM_SUFFIX
 from .sweep import SWEEP_TAG
 
 
@@ -32,7 +37,7 @@ class PromoteConfig(StrictModel):
     experiment: str = "resulic-sweeps"
     tracking_uri: str | None = None
     model_name: str = "resulic"
-    metric: str = Field("objective", description="lower is better: objective, distortion or bpp")
+    metric: str = Field("objective", description="objective, distortion or bpp (lower is better) or psnr (higher)")
     bands: list[RateBand] = Field(default_factory=lambda: [RateBand(name="all", max_bpp=100.0)])
     force: bool = Field(False, description="move the alias even when the new version is not better")
 
@@ -49,8 +54,8 @@ class PromoteConfig(StrictModel):
     @field_validator("metric")
     @classmethod
     def _known(cls, metric: str) -> str:
-        if metric not in ("objective", "distortion", "bpp"):
-            raise ValueError("one of objective, distortion, bpp")
+        if metric not in ("objective", "distortion", "bpp", "psnr"):
+            raise ValueError("one of objective, distortion, bpp, psnr")
         return metric
 
 
@@ -63,10 +68,27 @@ class Promotion:
     value: float
     previous: float | None  # the champion's value before, if any
     moved: bool
+    metric: str = "objective"  # what the trials were ranked by
+    note: str = ""  # why that is not the configured metric
 
 
 def alias_for(cfg: PromoteConfig, band: RateBand) -> str:
     return "champion" if len(cfg.bands) == 1 else f"champion-{band.name}"
+
+
+def ranking_metric(cfg: PromoteConfig, rows: list[dict]) -> tuple[str, str]:
+    """The metric trials are ranked by, and why it is not ``cfg.metric`` (or "")."""
+    random = sorted({str(r.get("distortion_metric")) for r in rows
+                     if str(r.get("distortion_metric") or "").endswith(RANDOM_SUFFIX)})
+    if cfg.metric in ("objective", "distortion") and random:
+        return "psnr", (f"the sweep's distortion is {random[0]}, measured through a random network (no VGG16 "
+                        f"weights), which no champion is chosen by: ranked by validation PSNR instead (real, higher is "
+                        f"better); set loss.lpips_vgg_weights to rank by LPIPS")
+    return cfg.metric, ""
+
+
+def better(metric: str, value: float, than: float) -> bool:
+    return value > than if metric == "psnr" else value < than
 
 
 def sweep_rows(client, cfg: PromoteConfig) -> list[dict]:
@@ -88,7 +110,9 @@ def sweep_rows(client, cfg: PromoteConfig) -> list[dict]:
 def promote(cfg: PromoteConfig) -> list[Promotion]:
     uri = tracking.tracking_uri(cfg.tracking_uri)
     client = tracking.client(uri)
-    rows = [r for r in sweep_rows(client, cfg) if r.get(cfg.metric) is not None and r.get("bpp") is not None and r.get("final_run")]
+    rows = [r for r in sweep_rows(client, cfg) if r.get("bpp") is not None and r.get("final_run")]
+    metric, note = ranking_metric(cfg, rows)
+    rows = [r for r in rows if r.get(metric) is not None]
     out = []
     lower = 0.0
     for band in cfg.bands:
@@ -96,33 +120,34 @@ def promote(cfg: PromoteConfig) -> list[Promotion]:
         lower = band.max_bpp
         if not candidates:
             continue
-        best = min(candidates, key=lambda r: r[cfg.metric])
-        out.append(_register_and_maybe_promote(client, uri, cfg, band, best))
+        best = max(candidates, key=lambda r: r[metric]) if metric == "psnr" else min(candidates, key=lambda r: r[metric])
+        out.append(_register_and_maybe_promote(client, uri, cfg, band, best, metric, note))
     if not out:
         raise ResulicError(f"sweep {cfg.sweep!r}: no finished trial falls in any rate band")
     return out
 
 
-def _existing_version(client, cfg: PromoteConfig, row: dict) -> str | None:
+def _existing_version(client, cfg: PromoteConfig, row: dict, metric: str) -> str | None:
     """The version already registered from this trial's run (promoting twice adds nothing)."""
     for mv in client.search_model_versions(f"name = '{cfg.model_name}'"):
-        if mv.tags.get("training_run") == row["final_run"] and mv.tags.get("metric") == cfg.metric:
+        if mv.tags.get("training_run") == row["final_run"] and mv.tags.get("metric") == metric:
             return str(mv.version)
     return None
 
 
-def _register_and_maybe_promote(client, uri: str, cfg: PromoteConfig, band: RateBand, row: dict) -> Promotion:
+def _register_and_maybe_promote(client, uri: str, cfg: PromoteConfig, band: RateBand, row: dict, metric: str,
+                                note: str) -> Promotion:
     alias = alias_for(cfg, band)
-    value = float(row[cfg.metric])
-    previous = _champion_value(client, cfg, alias)
-    version = _existing_version(client, cfg, row) or _register(client, uri, cfg, band, row, value)
-    moved = cfg.force or previous is None or value < previous
+    value = float(row[metric])
+    previous = _champion_value(client, cfg, alias, metric)
+    version = _existing_version(client, cfg, row, metric) or _register(client, uri, cfg, band, row, metric, value)
+    moved = cfg.force or previous is None or better(metric, value, previous)
     if moved:
         registry.set_alias(cfg.model_name, alias, version, tracking_uri=uri)
-    return Promotion(band.name, alias, row["trial_id"], version, value, previous, moved)
+    return Promotion(band.name, alias, row["trial_id"], version, value, previous, moved, metric, note)
 
 
-def _register(client, uri: str, cfg: PromoteConfig, band: RateBand, row: dict, value: float) -> str:
+def _register(client, uri: str, cfg: PromoteConfig, band: RateBand, row: dict, metric: str, value: float) -> str:
     from mlflow.exceptions import MlflowException
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -131,22 +156,23 @@ def _register(client, uri: str, cfg: PromoteConfig, band: RateBand, row: dict, v
         except MlflowException as exc:
             raise ResulicError(f"trial {row['trial_id']}: its run {row['final_run']} holds no codec ({exc.message})") from None
         tags = {
-            "rate_band": band.name, "bpp_real": f"{row['bpp']:.6g}", "metric": cfg.metric,
+            "rate_band": band.name, "bpp_real": f"{row['bpp']:.6g}", "metric": metric,
             "metric_value": f"{value:.6g}", "distortion": f"{row['distortion']:.6g}",
-            "objective": f"{row['objective']:.6g}", "sweep": cfg.sweep, "trial_id": row["trial_id"],
+            "objective": f"{row['objective']:.6g}", "sweep": cfg.sweep,
+            "distortion_metric": str(row.get("distortion_metric")), "trial_id": row["trial_id"],
             "training_run": row["final_run"], **{f"param.{k}": str(v) for k, v in row["values"].items()},
         }
         return registry.register_codec(folder, cfg.model_name, tags, tracking_uri=uri)
 
 
-def _champion_value(client, cfg: PromoteConfig, alias: str) -> float | None:
+def _champion_value(client, cfg: PromoteConfig, alias: str, metric: str) -> float | None:
     from mlflow.exceptions import MlflowException
 
     try:
         current = client.get_model_version_by_alias(cfg.model_name, alias)
     except MlflowException:
         return None
-    if current.tags.get("metric") != cfg.metric:
+    if current.tags.get("metric") != metric:
         return None  # ranked by another metric: not comparable, the new version takes over
     try:
         return float(current.tags["metric_value"])
@@ -155,10 +181,10 @@ def _champion_value(client, cfg: PromoteConfig, alias: str) -> float | None:
 
 
 def format_promotions(promotions: list[Promotion], model_name: str) -> str:
-    lines = []
+    lines = list(dict.fromkeys(f"note: {p.note}" for p in promotions if p.note))
     for p in promotions:
         before = "none" if p.previous is None else f"{p.previous:.4g}"
         verdict = "alias moved" if p.moved else "kept the champion (not better)"
-        lines.append(f"{p.band}: trial {p.trial_id} -> models:/{model_name}/{p.version} ({p.value:.4g} vs champion {before}): "
+        lines.append(f"{p.band}: trial {p.trial_id} -> models:/{model_name}/{p.version} ({p.metric} {p.value:.4g} vs champion {before}): "
                      f"{verdict}; models:/{model_name}@{p.alias}")
     return "\n".join(lines)

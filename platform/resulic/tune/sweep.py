@@ -300,7 +300,8 @@ def _summarise(grid, objective: ObjectiveConfig, client, experiment: str, sweep_
             "complete": complete,
             "values": SearchSpace.config_values(config),
             "bpp": metrics.get(BPP_METRIC),
-            "distortion": metrics.get(objective.distortion),
+            "distortion": metrics.get(objective.distortion_key(metrics) or objective.distortion),
+            "distortion_metric": objective.distortion_key(metrics),  # e.g. val_lpips-random: not a real LPIPS
             "objective": objective.value(metrics),
             "psnr": metrics.get("val_psnr"),
             "error": str(result.error).splitlines()[0] if result.error else None,
@@ -360,6 +361,10 @@ def _scatter(outcome: SweepOutcome, objective: ObjectiveConfig, path: Path) -> N
     front = sorted((outcome.rows[i]["bpp"], outcome.rows[i]["distortion"]) for i in outcome.front)
     if front:
         ax.plot(*zip(*front), "o-", color="tab:red", label="Pareto front")
+    from ..plots import readable_ticks
+
+    readable_ticks(ax.xaxis)  # trials often differ in the 4th digit of bpp: no offset notation
+    readable_ticks(ax.yaxis)
     ax.set_xlabel("bpp (real files, validation)")
     ax.set_ylabel(f"{objective.distortion} (lower is better)")
     ax.set_title("sweep: rate vs distortion")

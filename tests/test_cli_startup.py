@@ -1,0 +1,100 @@
+"""Commands that need no model import no heavy library (their start-up time: benchmarks/bench_cli_startup.py).
+
+Each case runs ``resulic.cli.main`` in a fresh interpreter and reports which heavy modules ended
+up in ``sys.modules``: importing torch + diffusers costs seconds, so ``--help``, ``info`` and
+argument or missing-file errors must not.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from resulic.codec.container import Container, Header, pack
+
+HEAVY = ("torch", "diffusers", "transformers", "ray", "mlflow", "compressai", "matplotlib")
+
+PROBE = """\
+import contextlib, io, json, sys
+from resulic.cli import main
+out, err = io.StringIO(), io.StringIO()
+with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    try:
+        code = main(sys.argv[1:])
+    except SystemExit as exc:
+        code = exc.code
+heavy = [m for m in {heavy!r} if m in sys.modules]
+print(json.dumps({{"code": code, "stdout": out.getvalue(), "stderr": err.getvalue(), "heavy": heavy}}))
+""".format(heavy=HEAVY)
+
+
+def run_fresh(*argv: str) -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)  # the resulic this test imports
+    done = subprocess.run([sys.executable, "-c", PROBE, *argv], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+@pytest.fixture
+def rslc(tmp_path):
+    path = tmp_path / "photo.rslc"
+    path.write_bytes(pack(Container(Header(b"\x01\x02\x03\x04", 768, 512), b"", b"\x55" * 40)))
+    return path
+
+
+def test_help_imports_nothing_heavy():
+    r = run_fresh("--help")
+    assert r["code"] == 0 and "resulic compress" in r["stdout"]
+    assert r["heavy"] == []
+
+
+def test_info_reads_the_header_without_torch(rslc):
+    r = run_fresh("info", str(rslc))
+    assert r["code"] == 0
+    assert json.loads(r["stdout"])["width"] == 768
+    assert r["heavy"] == []
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["compress", "{tmp}/missing.png"], "no such file or folder"),
+    (["decompress", "{tmp}/missing.rslc"], "no such file or folder"),
+    (["info", "{tmp}/missing.rslc"], "no such file or folder"),
+    (["compress"], "the following arguments are required: input"),
+    (["bd-rate", "--help"], "BD-rate"),
+])
+def test_errors_and_help_need_no_heavy_library(tmp_path, argv, message):
+    r = run_fresh(*(a.format(tmp=tmp_path) for a in argv))
+    assert message in r["stdout"] + r["stderr"]
+    assert r["heavy"] == []
+
+
+LEVELS = """\
+import contextlib, io, json, logging, os, sys
+from resulic.cli import main
+from resulic.runtime import library_log_level
+with contextlib.redirect_stdout(io.StringIO()):
+    main(sys.argv[1:])
+import mlflow  # configures its own loggers when imported
+print(json.dumps({"mlflow": logging.getLogger("mlflow").level, "alembic": logging.getLogger("alembic").level,
+                  "ray_init": library_log_level(), "workers": os.environ.get("RESULIC_VERBOSE")}))
+"""
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_library_logs_are_warnings_only_unless_verbose(rslc, verbose):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    for name in ("RESULIC_VERBOSE", "MLFLOW_LOGGING_LEVEL"):
+        env.pop(name, None)
+    argv = (["--verbose"] if verbose else []) + ["info", str(rslc)]
+    done = subprocess.run([sys.executable, "-c", LEVELS, *argv], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    levels = json.loads(done.stdout.splitlines()[-1])
+    if verbose:  # the libraries' own defaults, for this process and (via the variable) Ray's workers
+        assert levels == {"mlflow": 20, "alembic": 30, "ray_init": 20, "workers": "1"}  # alembic: MLflow's own WARNING
+    else:
+        assert levels == {"mlflow": 30, "alembic": 30, "ray_init": 30, "workers": None}
