@@ -62,7 +62,9 @@ def save_codec(codec: Codec, folder: str | Path, half: bool = False) -> Path:
     tmp.chmod(0o755)
     try:
         (tmp / "config.yaml").write_text(yaml.safe_dump(codec.config.model_dump(mode="json"), sort_keys=False))
-        store = (lambda k, v: v.half() if half and v.is_floating_point() and k.rpartition(".")[2] not in CDF_BUFFERS else v)
+        # Only weights are halved: buffers (coding tables, likelihood bounds) are kept as they are.
+        weights = {n for n, _ in codec.compressor.named_parameters()} | set(control_state_dict(codec.cdm))
+        store = (lambda k, v: v.half() if half and v.is_floating_point() and k in weights else v)
         compressor_state = {k: store(k, v.detach().cpu()).contiguous() for k, v in codec.compressor.state_dict().items()}
         save_file(compressor_state, tmp / "compressor.safetensors")
         control = {k: store(k, v.cpu()).contiguous() for k, v in control_state_dict(codec.cdm).items()}
