@@ -8,6 +8,6 @@ import torch as _torch
 # in the backward pass of the tiny profile's control module on AMD EPYC CPUs with torch 2.14.1
 # (tests/test_train_model.py reproduces it within two steps). PyTorch's native kernels compute
 # the same convolutions correctly, so every process that builds a model uses them unless
-# RESULIC_ONEDNN=1 opts back in (docs/benchmarks.md has the speed cost).
+# RESULIC_ONEDNN=1 opts back in (its speed cost on CPU is not measured yet).
 if _os.environ.get("RESULIC_ONEDNN") != "1":
     _torch.backends.mkldnn.enabled = False
