@@ -21,7 +21,6 @@ import fnmatch
 import hashlib
 import json
 import re
-import shutil
 import subprocess
 import tempfile
 from dataclasses import asdict, dataclass
@@ -243,7 +242,3 @@ def build_manifest(
     write_atomic(out_dir / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
     return summary
 
-
-def clear(out_dir: Path) -> None:
-    for sub in ("images", "latents"):
-        shutil.rmtree(out_dir / sub, ignore_errors=True)

@@ -77,18 +77,13 @@ TINY_TEXT = dict(
 # The small profile's prior: SD's block layout (two res-blocks per level, cross-attention in the
 # middle levels) on TAEF2's 32-channel latent, sized so a CPU trains it in an hour and decodes a
 # Kodak image in about a second.
-SMALL_UNET = dict(
-    sample_size=32,
-    in_channels=TAEF2_CHANNELS,
-    out_channels=TAEF2_CHANNELS,
-    layers_per_block=2,
-    block_out_channels=(64, 128, 128, 128),
-    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-    cross_attention_dim=32,
-    attention_head_dim=8,
-    norm_num_groups=32,
-)
+SMALL_UNET = {
+    **TINY_UNET,
+    "sample_size": 32,
+    "in_channels": TAEF2_CHANNELS,
+    "out_channels": TAEF2_CHANNELS,
+    "block_out_channels": (64, 128, 128, 128),
+}
 # Where the small profile's shipped parts live (inside the package, so a clone has them).
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 SMALL_PRIOR = WEIGHTS_DIR / "small-prior"
