@@ -138,13 +138,15 @@ def fetch_codec(uri: str, dst: str | Path | None = None, tracking_uri: str | Non
     raise ModelLoadError(f"{uri}: version {mv.version} has no manifest.json (not a ResULIC codec folder)")
 
 
-def open_codec(model: str | None = None, overrides=(), device="cpu", tracking_uri: str | None = None, rate: str | None = None):
+def open_codec(model: str | None = None, overrides=(), device="cpu", tracking_uri: str | None = None,
+               rate: str | None = None, variable: bool = False):
     """The codec a command names: ``models:/<name>@<alias>`` or ``/<version>`` from the registry,
-    else what ``resulic.codec.store.resolve_codec`` accepts (folder, model YAML, default)."""
+    else what ``resulic.codec.store.resolve_codec`` accepts (folder, model YAML, default;
+    ``variable``: the shipped variable-rate model when the default is the shipped codecs)."""
     from .codec.store import load_codec, resolve_codec
 
     if is_registry_uri(model):
         if overrides:
             raise ModelLoadError("--set cannot change a registered codec; it would no longer match its weights")
         return load_codec(fetch_codec(model, tracking_uri=tracking_uri), device=device)
-    return resolve_codec(model, overrides, device=device, rate=rate)
+    return resolve_codec(model, overrides, device=device, rate=rate, variable=variable)
