@@ -289,6 +289,17 @@ def parse_flag(name: str, raw: str) -> bool:
     raise RequestError(f"{name}={raw!r}: expected true or false")
 
 
+def _optional_number(fields: dict[str, str], name: str, kind: type, what: str):
+    """The field as ``kind``, None when absent or blank; a RequestError naming it otherwise."""
+    raw = fields.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        return kind(raw)
+    except ValueError:
+        raise RequestError(f"{name}={fields[name]!r}: expected {what}") from None
+
+
 def parse_compress_options(fields: dict[str, str], limits: ServeLimits) -> CompressOptions:
     """Options from query parameters or form fields (strings), checked against ``limits``."""
     unknown = sorted(set(fields) - set(OPTION_NAMES))
@@ -308,27 +319,15 @@ def parse_compress_options(fields: dict[str, str], limits: ServeLimits) -> Compr
         raise RequestError(f"pfo_iterations={raw_iterations!r}: expected an integer") from None
     if not 0 <= opts.pfo_iterations <= limits.max_pfo_iterations:
         raise RequestError(f"pfo_iterations must be in 0..{limits.max_pfo_iterations} (0 = no Pfo)")
-    if fields.get("pfo_seconds", "").strip():
-        try:
-            opts.pfo_seconds = float(fields["pfo_seconds"])
-        except ValueError:
-            raise RequestError(f"pfo_seconds={fields['pfo_seconds']!r}: expected a number") from None
-        if not (math.isfinite(opts.pfo_seconds) and 0 < opts.pfo_seconds <= limits.max_pfo_seconds):
-            raise RequestError(f"pfo_seconds must be in (0, {limits.max_pfo_seconds}]")
-    if fields.get("bpp", "").strip():
-        try:
-            opts.bpp = float(fields["bpp"])
-        except ValueError:
-            raise RequestError(f"bpp={fields['bpp']!r}: expected a number of bits per pixel") from None
-        if not (math.isfinite(opts.bpp) and opts.bpp > 0):
-            raise RequestError(f"bpp={fields['bpp']!r}: must be a positive number of bits per pixel, e.g. 0.05")
-    if fields.get("level", "").strip():
-        try:
-            opts.level = int(fields["level"])
-        except ValueError:
-            raise RequestError(f"level={fields['level']!r}: expected an integer 0..{RATE_LEVELS}") from None
-        if not 0 <= opts.level <= RATE_LEVELS:
-            raise RequestError(f"level must be in 0..{RATE_LEVELS}")
+    opts.pfo_seconds = _optional_number(fields, "pfo_seconds", float, "a number")
+    if opts.pfo_seconds is not None and not (math.isfinite(opts.pfo_seconds) and 0 < opts.pfo_seconds <= limits.max_pfo_seconds):
+        raise RequestError(f"pfo_seconds must be in (0, {limits.max_pfo_seconds}]")
+    opts.bpp = _optional_number(fields, "bpp", float, "a number of bits per pixel")
+    if opts.bpp is not None and not (math.isfinite(opts.bpp) and opts.bpp > 0):
+        raise RequestError(f"bpp={fields['bpp']!r}: must be a positive number of bits per pixel, e.g. 0.05")
+    opts.level = _optional_number(fields, "level", int, f"an integer 0..{RATE_LEVELS}")
+    if opts.level is not None and not 0 <= opts.level <= RATE_LEVELS:
+        raise RequestError(f"level must be in 0..{RATE_LEVELS}")
     if opts.bpp is not None and opts.level is not None:
         raise RequestError("bpp and level both set the rate: give one")
     opts.one_pass = parse_flag("one_pass", fields.get("one_pass", "false"))
