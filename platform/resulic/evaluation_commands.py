@@ -39,6 +39,9 @@ def add_parsers(sub) -> None:
     b.add_argument("--max-images", type=int)
     b.add_argument("--crop", type=int)
     b.add_argument("--vvc-preset", default="slower")
+    b.add_argument("--learned-metric", dest="learned_metrics", action="append", default=[], metavar="NAME",
+                   choices=["lpips", "dists", "st-lpips"], help="also lpips, dists or st-lpips per image (repeatable)")
+    b.add_argument("--random-backbones", action="store_true", help="seeded random LPIPS/DISTS backbones (marked '-random')")
 
     d = sub.add_parser("bd-rate", help="BD-rate between RD JSON files",
                        description="BD-rate (%) of TEST against ANCHOR; with --against, a markdown table of "
@@ -95,7 +98,8 @@ def cmd_baselines(args) -> int:
     from .baselines import CODECS, BaselinesConfig, run_baselines_job
 
     cfg = BaselinesConfig(images=args.images, target_bpp=args.bpp, codecs=args.codecs or list(CODECS),
-                          output_dir=args.output, max_images=args.max_images, crop=args.crop, vvc_preset=args.vvc_preset)
+                          output_dir=args.output, max_images=args.max_images, crop=args.crop, vvc_preset=args.vvc_preset,
+                          learned_metrics=args.learned_metrics, random_backbones=args.random_backbones)
     for path in run_baselines_job(cfg):
         print(path)
     return 0
