@@ -64,10 +64,12 @@ def where_things_are(model: str | None, codec, output_dir: str, trials: str | No
     from resulic import registry, tracking
     from resulic.codec import shipped
 
+    experiment_id = None
     if registry.is_registry_uri(model):
         folder = registry.trained_folder(model, tracking_uri)
         version = registry.resolve(model, tracking_uri)
         codec_line = f"{model} (version {version.version}, MLflow run {version.run_id}); its folder: {folder or version.source}"
+        experiment_id = tracking.client(tracking.tracking_uri(tracking_uri)).get_run(version.run_id).info.experiment_id
     elif model and Path(model).is_dir():
         codec_line = str(Path(model).resolve())
     elif model and Path(model).is_file():
@@ -80,9 +82,9 @@ def where_things_are(model: str | None, codec, output_dir: str, trials: str | No
     if tracking.sqlite_path(uri) is not None:
         exe = Path(sys.executable).parent / "mlflow"
         exe_name = os.path.relpath(exe) if exe.is_file() and not os.path.relpath(exe).startswith("..") else "mlflow"
-        ui = f"{exe_name} ui --backend-store-uri {uri}   # then http://127.0.0.1:5000"
+        ui = f"{exe_name} ui --backend-store-uri {uri}\n                 then open {tracking.training_view_url('http://127.0.0.1:5000', experiment_id)}"
     else:
-        ui = f"open {uri} (the tracking server's UI)"
+        ui = f"open {tracking.training_view_url(uri, experiment_id)}"
     lines = ["", "where things are:", f"  codec:         {codec_line}"]
     if trials:
         lines.append(f"  codec folders: {trials}/<run>/model (one trained codec per trial)")

@@ -53,6 +53,8 @@ def test_the_job_ends_by_saying_where_things_are(tmp_path, monkeypatch, codec):
     assert f"codec:         models:/resulic@champion (version 1, MLflow run {run_id}); its folder: {storage}/sweep-x-1-s1/model" in text
     assert f"codec folders: {tmp_path}/ray_results/sweep-x/runs/<run>/model" in text
     assert f"ui --backend-store-uri {uri}" in text and text.rstrip().splitlines()[-1].startswith("  outputs:       outputs/main")
+    # the page of the champion's experiment in the UI's training view (MLflow 3 opens GenAI's otherwise)
+    assert f"then open http://127.0.0.1:5000/#/experiments/{experiment}?workflowType=machine_learning" in text
 
     folder = save_codec(codec, tmp_path / "folder")
     assert f"codec:         {folder}" in where_things_are(str(folder), codec, "out")
