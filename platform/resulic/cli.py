@@ -29,19 +29,21 @@ profile; --model also takes a trained-codec folder, models:/<name>@<alias> or a 
 EPILOG = """\
 examples:
   resulic compress photo.png -o photo.rslc
-  resulic compress photo.png -o photo.rslc --rate r2     # a lower or higher shipped rate point
+  resulic compress photo.png -o photo.rslc --rate r3     # a lower or higher shipped rate point
   resulic compress photo.png -o photo.rslc --bpp 0.05    # per-image rate control (one model, any rate)
-  resulic decompress photo.rslc -o photo.png --one-pass  # one network evaluation instead of S
+  resulic decompress photo.rslc -o photo.png --one-pass  # one network evaluation instead of S - 1
   resulic decompress photo.rslc -o photo.png
   resulic info photo.rslc
   resulic compress photos/ -o compressed/        # every image in a folder, with a progress bar
-  resulic compress photo.png --model runs/codec-r300 --steps 4
+  resulic compress photo.png --model platform/resulic/weights/small-codecs/r1 --steps 4   # a codec folder
   resulic compress photo.png --text "a red barn by a pond" --srr     # send the semantic residual
   resulic compress photos/ --captions captions.jsonl --caption      # captions by file name
-  resulic compress photo.png --text "..." --srr --pfo --semantics sem.yaml --semantics-set pfo.iterations=100
-  resulic evaluate --model runs/codec-r300 --model models:/resulic@champion --images kodak/
-  resulic baselines kodak/ --bpp 0.03 0.05 0.1 -o outputs/baselines
-  resulic bd-rate anchor.json ours.json --metric lpips --metric psnr
+  resulic compress photo.png --text "a red barn" --srr --pfo --semantics sem.yaml --semantics-set pfo.iterations=100
+  resulic evaluate --model platform/resulic/weights/small-codecs/r1 --model platform/resulic/weights/small-codecs/r2 \\
+      --images samples --set 'metrics.names=[psnr,ms-ssim,st-lpips]'     # -> outputs/evaluate/
+  resulic evaluate --model models:/resulic@champion --images samples --random-backbones --set 'metrics.names=[psnr,lpips]'
+  resulic baselines samples --bpp 0.02 0.05 0.1 0.2 -o outputs/baselines
+  resulic bd-rate outputs/baselines/vvc.json outputs/evaluate/results.json --metric psnr --metric ms-ssim
   resulic plot outputs/evaluate/results.json outputs/baselines/*.json -o plots/
   resulic remote compress photo.png --url http://127.0.0.1:8000 --rate-point default
 """

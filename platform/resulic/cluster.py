@@ -17,7 +17,23 @@ os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
 
 # What local Ray workers need to behave like the driver (offline, one thread each).
 WORKER_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
-              "MLFLOW_TRACKING_URI", "MLFLOW_DISABLE_TELEMETRY", "TOKENIZERS_PARALLELISM", "RESULIC_VERBOSE")
+              "MLFLOW_TRACKING_URI", "MLFLOW_DISABLE_TELEMETRY", "TOKENIZERS_PARALLELISM", "RESULIC_VERBOSE",
+              "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER")
+# Ray Train's preemption watcher polls for nodes being drained (cloud spot instances); on one
+# machine there is nothing to drain and its failed polls print tracebacks as warnings. A local
+# Ray started here runs without it unless verbose (or the variable is set).
+PREEMPTION_WATCHER_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
+
+
+def local_worker_env() -> dict[str, str]:
+    """The environment of a local Ray's workers: the driver's WORKER_ENV variables, and no
+    preemption watcher unless verbose (the Train controller, an actor, reads it from here)."""
+    from .runtime import verbose
+
+    env = {k: os.environ[k] for k in WORKER_ENV if k in os.environ}
+    if not verbose():
+        env.setdefault(PREEMPTION_WATCHER_ENV, "0")
+    return env
 
 
 def ensure_ray(min_cpus: float = 1) -> None:
@@ -29,10 +45,11 @@ def ensure_ray(min_cpus: float = 1) -> None:
 
     if ray.is_initialized():
         return
-    env = {k: os.environ[k] for k in WORKER_ENV if k in os.environ}
     if os.environ.get("RAY_ADDRESS"):
+        env = {k: os.environ[k] for k in WORKER_ENV if k in os.environ}
         ray.init(runtime_env={"env_vars": env}, log_to_driver=True, logging_level=library_log_level())
         return
+    env = local_worker_env()
     # Logical CPUs: Ray only counts them. Two spare ones keep Ray Data and the Train/Tune
     # controllers from waiting on the workers' share on a small machine.
     num_cpus = max(math.ceil(min_cpus) + 2, os.cpu_count() or 1)

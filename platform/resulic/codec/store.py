@@ -26,6 +26,7 @@ from safetensors.torch import load_file, save_file
 
 from ..config import ModelConfig, build_config, load_config
 from ..errors import ModelLoadError
+from ..images import current_umask
 from ..models.backbone import Backbone, load_backbone
 from ..models.compressor import LatentCompressor
 from ..models.control import build_control_unet, control_state_dict, load_control_state
@@ -64,7 +65,7 @@ def save_codec(codec: Codec, folder: str | Path, half: bool = False) -> Path:
         raise ModelLoadError(f"{folder}: exists and is not a trained-codec folder; refusing to replace it")
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
-    tmp.chmod(0o755)
+    tmp.chmod(0o777 & ~current_umask())  # mkdtemp's 0o700 would outlive the rename: the umask decides, as for mkdir
     try:
         (tmp / "config.yaml").write_text(yaml.safe_dump(codec.config.model_dump(mode="json"), sort_keys=False))
         # Only weights are halved: buffers (coding tables, likelihood bounds) are kept as they are.
@@ -84,6 +85,8 @@ def save_codec(codec: Codec, folder: str | Path, half: bool = False) -> Path:
             "files": {name: _sha256(tmp / name) for name in FILES},
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        for path in tmp.iterdir():  # safetensors writes its files 0o600, whatever the umask
+            path.chmod(0o666 & ~current_umask())
         if folder.exists():
             shutil.rmtree(folder)
         tmp.rename(folder)
