@@ -30,7 +30,7 @@ EPILOG = """\
 examples:
   resulic compress photo.png -o photo.rslc
   resulic compress photo.png -o photo.rslc --rate r3     # a lower or higher shipped rate point
-  resulic compress photo.png -o photo.rslc --bpp 0.05    # per-image rate control (one model, any rate)
+  resulic compress photo.png -o photo.rslc --bpp 0.15    # per-image rate control (one model, any rate)
   resulic decompress photo.rslc -o photo.png --one-pass  # one network evaluation instead of S - 1
   resulic decompress photo.rslc -o photo.png
   resulic info photo.rslc
