@@ -84,7 +84,7 @@ def mlflow_shot(chromium: str, uri: str, experiment: str | None, port: int, out:
                                "--host", "127.0.0.1", "--port", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        wait_for(f"http://127.0.0.1:{port}/health", 120)
+        wait_for(f"http://127.0.0.1:{port}/health", 600)  # minutes on a busy 2-core machine
         return screenshot(chromium, training_view_url(f"http://127.0.0.1:{port}", experiment_id), out, wait_s)
     finally:  # mlflow ui runs uvicorn as a child: stop the whole group it started
         os.killpg(server.pid, signal.SIGTERM)
