@@ -5,6 +5,7 @@ by the service itself).
     python benchmarks/ui_screenshots.py -o outputs/screenshots                   # ./mlflow.db, tiny service
     python benchmarks/ui_screenshots.py --tracking-uri sqlite:////path/mlflow.db --experiment resulic-sweeps
     python benchmarks/ui_screenshots.py --no-serve --mlflow-port 5250
+    python benchmarks/ui_screenshots.py --no-mlflow --docs-app-only                # /docs without Ray
 
 Needs a Chromium binary (Debian: `apt-get install chromium`; or --chromium PATH). Writes
 mlflow-runs.png and serve-docs.png. Each page is given --wait-s seconds of virtual time to run its
@@ -84,7 +85,7 @@ def mlflow_shot(chromium: str, uri: str, experiment: str | None, port: int, out:
                                "--host", "127.0.0.1", "--port", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        wait_for(f"http://127.0.0.1:{port}/health", 120)
+        wait_for(f"http://127.0.0.1:{port}/health", 600)  # minutes on a busy 2-core machine
         return screenshot(chromium, training_view_url(f"http://127.0.0.1:{port}", experiment_id), out, wait_s)
     finally:  # mlflow ui runs uvicorn as a child: stop the whole group it started
         os.killpg(server.pid, signal.SIGTERM)
@@ -112,6 +113,19 @@ def serve_shot(chromium: str, port: int, out: Path, wait_s: float) -> Path:
             local.stop()
 
 
+def docs_app_shot(chromium: str, port: int, out: Path, wait_s: float) -> Path:
+    """/docs of the ingress's own FastAPI app (serve.app:api) in uvicorn, without Ray: the same
+    page, assets and OpenAPI schema, with no codec behind them (for a machine too busy to start Ray)."""
+    server = subprocess.Popen([sys.executable, "-m", "uvicorn", "serve.app:api", "--host", "127.0.0.1", "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_for(f"http://127.0.0.1:{port}/openapi.json", 600)
+        return screenshot(chromium, f"http://127.0.0.1:{port}/docs", out, wait_s, size="1400,1000")
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(30)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -122,6 +136,8 @@ def main(argv=None) -> int:
     p.add_argument("--serve-port", type=int, default=8201)
     p.add_argument("--no-mlflow", action="store_true")
     p.add_argument("--no-serve", action="store_true")
+    p.add_argument("--docs-app-only", action="store_true",
+                   help="/docs from the ingress's FastAPI app in uvicorn, without starting Ray Serve")
     p.add_argument("--chromium", help="the browser binary (default: chromium on the PATH)")
     p.add_argument("--wait-s", type=float, default=20.0, help="virtual time each page gets to render")
     args = p.parse_args(argv)
@@ -134,7 +150,9 @@ def main(argv=None) -> int:
     if not args.no_mlflow:
         uri = tracking.tracking_uri(args.tracking_uri)
         print(mlflow_shot(chromium, uri, args.experiment, args.mlflow_port, args.output / "mlflow-runs.png", args.wait_s))
-    if not args.no_serve:
+    if args.docs_app_only:
+        print(docs_app_shot(chromium, args.serve_port, args.output / "serve-docs.png", args.wait_s))
+    elif not args.no_serve:
         print(serve_shot(chromium, args.serve_port, args.output / "serve-docs.png", args.wait_s))
     return 0
 
