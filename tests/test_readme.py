@@ -27,8 +27,22 @@ from resulic import cli
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
 # What a clone holds at its top level: a path in a command that starts with one of these names
-# is the repository's and must exist.
-REPO_ENTRIES = sorted(p.name for p in REPO.iterdir() if not p.name.startswith(".") and p.name not in ("outputs",))
+# is the repository's and must exist. Git's list, not the folder's: what a user's runs made
+# (ray_results/, mlartifacts/, outputs/, data/) is not the repository's.
+GENERATED = ("outputs", "ray_results", "mlruns", "mlartifacts", "mlflow.db", "data")
+
+
+def _repo_entries() -> list[str]:
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, timeout=30, check=True).stdout
+        return sorted({line.split("/", 1)[0] for line in out.splitlines() if line and not line.startswith(".")})
+    except (OSError, subprocess.SubprocessError):  # not a git checkout
+        return sorted(p.name for p in REPO.iterdir() if not p.name.startswith(".") and p.name not in GENERATED)
+
+
+REPO_ENTRIES = _repo_entries()
 JOBS_WITH_THE_RESULIC_PARSER = {"train", "sweep", "promote"}  # jobs/<kind>.py == resulic <kind>
 
 
