@@ -19,7 +19,6 @@ from torch import Tensor, nn
 
 from ..config import ModelConfig
 from ..diffusion import ResidualSchedule
-from ..models import use_backward_safe_kernels
 from ..models.backbone import Backbone
 from ..models.compressor import LatentCompressor
 from .config import LossConfig
@@ -86,7 +85,6 @@ class TrainableCodec(nn.Module):
         lpips: nn.Module | None = None,
     ) -> None:
         super().__init__()
-        use_backward_safe_kernels()
         self.compressor = compressor
         self.cdm = cdm
         self.discriminator = PatchDiscriminator() if stage == 2 and loss.lambda_adversarial > 0 else None
