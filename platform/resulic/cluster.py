@@ -8,6 +8,7 @@ loopback address instead of the machine's external one.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 
@@ -19,6 +20,29 @@ os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
 WORKER_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
               "MLFLOW_TRACKING_URI", "MLFLOW_DISABLE_TELEMETRY", "TOKENIZERS_PARALLELISM", "RESULIC_VERBOSE")
 
+# Where Ray's job supervisor hands a submitted job's config (runtime env included) to its driver.
+JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
+
+
+def submitted_job_env() -> dict[str, str]:
+    """The environment variables of the submitted job this driver runs in (``ray job submit
+    --runtime-env-json``), or {} outside a job. Ray refuses a ``ray.init(runtime_env=...)`` that
+    sets one of them again, even to the same value."""
+    from ray.job_config import JobConfig
+
+    injected = os.environ.get(JOB_CONFIG_ENV)
+    if not injected:
+        return {}
+    runtime_env = JobConfig.from_json(json.loads(injected)).runtime_env or {}
+    return dict(runtime_env.get("env_vars") or {})
+
+
+def worker_env() -> dict[str, str]:
+    """The driver's WORKER_ENV variables that Ray workers would not get otherwise: inside a
+    submitted job, those the job's runtime environment does not set already."""
+    job_env = submitted_job_env()
+    return {k: os.environ[k] for k in WORKER_ENV if k in os.environ and k not in job_env}
+
 
 def ensure_ray(min_cpus: float = 1) -> None:
     """Use the running Ray (or ``RAY_ADDRESS``'s); otherwise start a local one with at least
@@ -29,9 +53,10 @@ def ensure_ray(min_cpus: float = 1) -> None:
 
     if ray.is_initialized():
         return
-    env = {k: os.environ[k] for k in WORKER_ENV if k in os.environ}
+    env = worker_env()
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(runtime_env={"env_vars": env}, log_to_driver=True, logging_level=library_log_level())
+        ray.init(runtime_env={"env_vars": env} if env else None, log_to_driver=True,
+                 logging_level=library_log_level())
         return
     # Logical CPUs: Ray only counts them. Two spare ones keep Ray Data and the Train/Tune
     # controllers from waiting on the workers' share on a small machine.
