@@ -55,6 +55,10 @@ def ensure_ray(min_cpus: float = 1) -> None:
         return
     env = worker_env()
     if os.environ.get("RAY_ADDRESS"):
+        if os.environ["RAY_ADDRESS"] != "auto" and "://" not in os.environ["RAY_ADDRESS"]:
+            # Ray Train's cleanup actors find the cluster's state API from RAY_ADDRESS, else by
+            # looking for Ray processes on the node: with two clusters on one machine they guess.
+            env.setdefault("RAY_ADDRESS", os.environ["RAY_ADDRESS"])
         ray.init(runtime_env={"env_vars": env} if env else None, log_to_driver=True,
                  logging_level=library_log_level())
         return

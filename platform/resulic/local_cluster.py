@@ -316,3 +316,48 @@ class MlflowServer:
         _stop_tree(self.process, pids)
         self.process = None
 
+
+
+def auth_headers() -> dict[str, str]:
+    """The token header for a Ray 2.60 dashboard (token from $RAY_AUTH_TOKEN, $RAY_AUTH_TOKEN_PATH
+    or ~/.ray/auth_token), or {} without one."""
+    token = os.environ.get("RAY_AUTH_TOKEN")
+    if not token:
+        path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+        token = path.read_text().strip() if path.is_file() else ""
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def serve_applications(dashboard_url: str) -> dict:
+    """Serve's status from the dashboard's REST API (what ``serve status`` shows)."""
+    request = urllib.request.Request(f"{dashboard_url}/api/serve/applications/", headers=auth_headers())
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def running_replicas(dashboard_url: str, app: str, deployment: str) -> int:
+    apps = serve_applications(dashboard_url).get("applications", {})
+    replicas = apps.get(app, {}).get("deployments", {}).get(deployment, {}).get("replicas", [])
+    return sum(r.get("state") == "RUNNING" for r in replicas)
+
+
+def serve_config(cluster_config: Path, model_uri: str, tracking_uri: str, http_port: int, replicas: int = 2) -> dict:
+    """``serve/config.cluster.yaml`` sized for CPUs on one machine: its shape (proxies, routes,
+    limits, health checks) kept, the device, sizes, port, model and tracking server changed."""
+    import yaml
+
+    cfg = yaml.safe_load(Path(cluster_config).read_text())
+    cfg["http_options"]["port"] = http_port
+    app = cfg["applications"][0]
+    app["runtime_env"]["env_vars"].update({"MLFLOW_TRACKING_URI": tracking_uri, "OMP_NUM_THREADS": "1"})
+    app["args"]["device"] = "cpu"
+    app["args"]["models"]["rate_points"] = {"default": model_uri}
+    app["args"]["models"]["default_rate_point"] = "default"
+    for deployment in app["deployments"]:
+        if deployment["name"] == "Ingress":
+            deployment.update(num_replicas=1, ray_actor_options={"num_cpus": 0.1})
+        else:
+            deployment["autoscaling_config"].update(min_replicas=replicas, initial_replicas=replicas, max_replicas=replicas)
+            deployment["ray_actor_options"] = {"num_cpus": 0.5, "num_gpus": 0}
+            deployment["graceful_shutdown_timeout_s"] = 5
+    return cfg

@@ -170,6 +170,10 @@ class SweepOutcome:
 
 
 def run_sweep(sweep: Sweep) -> SweepOutcome:
+    # torch before Optuna and Ray Tune: a sweep submitted as a Ray job that loaded it later (a
+    # trial's code, unpickled in the driver) died with "Intel oneMKL FATAL ERROR: Cannot load
+    # libtorch_cpu.so" and a segfault; loaded first, it loads (tried on a local cluster, docs/cluster.md).
+    import torch  # noqa: F401
     import optuna
     import ray.tune
     from ray.tune.schedulers import ASHAScheduler
