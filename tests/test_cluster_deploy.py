@@ -306,3 +306,47 @@ def test_a_bad_config_fails_before_submitting(clean_env, capsys):
     assert submit.main(["train", "configs/train/stage1-sd21.yaml", "--set", "optim.stepz=3", "--dry-run"]) == 2
     err = capsys.readouterr().err
     assert "optim.stepz: unknown key" in err and "ray job submit" not in err
+
+
+# -- a submitted job's driver --------------------------------------------------------------------
+def test_a_submitted_jobs_driver_passes_ray_init_only_what_the_job_does_not_set(monkeypatch):
+    """Ray refuses ``ray.init(runtime_env=...)`` in a job whose runtime env sets the same variable
+    (the job died at start). Checked with Ray's own merge, on the runtime env jobs/submit.py sends."""
+    from ray.runtime_env.runtime_env import _merge_runtime_env
+
+    from resulic import cluster
+    from resulic.submit import runtime_env
+
+    job_env = runtime_env(JobRequest("train", str(REPO / "configs/train/stage1.yaml"), tracking_uri="http://mlflow:5000"))
+    monkeypatch.setenv(cluster.JOB_CONFIG_ENV, json.dumps({"runtime_env": job_env, "metadata": {}}))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    env = cluster.worker_env()
+    assert env == {"OMP_NUM_THREADS": "1"} | ({"RESULIC_VERBOSE": env["RESULIC_VERBOSE"]} if "RESULIC_VERBOSE" in env else {})
+    assert _merge_runtime_env(job_env, {"env_vars": env}) is not None, "Ray would refuse the driver's runtime env"
+    # Outside a job every variable goes to the workers.
+    monkeypatch.delenv(cluster.JOB_CONFIG_ENV)
+    assert {"MLFLOW_TRACKING_URI", "HF_HUB_OFFLINE", "OMP_NUM_THREADS"} <= set(cluster.worker_env())
+
+
+def test_submit_sends_the_ray_token_when_one_exists(tmp_path):
+    from resulic.submit import submit_environment
+
+    token = tmp_path / "token"
+    assert "RAY_AUTH_MODE" not in submit_environment({"RAY_AUTH_TOKEN_PATH": str(token), "HOME": str(tmp_path)})
+    token.write_text("secret\n")
+    assert submit_environment({"RAY_AUTH_TOKEN_PATH": str(token)})["RAY_AUTH_MODE"] == "token"
+    assert submit_environment({"RAY_AUTH_TOKEN_PATH": str(token), "RAY_AUTH_MODE": "disabled"})["RAY_AUTH_MODE"] == "disabled"
+
+
+def test_the_job_report_names_status_logs_and_mlflow_runs():
+    from resulic.submit import MLFLOW_RUN_LINE, JobReport
+
+    logs = "run stage1: MLflow run 0123456789abcdef0123456789abcdef; trained codec /x\nMLflow parent run " + "f" * 32
+    report = JobReport("resulic-train-x-1", "SUCCEEDED", "", MLFLOW_RUN_LINE.findall(logs))
+    lines = report.lines("http://127.0.0.1:8265", "sqlite:////tmp/m.db")
+    assert lines[0] == "job resulic-train-x-1: SUCCEEDED"
+    assert lines[1].startswith("logs: ray job logs resulic-train-x-1 --address http://127.0.0.1:8265")
+    assert lines[2:] == ["MLflow run 0123456789abcdef0123456789abcdef in sqlite:////tmp/m.db: 0123456789abcdef0123456789abcdef",
+                         f"MLflow run {'f' * 32} in sqlite:////tmp/m.db: {'f' * 32}"]
