@@ -309,25 +309,24 @@ def test_a_bad_config_fails_before_submitting(clean_env, capsys):
 
 
 # -- a submitted job's driver --------------------------------------------------------------------
-def test_a_submitted_jobs_driver_passes_ray_init_only_what_the_job_does_not_set(monkeypatch):
-    """Ray refuses ``ray.init(runtime_env=...)`` in a job whose runtime env sets the same variable
-    (the job died at start). Checked with Ray's own merge, on the runtime env jobs/submit.py sends."""
+def test_a_submitted_jobs_driver_leaves_the_jobs_runtime_env_alone(monkeypatch):
+    """Inside a job, ``ray.init`` gets no runtime env of its own: Ray refuses one that repeats a
+    job variable (every submitted job died at start), and a merged one let Ray delete the job's
+    working folder under its driver. Outside a job, the driver's variables go to its workers."""
     from ray.runtime_env.runtime_env import _merge_runtime_env
 
     from resulic import cluster
     from resulic.submit import runtime_env
 
     job_env = runtime_env(JobRequest("train", str(REPO / "configs/train/stage1.yaml"), tracking_uri="http://mlflow:5000"))
+    for key in ("MLFLOW_TRACKING_URI", "HF_HUB_OFFLINE", "OMP_NUM_THREADS"):
+        monkeypatch.setenv(key, job_env["env_vars"].get(key, "1"))
+    outside = cluster.driver_runtime_env()
+    assert {"MLFLOW_TRACKING_URI", "HF_HUB_OFFLINE", "OMP_NUM_THREADS"} <= set(outside["env_vars"])
+    assert _merge_runtime_env(job_env, outside) is None, "Ray's merge refuses the repeated variables"
     monkeypatch.setenv(cluster.JOB_CONFIG_ENV, json.dumps({"runtime_env": job_env, "metadata": {}}))
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    env = cluster.worker_env()
-    assert env == {"OMP_NUM_THREADS": "1"} | ({"RESULIC_VERBOSE": env["RESULIC_VERBOSE"]} if "RESULIC_VERBOSE" in env else {})
-    assert _merge_runtime_env(job_env, {"env_vars": env}) is not None, "Ray would refuse the driver's runtime env"
-    # Outside a job every variable goes to the workers.
-    monkeypatch.delenv(cluster.JOB_CONFIG_ENV)
-    assert {"MLFLOW_TRACKING_URI", "HF_HUB_OFFLINE", "OMP_NUM_THREADS"} <= set(cluster.worker_env())
+    assert cluster.driver_runtime_env() is None
+    assert _merge_runtime_env(job_env, cluster.driver_runtime_env()) == job_env
 
 
 def test_submit_sends_the_ray_token_when_one_exists(tmp_path):

@@ -8,7 +8,6 @@ loopback address instead of the machine's external one.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 
@@ -24,24 +23,26 @@ WORKER_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "HF_HUB_OFFLINE", "TRANSFORM
 JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
 
 
-def submitted_job_env() -> dict[str, str]:
-    """The environment variables of the submitted job this driver runs in (``ray job submit
-    --runtime-env-json``), or {} outside a job. Ray refuses a ``ray.init(runtime_env=...)`` that
-    sets one of them again, even to the same value."""
-    from ray.job_config import JobConfig
-
-    injected = os.environ.get(JOB_CONFIG_ENV)
-    if not injected:
-        return {}
-    runtime_env = JobConfig.from_json(json.loads(injected)).runtime_env or {}
-    return dict(runtime_env.get("env_vars") or {})
+def in_submitted_job() -> bool:
+    """True in the driver of a job submitted with ``ray job submit`` (Ray hands it the job's config)."""
+    return bool(os.environ.get(JOB_CONFIG_ENV))
 
 
-def worker_env() -> dict[str, str]:
-    """The driver's WORKER_ENV variables that Ray workers would not get otherwise: inside a
-    submitted job, those the job's runtime environment does not set already."""
-    job_env = submitted_job_env()
-    return {k: os.environ[k] for k in WORKER_ENV if k in os.environ and k not in job_env}
+def driver_runtime_env() -> dict | None:
+    """The runtime env this driver gives ``ray.init``: None inside a submitted job, else the
+    WORKER_ENV variables it has.
+
+    Inside a job the job's runtime env (``ray job submit --runtime-env-json``: working folder,
+    py_modules, variables) already reaches every worker, and giving ``ray.init`` another one
+    breaks the job twice over, both tried on a local cluster (docs/cluster.md): Ray refuses one
+    that sets a variable the job sets ("Failed to merge the Job's runtime env"), and with a merged
+    one the job's working folder, the driver's current directory, was deleted once the workers
+    using it exited (a sweep's driver then failed in ``os.getcwd()``).
+    """
+    if in_submitted_job():
+        return None
+    env = {k: os.environ[k] for k in WORKER_ENV if k in os.environ}
+    return {"env_vars": env}
 
 
 def ensure_ray(min_cpus: float = 1) -> None:
@@ -53,14 +54,9 @@ def ensure_ray(min_cpus: float = 1) -> None:
 
     if ray.is_initialized():
         return
-    env = worker_env()
+    runtime_env = driver_runtime_env()
     if os.environ.get("RAY_ADDRESS"):
-        if os.environ["RAY_ADDRESS"] != "auto" and "://" not in os.environ["RAY_ADDRESS"]:
-            # Ray Train's cleanup actors find the cluster's state API from RAY_ADDRESS, else by
-            # looking for Ray processes on the node: with two clusters on one machine they guess.
-            env.setdefault("RAY_ADDRESS", os.environ["RAY_ADDRESS"])
-        ray.init(runtime_env={"env_vars": env} if env else None, log_to_driver=True,
-                 logging_level=library_log_level())
+        ray.init(runtime_env=runtime_env, log_to_driver=True, logging_level=library_log_level())
         return
     # Logical CPUs: Ray only counts them. Two spare ones keep Ray Data and the Train/Tune
     # controllers from waiting on the workers' share on a small machine.
@@ -70,7 +66,7 @@ def ensure_ray(min_cpus: float = 1) -> None:
         include_dashboard=True,  # Ray Train cleans up through the state API, which the dashboard serves
         dashboard_host="127.0.0.1",
         object_store_memory=2 * 1024**3,
-        runtime_env={"env_vars": env},
+        runtime_env=runtime_env,
         log_to_driver=True,
         logging_level=library_log_level(),  # Ray's INFO lines only with --verbose
     )
