@@ -33,11 +33,9 @@ def driver_runtime_env() -> dict | None:
     WORKER_ENV variables it has.
 
     Inside a job the job's runtime env (``ray job submit --runtime-env-json``: working folder,
-    py_modules, variables) already reaches every worker, and giving ``ray.init`` another one
-    breaks the job twice over, both tried on a local cluster (docs/cluster.md): Ray refuses one
-    that sets a variable the job sets ("Failed to merge the Job's runtime env"), and with a merged
-    one the job's working folder, the driver's current directory, was deleted once the workers
-    using it exited (a sweep's driver then failed in ``os.getcwd()``).
+    py_modules, variables) already reaches every worker, and Ray refuses a ``ray.init`` runtime
+    env that sets a variable the job sets ("Failed to merge the Job's runtime env": every
+    submitted job died at start; tried on a local cluster, docs/cluster.md).
     """
     if in_submitted_job():
         return None

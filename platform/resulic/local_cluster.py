@@ -185,7 +185,11 @@ class LocalCluster:
     def add_node(self, name: str = "node2", cpus: float = 2, resources: dict[str, float] | None = None,
                  timeout: float = 180) -> Node:
         before = len(self.alive_nodes())
-        return self._start_with_retries(name, ["--address", self.gcs_address], cpus, resources or {name: 1},
+        # A temp dir of its own, as a separate machine has: with the head's, both nodes' runtime
+        # env agents unpack a job's working folder into the same path, and the second unpacking
+        # replaced the folder the job's driver was running in (os.getcwd() then failed).
+        args = ["--address", self.gcs_address, "--temp-dir", str(self.temp_dir.with_name(f"{self.temp_dir.name}-{name}"))]
+        return self._start_with_retries(name, args, cpus, resources or {name: 1},
                                         lambda node: self.wait_for_nodes(before + 1, timeout, node))
 
     def _start_with_retries(self, name, args, cpus, resources, started, attempts: int = 3) -> Node:
@@ -347,6 +351,7 @@ def serve_config(cluster_config: Path, model_uri: str, tracking_uri: str, http_p
     import yaml
 
     cfg = yaml.safe_load(Path(cluster_config).read_text())
+    cfg["proxy_location"] = "HeadOnly"  # every node is this machine: a proxy per node would fight for the port
     cfg["http_options"]["port"] = http_port
     app = cfg["applications"][0]
     app["runtime_env"]["env_vars"].update({"MLFLOW_TRACKING_URI": tracking_uri, "OMP_NUM_THREADS": "1"})
