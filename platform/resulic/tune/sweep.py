@@ -170,9 +170,10 @@ class SweepOutcome:
 
 
 def run_sweep(sweep: Sweep) -> SweepOutcome:
-    # torch before Optuna and Ray Tune: a sweep submitted as a Ray job that loaded it later (a
-    # trial's code, unpickled in the driver) died with "Intel oneMKL FATAL ERROR: Cannot load
-    # libtorch_cpu.so" and a segfault; loaded first, it loads (tried on a local cluster, docs/cluster.md).
+    # torch before Optuna and Ray Tune: a sweep submitted as a job to a local two-node cluster
+    # that loaded it later died with "Intel oneMKL FATAL ERROR: Cannot load libtorch_cpu.so"
+    # (likely the same cause as its replaced working folder, docs/cluster.md; loading it first
+    # costs nothing, the trials need it anyway).
     import torch  # noqa: F401
     import optuna
     import ray.tune
