@@ -84,6 +84,7 @@ def multinode(tmp_path_factory):
     from resulic.local_cluster import LocalCluster, MlflowServer, Ports
 
     root = tmp_path_factory.mktemp("multinode")
+    own_temp_dir = not os.environ.get("RESULIC_TEST_RAY_TEMP_DIR")
     temp_dir = os.environ.get("RESULIC_TEST_RAY_TEMP_DIR") or tempfile.mkdtemp(prefix="ray-", dir="/tmp")
     ports = Ports.from_env()
     cluster = LocalCluster(root / "nodes", ports, [str(REPO / "platform"), str(REPO)], temp_dir=Path(temp_dir))
@@ -96,6 +97,11 @@ def multinode(tmp_path_factory):
     finally:
         server.stop()
         cluster.stop()
+        if own_temp_dir:  # Ray's session folders (logs, unpacked jobs) of this cluster's nodes
+            import shutil
+
+            for folder in Path(temp_dir).parent.glob(Path(temp_dir).name + "*"):
+                shutil.rmtree(folder, ignore_errors=True)
 
 
 class MultiNode:

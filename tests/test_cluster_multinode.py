@@ -43,18 +43,6 @@ def _client(multinode):
     return MlflowClient(tracking_uri=multinode.tracking_uri)
 
 
-def _worker_nodes(multinode) -> set[str]:
-    """Node ids of every Ray Train worker actor the cluster ran (alive or finished)."""
-    import os
-
-    from ray.util.state import list_actors
-
-    os.environ.setdefault("RAY_AUTH_MODE", "token")
-    actors = list_actors(address=multinode.address, filters=[("class_name", "=", "RayTrainWorker")], limit=1000,
-                         raise_on_missing_output=False)
-    return {a.node_id for a in actors}
-
-
 def test_training_runs_on_two_nodes_tracks_over_http_and_publishes_a_loadable_model(multinode, photo):
     proc = multinode.submit("train", "configs/train/stage1.yaml", "optim.steps=4", "run.checkpoint_every=2",
                             "workers.placement_strategy=SPREAD", "run.name=two-nodes", storage=True)
@@ -64,7 +52,7 @@ def test_training_runs_on_two_nodes_tracks_over_http_and_publishes_a_loadable_mo
     # The two workers ran on different nodes: the head and the node that joined.
     node_ids = {n["id"] for n in multinode.cluster.alive_nodes()}
     assert len(node_ids) == 2
-    assert _worker_nodes(multinode) == node_ids
+    assert multinode.cluster.actor_nodes("RayTrainWorker") == node_ids
 
     # MLflow over HTTP: the run finished, its step history is 1..4 once each, the codec is an artifact.
     client = _client(multinode)

@@ -242,6 +242,18 @@ class LocalCluster:
             return []
         return json.loads(out.stdout.strip().splitlines()[-1])
 
+    def actor_nodes(self, class_name: str) -> set[str]:
+        """Node ids where actors of ``class_name`` ran (alive or dead), from Ray's state API in a
+        short-lived process (this one may hold another Ray, or none, and Ray reads its token
+        settings once, when imported)."""
+        code = ("import json; from ray.util.state import list_actors; "
+                "print(json.dumps(sorted({a.node_id for a in list_actors(address=%r, filters=[('class_name', '=', %r)], "
+                "limit=10000, raise_on_missing_output=False)})))" % (self.dashboard_url, class_name))
+        out = subprocess.run([sys.executable, "-c", code], env=self.env, capture_output=True, text=True, timeout=120)
+        if out.returncode:
+            raise RuntimeError(f"state API: {out.stderr.strip().splitlines()[-1] if out.stderr.strip() else out.returncode}")
+        return set(json.loads(out.stdout.strip().splitlines()[-1]))
+
     def wait_for_nodes(self, count: int, timeout: float = 180, node: Node | None = None) -> list[dict]:
         nodes: list[dict] = []
 
