@@ -244,7 +244,12 @@ class Drills:
         os.kill(pid, signal.SIGKILL)
         t_kill = time.monotonic()
         print(f"[serve] killed codec replica pid {pid}", flush=True)
-        time.sleep(2)
+        # First Serve's controller notices the loss (fewer than 2 running), then it is replaced.
+        try:
+            _wait(lambda: _running_replicas(self.cluster.dashboard_url) < 2, 60, "the lost replica in Serve's status")
+            noticed = round(time.monotonic() - t_kill, 1)
+        except TimeoutError:  # replaced between two polls
+            noticed = None
         _wait(lambda: _running_replicas(self.cluster.dashboard_url) == 2, 900, "2 running codec replicas again")
         recovery = time.monotonic() - t_kill
         remaining = seconds - (time.monotonic() - t_start)
@@ -256,6 +261,7 @@ class Drills:
         failed = [r for r in records if not r["ok"]]
         return {"requests": len(records), "failed": len(failed), "failed_after_one_retry": sum(not r["retry_ok"] for r in failed),
                 "errors": sorted({r["error"] for r in failed})[:5], "seconds_to_two_running_replicas": round(recovery, 1),
+                "seconds_until_serve_saw_the_loss": noticed,
                 "killed_pid": pid, "load_seconds": seconds, "clients": 2}
 
 
