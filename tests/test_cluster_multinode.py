@@ -106,8 +106,11 @@ def test_sweep_promote_evaluate_then_serve_the_champion(multinode, photo, tmp_pa
                             text=True, timeout=300)
     assert deploy.returncode == 0, deploy.stderr[-3000:]
     url = f"http://127.0.0.1:{multinode.cluster.ports.serve_http}"
-    _wait_healthy(url, timeout=600)
-    assert running_replicas(multinode.address, "resulic-codec", "CodecDeployment") == 2
+    _wait_healthy(url, timeout=600)  # the ingress answers once one codec replica runs
+    deadline = time.monotonic() + 600
+    while running_replicas(multinode.address, "resulic-codec", "CodecDeployment") < 2:
+        assert time.monotonic() < deadline, "the second codec replica never started"
+        time.sleep(2)
     from resulic.client import CodecClient
 
     buf = io.BytesIO()
