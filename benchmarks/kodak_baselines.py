@@ -25,15 +25,15 @@ def main() -> None:
     p.add_argument("--vvc-preset", default="faster")
     p.add_argument("--max-images", type=int)
     p.add_argument("--no-st-lpips", action="store_true", help="PSNR and MS-SSIM only (ST-LPIPS costs most of a point)")
+    p.add_argument("--workers", type=int, default=1, help="processes bisecting at once")
     p.add_argument("-o", "--output", default="outputs/kodak/baselines")
     args = p.parse_args()
     quiet_libraries()
     configure_threads()
     cfg = BaselinesConfig(images=args.images, dataset="kodak", codecs=args.codec, target_bpp=args.bpp,
                           vvc_preset=args.vvc_preset, learned_metrics=[] if args.no_st_lpips else ["st-lpips"], max_images=args.max_images,
-                          output_dir=args.output, save_decoded=True)
-    for path in run_baselines_job(cfg):
-        print(path)
+                          output_dir=args.output, save_decoded=True, workers=args.workers)
+    print(run_baselines_job(cfg).table)
 
 
 if __name__ == "__main__":

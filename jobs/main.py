@@ -34,22 +34,63 @@ def train_stages(train) -> str | None:
     return model
 
 
-def sweep_and_promote(cfg) -> str | None:
-    """The sweep, then promotion; returns the champion's models:/ URI (None without promotion)."""
+def sweep_and_promote(cfg) -> tuple[str | None, str]:
+    """The sweep, then promotion; returns the champion's models:/ URI (None without promotion) and
+    the folder of the trials' runs (each holds <run>/model, a trained-codec folder)."""
     from resulic.config import load_config
     from resulic.tune.promote import PromoteConfig, format_promotions, promote
+    from resulic.train.config import storage_root
     from resulic.tune.sweep import Sweep, results_table, run_sweep
 
     sweep = Sweep.load(cfg.sweep)
     print(f"sweep {sweep.config.name}: {sweep.config.search.num_samples} trial(s), stages {', '.join(sweep.config.stages)}")
     outcome = run_sweep(sweep)
     print(results_table(outcome))
+    trials = f"{storage_root(sweep.config.storage_path)}/{sweep.config.name}/runs"
     if cfg.promote is None:
-        return None
+        return None, trials
     promotion = load_config(PromoteConfig, cfg.promote)
     promotions = promote(promotion)
     print(format_promotions(promotions, promotion.model_name))
-    return f"models:/{promotion.model_name}@{promotions[0].alias}"
+    return f"models:/{promotion.model_name}@{promotions[0].alias}", trials
+
+
+def where_things_are(model: str | None, codec, output_dir: str, trials: str | None = None,
+                     tracking_uri: str | None = None) -> str:
+    """The job's last lines: the codec it used and where its folder is, where the trained codecs
+    are, the command that opens the MLflow UI on these runs, and where the outputs are."""
+    import os
+
+    from resulic import registry, tracking
+    from resulic.codec import shipped
+
+    experiment_id = None
+    if registry.is_registry_uri(model):
+        folder = registry.trained_folder(model, tracking_uri)
+        version = registry.resolve(model, tracking_uri)
+        codec_line = f"{model} (version {version.version}, MLflow run {version.run_id}); its folder: {folder or version.source}"
+        experiment_id = tracking.client(tracking.tracking_uri(tracking_uri)).get_run(version.run_id).info.experiment_id
+    elif model and Path(model).is_dir():
+        codec_line = str(Path(model).resolve())
+    elif model and Path(model).is_file():
+        codec_line = f"built from {model} (untrained: no folder)"
+    else:
+        folder = shipped.folder_for_fingerprint(codec.fingerprint)
+        codec_line = (f"the shipped codec, {os.path.relpath(folder)}" if folder is not None
+                      else f"{model or os.environ.get('RESULIC_MODEL') or 'tiny'} (embedded profile: no folder)")
+    uri = tracking.tracking_uri(tracking_uri)
+    if tracking.sqlite_path(uri) is not None:
+        exe = Path(sys.executable).parent / "mlflow"
+        exe_name = os.path.relpath(exe) if exe.is_file() and not os.path.relpath(exe).startswith("..") else "mlflow"
+        ui = f"{exe_name} ui --backend-store-uri {uri}\n                 then open {tracking.training_view_url('http://127.0.0.1:5000', experiment_id)}"
+    else:
+        ui = f"open {tracking.training_view_url(uri, experiment_id)}"
+    lines = ["", "where things are:", f"  codec:         {codec_line}"]
+    if trials:
+        lines.append(f"  codec folders: {trials}/<run>/model (one trained codec per trial)")
+    lines += [f"  MLflow UI:     {ui}",
+              f"  outputs:       {output_dir} (.rslc files, decoded PNGs, results.json; served/: the same over HTTP)"]
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
@@ -73,7 +114,13 @@ def main(argv=None) -> int:
     try:
         cfg = load_config(MainJobConfig, args.config, args.overrides)
         items = load_inputs(cfg.images, cfg.max_images, cfg.max_side)  # bad input fails before any training
-        model = cfg.model or (sweep_and_promote(cfg) if cfg.sweep else train_stages(cfg.train))
+        trials = None
+        if cfg.model:
+            model = cfg.model
+        elif cfg.sweep:
+            model, trials = sweep_and_promote(cfg)
+        else:
+            model = train_stages(cfg.train)
         codec = open_codec(model)
         print(f"model {codec.fingerprint.hex()} ({codec.config.backbone.profile}, rate point "
               f"{codec.config.rate_point.name}); {len(items)} image(s) -> {cfg.output_dir}")
@@ -85,13 +132,13 @@ def main(argv=None) -> int:
             from serve.demo import served_model, serve_and_roundtrip
 
             print(serve_and_roundtrip(served_model(model, codec, cfg.output_dir), items, Path(cfg.output_dir, "served"), cfg.output_dir))
+        print(where_things_are(model, codec, cfg.output_dir, trials))
     except ResulicError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
         print(f"error: cannot write to {cfg.output_dir}: {exc.strerror or exc}", file=sys.stderr)
         return 2
-    print(f"files, decoded PNGs and results.json are in {cfg.output_dir}")
     return 0
 
 

@@ -30,8 +30,8 @@ from resulic.http_docs import add_offline_docs, error_responses
 from resulic.serving import (
     Catalog, CompressOptions, RatePoint, Reply, RequestError, ServeAppConfig, ServeLimits, check_body_size,
     check_image_header, compress_reply, decompress_replies, decompress_reply, fingerprint_of, load_rate_point,
-    parse_compress_options, rate_points_config, refuse_bitstream, replica_cache_dir, resolve_rate_points, split_multipart,
-    status_for,
+    parse_compress_options, parse_flag, rate_points_config, refuse_bitstream, replica_cache_dir, resolve_rate_points,
+    split_multipart, status_for,
 )
 
 # How many rate points (pinned model ids) one replica keeps loaded; LRU beyond (a backbone is
@@ -80,7 +80,11 @@ def _options_doc() -> list[dict]:
          ("text", "string", "the original's caption: sent whole, or the source of srr's residual"),
          ("srr", "boolean", "send the semantic residual of `text` (needs text)"),
          ("pfo_iterations", "integer", "Pfo iterations (0 = off; needs srr); bounded by the service"),
-         ("pfo_seconds", "number", "Pfo time budget in seconds; bounded by the service")]
+         ("pfo_seconds", "number", "Pfo time budget in seconds; bounded by the service"),
+         ("bpp", "number", "per-image rate control: the file closest to this many bits per pixel, at most 5% over "
+                           "(a variable-rate model; X-Resulic-Level tells the level chosen)"),
+         ("level", "integer", "a variable-rate model's rate level, 0 (lowest rate) .. 127"),
+         ("one_pass", "boolean", "the file asks for a one-pass decode (one network evaluation)")]
     return [{"name": n, "in": "query", "required": False, "schema": {"type": t}, "description": d} for n, t, d in q]
 
 
@@ -201,7 +205,7 @@ class CodecDeployment:
     async def compress(self, rate_point: dict, image: bytes, options: dict) -> Reply:
         return await self._codec_call(rate_point, compress_reply, image, CompressOptions(**options), self.limits)
 
-    async def decompress(self, rate_point: dict, data: bytes) -> Reply:
+    async def decompress(self, rate_point: dict, data: bytes, one_pass: bool = False) -> Reply:
         # Refuse from the header on the event loop, before the file queues behind running work.
         try:
             codec = await self.codec_for(RatePoint(**rate_point).model_id)
@@ -210,9 +214,9 @@ class CodecDeployment:
         refused = refuse_bitstream(codec, data, self.limits)
         if refused is not None:
             return refused
-        if DECODE_BATCH > 1:
+        if DECODE_BATCH > 1 and not one_pass:
             return await self._decompress_batch((rate_point, data))
-        return await self._codec_call(rate_point, decompress_reply, data, self.limits)
+        return await self._codec_call(rate_point, decompress_reply, data, self.limits, one_pass)
 
     @serve.batch(max_batch_size=max(DECODE_BATCH, 1), batch_wait_timeout_s=0.05)
     async def _decompress_batch(self, items: list[tuple[dict, bytes]]) -> list[Reply]:
@@ -295,12 +299,20 @@ class Ingress:
         return respond(reply, "application/octet-stream")
 
     @api.post("/v1/decompress", summary="ResULIC bitstream -> PNG", response_class=Response,
-              openapi_extra=_body_doc("bitstream", "application/octet-stream"),
+              openapi_extra={"parameters": [{"name": "one_pass", "in": "query", "required": False,
+                                             "schema": {"type": "boolean"},
+                                             "description": "decode with one network evaluation, whatever the "
+                                                            "file asks: faster, at some cost in quality"}],
+                             **_body_doc("bitstream", "application/octet-stream")},
               responses={200: {"content": {"image/png": {}}, "description": "the decoded image"}, **DECOMPRESS_ERRORS})
     async def decompress(self, request: Request) -> Response:
-        data, _ = await read_upload(request, "bitstream", self.limits)
+        data, fields = await read_upload(request, "bitstream", self.limits)
+        unknown = sorted((set(request.query_params) | set(fields)) - {"one_pass"})
+        if unknown:
+            raise RequestError(f"unknown option(s) {unknown}; known: ['one_pass']")
+        one_pass = parse_flag("one_pass", {**request.query_params, **fields}.get("one_pass", "false"))
         rp = await self._lookup(Catalog.for_fingerprint, fingerprint_of(data, self.limits))
-        reply = await self._remote(self.codec.decompress, asdict(rp), data, model_id=rp.model_id)
+        reply = await self._remote(self.codec.decompress, asdict(rp), data, one_pass, model_id=rp.model_id)
         return respond(reply, "image/png")
 
     @api.get("/v1/models", summary="rate points, versions, fingerprints; what the answering replica has loaded",

@@ -14,20 +14,32 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+def serve_logging() -> dict:
+    """Serve's logs on the console: warnings and errors, no line per request (its access log),
+    unless verbose (``resulic --verbose``); the same for Serve itself and the application."""
+    from resulic.runtime import verbose
+
+    return {"log_level": "INFO" if verbose() else "WARNING", "enable_access_log": verbose()}
+
+
 def start(args: dict, port: int | None = None, host: str = "127.0.0.1", name: str = "resulic-codec",
           timeout_s: float = 300.0) -> str:
     """Deploy the codec application and wait until it answers; returns its base URL."""
     from ray import serve
 
     from resulic.client import CodecClient, RemoteError
+    from resulic.runtime import quiet_libraries
+
+    quiet_libraries()  # after importing ray.serve, which sets its logger to INFO
 
     from .app import build
 
     cluster.ensure_ray(min_cpus=2)
     port = port or free_port(host)
-    serve.start(http_options={"host": host, "port": port})
+    logging_config = serve_logging()
+    serve.start(http_options={"host": host, "port": port}, logging_config=logging_config)
     port = serve.context._get_global_client().http_config.port  # a running Serve keeps its own port
-    serve.run(build(args), name=name, route_prefix="/", blocking=False)
+    serve.run(build(args), name=name, route_prefix="/", blocking=False, logging_config=logging_config)
     url = f"http://{host}:{port}"
     deadline = time.monotonic() + timeout_s
     while True:

@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from resulic.baselines import CODECS, BaselinesConfig, available, codec_spec, encode_at, run_baselines_job, bpp_of
+from resulic.baselines import (CODECS, VVC_PRESET, BaselinesConfig, available, bpp_of, codec_spec, encode_at, run_baselines,
+                               run_baselines_job)
 from resulic.errors import ConfigError
 from resulic.metrics.distortion import psnr
 
@@ -43,7 +44,8 @@ def test_job_writes_results_and_skips_unknown(tmp_path, photo, capsys):
     photo.crop((0, 0, 96, 64)).save(folder / "a.png")
     cfg = BaselinesConfig(images=str(folder), codecs=["jpeg", "jpeg2000"], target_bpp=[0.1, 0.2, 1.0],
                           output_dir=str(tmp_path / "out"))
-    paths = run_baselines_job(cfg, progress=False)
+    outcome = run_baselines_job(cfg, progress=False)
+    paths = outcome.paths
     jpeg, j2k = (json.loads(p.read_text()) for p in paths)
     assert j2k["name"].startswith("JPEG 2000") and jpeg["results"]["bpp"][-1] <= 1.0
     # JPEG's lowest setting gives ~0.49 bpp here: 0.1 and 0.2 land on the same point, kept once.
@@ -52,3 +54,38 @@ def test_job_writes_results_and_skips_unknown(tmp_path, photo, capsys):
     assert jpeg["results"]["bpp"][0] < jpeg["results"]["bpp"][1]
     with pytest.raises(ConfigError, match="unknown"):
         run_baselines_job(BaselinesConfig(images=str(folder), codecs=["bpg"]))
+
+
+def test_summary_table_has_a_line_per_codec_with_its_ranges(tmp_path, photo):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    photo.crop((0, 0, 96, 64)).save(folder / "a.png")
+    photo.crop((50, 30, 146, 94)).save(folder / "b.png")
+    cfg = BaselinesConfig(images=str(folder), codecs=["jpeg", "webp"], target_bpp=[0.5, 1.0, 2.0],
+                          output_dir=str(tmp_path / "out"))
+    outcome = run_baselines_job(cfg, progress=False)
+    header, rule, *lines = outcome.table.splitlines()
+    assert header.split()[:3] == ["codec", "points", "bpp"] and set(rule) == {"-"}
+    assert len(lines) == 2
+    for line, path in zip(lines, outcome.paths):
+        data = json.loads(path.read_text())
+        bpp, db = data["results"]["bpp"], data["results"]["psnr-rgb"]
+        assert line.startswith(data["name"])
+        assert f" {len(bpp)}  {min(bpp):.4f}–{max(bpp):.4f} " in line and f"{min(db):.2f}–{max(db):.2f}" in line
+        assert line.endswith("s") and float(line.split()[-1].rstrip("s")) >= 0
+
+
+def test_a_worker_pool_gives_the_same_points(photo):
+    """Bisections spread over processes: the same knobs, bytes and qualities as one process."""
+    images = [("a", photo.crop((0, 0, 80, 64))), ("b", photo.crop((40, 40, 120, 104)))]
+    one = run_baselines(images, ["jpeg", "webp"], [0.8, 1.6], progress=False, workers=1)
+    pool = run_baselines(images, ["jpeg", "webp"], [0.8, 1.6], progress=False, workers=2)
+    assert list(one) == list(pool) == ["jpeg", "webp"]
+    for codec in one:
+        key = [(r.image, r.target_bpp, r.bpp, r.knob, r.psnr) for r in one[codec].rows]
+        assert key == [(r.image, r.target_bpp, r.bpp, r.knob, r.psnr) for r in pool[codec].rows]
+        assert len(key) == 4 and len({r.knob for r in one[codec].rows}) > 1
+
+
+def test_vvc_defaults_to_the_faster_preset():
+    assert VVC_PRESET == "faster" and BaselinesConfig().vvc_preset == "faster"

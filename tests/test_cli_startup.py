@@ -80,21 +80,32 @@ from resulic.runtime import library_log_level
 with contextlib.redirect_stdout(io.StringIO()):
     main(sys.argv[1:])
 import mlflow  # configures its own loggers when imported
+from ray import serve  # sets its own logger to INFO when imported; serve.local quiets it again
+from resulic.cluster import PREEMPTION_WATCHER_ENV, local_worker_env
+from resulic.runtime import quiet_libraries
+from serve.local import serve_logging
+quiet_libraries()
 print(json.dumps({"mlflow": logging.getLogger("mlflow").level, "alembic": logging.getLogger("alembic").level,
-                  "ray_init": library_log_level(), "workers": os.environ.get("RESULIC_VERBOSE")}))
+                  "ray_init": library_log_level(), "workers": os.environ.get("RESULIC_VERBOSE"),
+                  "serve": logging.getLogger("ray.serve").level, "serve_app": serve_logging(),
+                  "preemption_watcher": local_worker_env().get(PREEMPTION_WATCHER_ENV)}))
 """
 
 
 @pytest.mark.parametrize("verbose", [False, True])
 def test_library_logs_are_warnings_only_unless_verbose(rslc, verbose):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-    for name in ("RESULIC_VERBOSE", "MLFLOW_LOGGING_LEVEL"):
+    for name in ("RESULIC_VERBOSE", "MLFLOW_LOGGING_LEVEL", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"):
         env.pop(name, None)
     argv = (["--verbose"] if verbose else []) + ["info", str(rslc)]
     done = subprocess.run([sys.executable, "-c", LEVELS, *argv], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
     levels = json.loads(done.stdout.splitlines()[-1])
     if verbose:  # the libraries' own defaults, for this process and (via the variable) Ray's workers
-        assert levels == {"mlflow": 20, "alembic": 30, "ray_init": 20, "workers": "1"}  # alembic: MLflow's own WARNING
-    else:
-        assert levels == {"mlflow": 30, "alembic": 30, "ray_init": 30, "workers": None}
+        assert levels == {"mlflow": 20, "alembic": 30, "ray_init": 20, "workers": "1",  # alembic: MLflow's own WARNING
+                          "serve": 20, "serve_app": {"log_level": "INFO", "enable_access_log": True},
+                          "preemption_watcher": None}
+    else:  # Serve: warnings only, no line per request; Ray Train: no preemption watcher on one machine
+        assert levels == {"mlflow": 30, "alembic": 30, "ray_init": 30, "workers": None,
+                          "serve": 30, "serve_app": {"log_level": "WARNING", "enable_access_log": False},
+                          "preemption_watcher": "0"}

@@ -59,3 +59,30 @@ def test_broken_files(tmp_path, text, message):
         load_config(ModelConfig, path)
     with pytest.raises(ConfigError, match="not found"):
         load_config(ModelConfig, tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize("path", sorted(str(p.relative_to(Path(__file__).resolve().parents[1]))
+                                        for p in (Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml")))
+def test_every_shipped_config_loads(path, monkeypatch):
+    """Each YAML under configs/ is valid for its schema (sweeps: their spaces too), run from the
+    repository root as the README's commands are."""
+    from resulic.config import MainJobConfig, load_config
+    from resulic.evaluate import EvaluateConfig
+    from resulic.train.config import TrainConfig
+    from resulic.tune.promote import PromoteConfig
+    from resulic.tune.sweep import Sweep, SweepConfig
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    kind = Path(path).parent.name
+    if kind == "model":
+        load_config(ModelConfig, path)
+    elif kind == "train":
+        load_config(TrainConfig, path, ["init_from=shipped:r2"] if "stage2" in path else [])
+    elif kind == "sweep":
+        Sweep.from_config(load_config(SweepConfig, path))
+    elif kind == "promote":
+        load_config(PromoteConfig, path)
+    elif Path(path).name == "main.yaml":
+        load_config(MainJobConfig, path)
+    else:
+        load_config(EvaluateConfig, path)

@@ -52,6 +52,11 @@ def test_champion_moves_only_on_improvement(store, photo):
     assert str(mv.version) == first.version
     assert mv.tags["bpp_real"] == "0.03" and mv.tags["metric_value"] == "0.25" and mv.tags["trial_id"] == "b"
     assert mv.tags["param.loss.lambda_rate"] == "3.0" and mv.tags["rate_band"] == "all"
+    # the version is the trial's own run (the one that trained and logged the codec), no copy of it
+    trial_run = client.get_run(mv.tags["training_run"])
+    assert mv.run_id == trial_run.info.run_id and mv.source == f"{trial_run.info.artifact_uri}/codec"
+    all_runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert not [r for r in all_runs if (r.info.run_name or "").startswith("register-")]
     # promoting the same sweep again registers nothing new and keeps the alias
     [again] = promote(cfg)
     assert again.version == first.version and not again.moved

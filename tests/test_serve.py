@@ -97,6 +97,8 @@ def test_round_trip_matches_the_local_cli(client, codec, photo, upload, models, 
 
     served = client.decompress(result.data)
     assert served.headers["content-type"] == "image/png" and served.model_version == models["v1"]
+    quick = client.decompress(result.data, one_pass=True)  # one network evaluation: another picture
+    assert quick.data[:8] == b"\x89PNG\r\n\x1a\n" and quick.data != served.data
     (tmp_path / "x.rslc").write_bytes(result.data)
     from resulic.cli import main
 
@@ -132,6 +134,10 @@ def test_bad_input_is_refused_and_the_service_keeps_answering(client, codec, upl
         (lambda: client.compress(upload, srr=True), 400, "needs the original's caption"),
         (lambda: client.compress(upload, pfo_iterations=3, srr=True, text="a cat"), 400, "pfo_iterations"),
         (lambda: client._request("POST", "/v1/compress", upload, {"colour": "red"}), 400, "unknown option"),
+        (lambda: client.compress(upload, bpp=0), 400, "positive number"),
+        (lambda: client.compress(upload, bpp=0.1), 400, "fixed rate"),
+        (lambda: client.compress(upload, level=3), 400, "fixed rate"),
+        (lambda: client._request("POST", "/v1/decompress", good, {"speed": "max"}), 400, "unknown option"),
         (lambda: client.decompress(b"garbage bytes"), 400, "not a ResULIC bitstream"),
         (lambda: client.decompress(good[:-5]), 400, ""),
         (lambda: client.decompress(foreign), 422, "does not serve"),

@@ -23,9 +23,16 @@ def test_options_are_parsed_and_bounded():
     opts = parse_compress_options({"rate_point": "r1", "text": "a dog", "srr": "on", "pfo_iterations": "3"}, LIMITS)
     assert (opts.rate_point, opts.srr, opts.pfo, opts.pfo_iterations) == ("r1", True, True, 3)
     assert parse_compress_options({}, LIMITS).rate_point is None
+    opts = parse_compress_options({"bpp": "0.05", "one_pass": "true"}, LIMITS)
+    assert (opts.bpp, opts.level, opts.one_pass) == (0.05, None, True)
+    assert parse_compress_options({"level": "127"}, LIMITS).level == 127
     for fields, words in [({"srr": "maybe"}, "true or false"), ({"pfo_iterations": "9", "srr": "1", "text": "x"}, "0..5"),
                           ({"pfo_iterations": "1"}, "srr"), ({"srr": "true"}, "caption"), ({"size": "1"}, "unknown option"),
-                          ({"pfo_seconds": "nan", "srr": "1", "text": "x", "pfo_iterations": "1"}, "pfo_seconds")]:
+                          ({"pfo_seconds": "nan", "srr": "1", "text": "x", "pfo_iterations": "1"}, "pfo_seconds"),
+                          ({"bpp": "0"}, "positive"), ({"bpp": "-1"}, "positive"), ({"bpp": "inf"}, "positive"),
+                          ({"bpp": "a lot"}, "expected a number"), ({"level": "128"}, "0..127"),
+                          ({"level": "1.5"}, "integer"), ({"bpp": "0.1", "level": "3"}, "give one"),
+                          ({"one_pass": "fast"}, "true or false")]:
         with pytest.raises(RequestError, match=words):
             parse_compress_options(fields, LIMITS)
 

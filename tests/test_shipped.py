@@ -54,7 +54,7 @@ def photo():
 @needs_release
 def test_every_shipped_point_reconstructs_the_photo_and_rates_increase(photo):
     rates, qualities = [], []
-    for name in shipped.rate_names():
+    for name in [p["name"] for p in shipped.index()["points"] if not p.get("variable")]:
         codec = shipped.load(name)
         enc = codec.encode(photo)
         out = codec.decode(enc.data).image
@@ -89,3 +89,25 @@ def test_index_lists_points_in_rate_order_with_their_fingerprints():
     for point in data["points"]:
         manifest = json.loads((shipped.SHIPPED_DIR / point["folder"] / "manifest.json").read_text())
         assert manifest["fingerprint"] == point["fingerprint"]
+
+
+@needs_release
+def test_the_shipped_variable_rate_model_spans_the_points_and_hits_a_bpp_target(tmp_path, photo):
+    """One model for every rate (issue 17): its lowest and highest levels bracket a wide range,
+    and `--bpp` without --model uses it and lands within -10 %..+5 % of the target."""
+    codec = shipped.load(shipped.variable_name())
+    low, high = codec.encode(photo, level=0), codec.encode(photo, level=127)
+    assert high.bpp > 2.5 * low.bpp, (low.bpp, high.bpp)
+    assert psnr(photo, codec.decode(low.data).image) > 13.5
+    target = (low.bpp * high.bpp) ** 0.5
+    photo.save(tmp_path / "p.png")
+    env = {k: v for k, v in os.environ.items() if k != "RESULIC_MODEL"}
+    out = subprocess.run([sys.executable, "-m", "resulic.cli", "compress", "p.png", "-o", "p.rslc", "--bpp", f"{target:.4f}"],
+                         capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    achieved = (tmp_path / "p.rslc").stat().st_size * 8 / (photo.width * photo.height)
+    assert 0.9 * target <= achieved <= 1.05 * float(f"{target:.4f}"), (achieved, target)
+    dec = subprocess.run([sys.executable, "-m", "resulic.cli", "decompress", "p.rslc", "-o", "p.png", "--one-pass"],
+                         capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert dec.returncode == 0, dec.stderr
+    assert psnr(photo, Image.open(tmp_path / "p.png")) > 13.5

@@ -147,3 +147,17 @@ def test_backbone_weights_are_never_read_from_pickles(tmp_path):
     (tmp_path / "sd" / "vae" / "diffusion_pytorch_model.safetensors").unlink()  # only the .bin pickle is left
     with pytest.raises(ModelLoadError, match="backbone.source"):
         load_backbone(BackboneConfig(profile="sd21", source=str(tmp_path / "sd")))
+
+
+@pytest.mark.parametrize("umask", [0o002, 0o022, 0o077])
+def test_a_saved_folder_follows_the_umask(codec, tmp_path, umask):
+    """Like mkdir and open: mkdtemp's 0o700 staging folder must not decide who may read a codec."""
+    import os
+
+    old = os.umask(umask)
+    try:
+        folder = save_codec(codec, tmp_path / "codec")
+    finally:
+        os.umask(old)
+    assert folder.stat().st_mode & 0o777 == 0o777 & ~umask
+    assert {p.stat().st_mode & 0o777 for p in folder.iterdir()} == {0o666 & ~umask}

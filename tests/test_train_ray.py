@@ -110,3 +110,28 @@ def test_stage2_starts_from_stage1_and_records_the_link(workdir, stage1):
     assert run.data.tags["init_from"].endswith("s1/model")
     assert "loss_lpips" in run.data.metrics and "loss_mse" in run.data.metrics
     assert run.data.tags["lpips_backbone"].startswith("random")
+
+
+def test_a_variable_rate_model_trains_from_a_fixed_rate_one(workdir, stage1):
+    """One model for every rate (issue 17): gains added to s1's compressor, each sample at its own
+    λ_R, validation at the default level and at each anchor, a published model whose file
+    carries its level."""
+    variable = {"lambda_rates": [8.0, 2.0, 0.5], "residual_steps": [60, 40, 20], "default_level": 64}
+    cfg = _config(workdir, 1, "s1-variable", init_from="s1", optim__steps=2, loss__lambda_rate=2.0, loss__lambda_eps=0,
+                  workers__num_workers=1)
+    cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={
+        "compressor": cfg.model.compressor.model_copy(update={"gain_anchors": 3}),
+        "rate_point": cfg.model.rate_point.model_copy(update={"variable": variable}),
+    })})
+    cfg = TrainConfig.model_validate(cfg.model_dump(mode="json"))
+    outcome = run_training(cfg)
+    metrics = _client(workdir).get_run(outcome.mlflow_run_id).data.metrics
+    for level in (0, 64, 127):
+        assert f"val_bpp_real_level{level}" in metrics
+    assert metrics["val_bpp_real_level0"] < metrics["val_bpp_real_level127"]
+    codec = load_codec(outcome.model_dir)
+    assert codec.config.rate_point.variable.lambda_rates == variable["lambda_rates"]
+    from PIL import Image
+
+    data = codec.encode(Image.new("RGB", (96, 96), "gray"), level=10).data
+    assert codec.decode(data).header.level == 10

@@ -134,3 +134,35 @@ def test_values_that_clash_with_each_other_are_refused_before_any_trial():
     clash = {**SPACE, "model.rate_point.sampling_steps": {"type": "int", "low": 2, "high": 60}}
     with pytest.raises(ConfigError, match="space.model.rate_point.sampling_steps: value 60 cannot be drawn together"):
         SearchSpace(clash, TrainConfig())
+
+
+def test_a_variable_rate_models_range_and_nr_mapping_are_searched_as_choices():
+    """Lists (λ_R per anchor, N_r per anchor) are sampled by index: Optuna sees primitives, the
+    trial gets the list, and given points map back to their index."""
+    from resulic.tune.space import CHOICE
+
+    base = TrainConfig.model_validate({"model": {
+        "compressor": {"gain_anchors": 3},
+        "rate_point": {"sampling_steps": 2, "variable": {"lambda_rates": [8.0, 2.0, 0.5], "residual_steps": [60, 40, 20]}},
+    }})
+    ranges = [[8.0, 2.0, 0.5], [16.0, 4.0, 1.0]]
+    mappings = [[60, 40, 20], [100, 50, 20], [30, 30, 30]]
+    space = SearchSpace({"model.rate_point.variable.lambda_rates": {"type": "choice", "values": ranges},
+                         "model.rate_point.variable.residual_steps": {"type": "choice", "values": mappings}}, base)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(12):
+        trial = study.ask()
+        values = {**SearchSpace.config_values(trial.params), **space.suggest(trial)}
+        assert all(isinstance(v, int) for k, v in trial.params.items() if k.endswith(CHOICE))
+        assert space.contains(values)
+        cfg = SearchSpace.apply(base, values)
+        assert cfg.model.rate_point.variable.residual_steps == values["model.rate_point.variable.residual_steps"]
+        seen.add(tuple(values["model.rate_point.variable.residual_steps"]))
+        study.tell(trial, 0.0)
+    assert len(seen) > 1
+    point = {"model.rate_point.variable.lambda_rates": ranges[1], "model.rate_point.variable.residual_steps": mappings[2]}
+    assert space.sampler_point(point) == {"model.rate_point.variable.lambda_rates" + CHOICE: 1,
+                                          "model.rate_point.variable.residual_steps" + CHOICE: 2}
+    with pytest.raises(ConfigError, match="residual_steps"):  # a mapping the model refuses, before any trial
+        SearchSpace({"model.rate_point.variable.residual_steps": {"type": "choice", "values": [[60, 40]]}}, base)

@@ -29,17 +29,21 @@ profile; --model also takes a trained-codec folder, models:/<name>@<alias> or a 
 EPILOG = """\
 examples:
   resulic compress photo.png -o photo.rslc
-  resulic compress photo.png -o photo.rslc --rate r2     # a lower or higher shipped rate point
+  resulic compress photo.png -o photo.rslc --rate r3     # a lower or higher shipped rate point
+  resulic compress photo.png -o photo.rslc --bpp 0.15    # per-image rate control (one model, any rate)
+  resulic decompress photo.rslc -o photo.png --one-pass  # one network evaluation instead of S - 1
   resulic decompress photo.rslc -o photo.png
   resulic info photo.rslc
   resulic compress photos/ -o compressed/        # every image in a folder, with a progress bar
-  resulic compress photo.png --model runs/codec-r300 --steps 4
+  resulic compress photo.png --model platform/resulic/weights/small-codecs/r1 --steps 4   # a codec folder
   resulic compress photo.png --text "a red barn by a pond" --srr     # send the semantic residual
   resulic compress photos/ --captions captions.jsonl --caption      # captions by file name
-  resulic compress photo.png --text "..." --srr --pfo --semantics sem.yaml --semantics-set pfo.iterations=100
-  resulic evaluate --model runs/codec-r300 --model models:/resulic@champion --images kodak/
-  resulic baselines kodak/ --bpp 0.03 0.05 0.1 -o outputs/baselines
-  resulic bd-rate anchor.json ours.json --metric lpips --metric psnr
+  resulic compress photo.png --text "a red barn" --srr --pfo --semantics sem.yaml --semantics-set pfo.iterations=100
+  resulic evaluate --model platform/resulic/weights/small-codecs/r1 --model platform/resulic/weights/small-codecs/r2 \\
+      --images samples --set 'metrics.names=[psnr,ms-ssim,st-lpips]'     # -> outputs/evaluate/
+  resulic evaluate --model models:/resulic@champion --images samples --random-backbones --set 'metrics.names=[psnr,lpips]'
+  resulic baselines samples --bpp 0.02 0.05 0.1 0.2 -o outputs/baselines
+  resulic bd-rate outputs/baselines/vvc.json outputs/evaluate/results.json --metric psnr --metric ms-ssim
   resulic plot outputs/evaluate/results.json outputs/baselines/*.json -o plots/
   resulic remote compress photo.png --url http://127.0.0.1:8000 --rate-point default
 """
@@ -91,6 +95,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-o", "--output", help=f"output file or folder (default: input with {SUFFIX} / a sibling folder)")
     _model_options(c)
     c.add_argument("--rate", metavar="NAME", help="rate point of the shipped codec (without --model; see 'resulic info --rates')")
+    r = c.add_mutually_exclusive_group()
+    r.add_argument("--bpp", type=float, metavar="BPP",
+                   help="per-image rate control: the file closest to BPP bits per pixel, at most 5%% over it "
+                        "(a variable-rate model: without --model, the shipped 'variable' point)")
+    r.add_argument("--level", type=int, metavar="0..127",
+                   help="rate level of a variable-rate model (0 = its lowest rate, 127 = its highest)")
+    c.add_argument("--one-pass", action="store_true",
+                   help="the file asks for a one-pass decode (one network evaluation: S=2, no guidance)")
     c.add_argument("--steps", type=int, help="DDIM steps S for the decoder (default: the model's rate point)")
     c.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the model's)")
     c.add_argument("--seed", type=int, help="seed of the decoder's starting noise (default: the model's)")
@@ -109,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("decompress", help=".rslc file(s) -> PNG", description="Decompress a file or a folder of .rslc files.")
     d.add_argument("input", help=f"a {SUFFIX} file or a folder of them")
     d.add_argument("-o", "--output", help="output image or folder (default: input with .png / a sibling folder)")
+    d.add_argument("--one-pass", action="store_true",
+                   help="decode with one network evaluation (S=2, no guidance) whatever the file asks: faster, "
+                        "at some cost in quality (docs/benchmarks.md)")
     _model_options(d)
     _decode_limit_options(d)
 
@@ -167,6 +182,15 @@ def cmd_compress(args) -> int:
 
     if args.pfo and not args.srr:
         raise ResulicError("--pfo refines the semantic residual: add --srr")
+    import math
+
+    if args.bpp is not None and not (math.isfinite(args.bpp) and args.bpp > 0):
+        raise ResulicError(f"--bpp {args.bpp:g}: must be a positive number of bits per pixel, e.g. 0.05")
+    if args.level is not None and not 0 <= args.level <= 127:
+        raise ResulicError(f"--level {args.level}: must be in 0..127")
+    if (args.bpp is not None or args.level is not None) and args.rate is not None:
+        raise ResulicError("--rate picks a fixed-rate shipped point; --bpp and --level set the variable-rate "
+                           "model's rate: use one or the other")
     # The inputs are checked before anything heavy (torch, diffusers: seconds) is imported.
     pairs, is_folder = _pairs(Path(args.input), args.output, lambda p: p.suffix.lower() in IMAGE_SUFFIXES, SUFFIX, "_rslc")
 
@@ -179,7 +203,14 @@ def cmd_compress(args) -> int:
         semantics = Semantics(load_config(SemanticsConfig, args.semantics, sem_overrides))
     except ResulicError as exc:
         raise type(exc)(str(exc).replace("(with --set ", "(with --semantics-set ")) from None
-    codec = open_codec(args.model, args.overrides, device=args.device, rate=args.rate)
+    knob = args.bpp is not None or args.level is not None
+    if args.one_pass:
+        if args.steps is not None or args.guidance is not None:
+            raise ResulicError("--one-pass sets the steps and the guidance: drop --steps/--guidance")
+        from .codec.codec import ONE_PASS
+
+        args.steps, args.guidance = ONE_PASS["steps"], ONE_PASS["guidance"]
+    codec = open_codec(args.model, args.overrides, device=args.device, rate=args.rate, variable=knob)
 
     warned: set[str] = set()
 
@@ -190,8 +221,14 @@ def cmd_compress(args) -> int:
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", UserWarning)
-                r = codec.encode(img, text=args.text, caption=args.caption, srr=args.srr, pfo=args.pfo, image_name=src.name,
-                                 semantics=semantics, steps=args.steps, guidance=args.guidance, seed=args.seed)
+                options = dict(text=args.text, caption=args.caption, srr=args.srr, pfo=args.pfo, image_name=src.name,
+                               semantics=semantics, steps=args.steps, guidance=args.guidance, seed=args.seed)
+                if args.bpp is not None:
+                    from .codec.rate_control import encode_to_bpp
+
+                    r, search = encode_to_bpp(codec, img, args.bpp, **options)
+                else:
+                    r = codec.encode(img, level=args.level, **options)
         except ValueError as exc:
             raise ResulicError(str(exc)) from None
         for message in dict.fromkeys(str(w.message) for w in caught if w.filename.find("resulic") >= 0):
@@ -204,6 +241,10 @@ def cmd_compress(args) -> int:
             p = r.semantics["pfo"]
             text += (f" (pfo: {p['metric'].split(' ')[0]} {p['initial_score']:.4g} -> {p['best_score']:.4g}, "
                      f"{p['iterations']} it, {p['stopped_by']})")
+        if args.bpp is not None:
+            text += f", target {args.bpp:g} bpp: level {search.level} ({search.encodes} tries, {search.seconds:.2f} s)"
+        elif r.level is not None:
+            text += f", level {r.level}"
         return (f"{src} -> {dst}: {len(r.data)} bytes, {r.bpp:.5f} bpp "
                 f"(estimate {r.estimated_bpp:.5f}){text}, {r.seconds:.2f} s")
 
@@ -223,7 +264,7 @@ def cmd_decompress(args) -> int:
     def action(src: Path, dst: Path) -> str:
         data = _read_bytes(src)
         try:
-            result = codec_for(data).decode(data, limits=limits)
+            result = codec_for(data).decode(data, limits=limits, one_pass=args.one_pass)
         except DecodeLimitError as exc:
             raise exc.with_hint("--" + exc.limit.replace("_", "-")) from None
         save_image_atomic(result.image, dst)

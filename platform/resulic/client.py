@@ -74,14 +74,17 @@ class CodecClient:
             raise RemoteError(f"{url}: cannot reach the service ({reason})") from None
 
     def compress(self, image: bytes, rate_point: str | None = None, text: str | None = None, srr: bool | None = None,
-                 pfo_iterations: int | None = None, pfo_seconds: float | None = None) -> RemoteResult:
-        """Image file bytes (PNG, JPEG, ...) -> the bitstream and its headers."""
-        query = dict(rate_point=rate_point, text=text, srr=srr, pfo_iterations=pfo_iterations, pfo_seconds=pfo_seconds)
+                 pfo_iterations: int | None = None, pfo_seconds: float | None = None, bpp: float | None = None,
+                 level: int | None = None, one_pass: bool | None = None) -> RemoteResult:
+        """Image file bytes (PNG, JPEG, ...) -> the bitstream and its headers (``bpp``: per-image
+        rate control of a variable-rate model; ``level``: its rate level)."""
+        query = dict(rate_point=rate_point, text=text, srr=srr, pfo_iterations=pfo_iterations, pfo_seconds=pfo_seconds,
+                     bpp=bpp, level=level, one_pass=one_pass)
         return self._request("POST", "/v1/compress", image, query)
 
-    def decompress(self, data: bytes) -> RemoteResult:
-        """A bitstream -> PNG bytes (``.data``)."""
-        return self._request("POST", "/v1/decompress", data)
+    def decompress(self, data: bytes, one_pass: bool | None = None) -> RemoteResult:
+        """A bitstream -> PNG bytes (``.data``); ``one_pass``: one network evaluation."""
+        return self._request("POST", "/v1/decompress", data, {"one_pass": one_pass})
 
     def models(self) -> dict:
         return json.loads(self._request("GET", "/v1/models").data)

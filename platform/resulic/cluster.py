@@ -17,7 +17,23 @@ os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
 
 # What local Ray workers need to behave like the driver (offline, one thread each).
 WORKER_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
-              "MLFLOW_TRACKING_URI", "MLFLOW_DISABLE_TELEMETRY", "TOKENIZERS_PARALLELISM", "RESULIC_VERBOSE")
+              "MLFLOW_TRACKING_URI", "MLFLOW_DISABLE_TELEMETRY", "TOKENIZERS_PARALLELISM", "RESULIC_VERBOSE",
+              "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER")
+# Ray Train's preemption watcher polls for nodes being drained (cloud spot instances); on one
+# machine there is nothing to drain and its failed polls print tracebacks as warnings. A local
+# Ray started here runs without it unless verbose (or the variable is set).
+PREEMPTION_WATCHER_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
+
+
+def local_worker_env() -> dict[str, str]:
+    """The environment of a local Ray's workers: the driver's WORKER_ENV variables, and no
+    preemption watcher unless verbose (the Train controller, an actor, reads it from here)."""
+    from .runtime import verbose
+
+    env = {k: os.environ[k] for k in WORKER_ENV if k in os.environ}
+    if not verbose():
+        env.setdefault(PREEMPTION_WATCHER_ENV, "0")
+    return env
 
 # Where Ray's job supervisor hands a submitted job's config (runtime env included) to its driver.
 JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
@@ -52,10 +68,10 @@ def ensure_ray(min_cpus: float = 1) -> None:
 
     if ray.is_initialized():
         return
-    runtime_env = driver_runtime_env()
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(runtime_env=runtime_env, log_to_driver=True, logging_level=library_log_level())
+        ray.init(runtime_env=driver_runtime_env(), log_to_driver=True, logging_level=library_log_level())
         return
+    env = local_worker_env()
     # Logical CPUs: Ray only counts them. Two spare ones keep Ray Data and the Train/Tune
     # controllers from waiting on the workers' share on a small machine.
     num_cpus = max(math.ceil(min_cpus) + 2, os.cpu_count() or 1)
@@ -64,7 +80,7 @@ def ensure_ray(min_cpus: float = 1) -> None:
         include_dashboard=True,  # Ray Train cleans up through the state API, which the dashboard serves
         dashboard_host="127.0.0.1",
         object_store_memory=2 * 1024**3,
-        runtime_env=runtime_env,
+        runtime_env={"env_vars": env},
         log_to_driver=True,
         logging_level=library_log_level(),  # Ray's INFO lines only with --verbose
     )

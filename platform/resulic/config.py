@@ -61,7 +61,26 @@ class CompressorConfig(StrictModel):
     latent_dim: int = Field(48, gt=0, description="M: channels of y")
     groups: list[int] = Field(default_factory=lambda: [4, 4, 8, 8, 24])
     channel_context: list[int] = Field(default_factory=lambda: [32, 32])
+    # Variable rate (one model for every rate): gain vectors on y's channels at this many
+    # anchors, interpolated between them (0 = a fixed-rate compressor). rate_point.variable
+    # gives each anchor its λ_R and N_r.
+    gain_anchors: int = Field(0, ge=0, le=64)
     seed: int = 1
+
+    @model_serializer(mode="wrap")
+    def _omit_fixed_rate(self, handler: SerializerFunctionWrapHandler) -> dict:
+        # Left out at 0, so the configs and fingerprints of fixed-rate models stay the same.
+        data = handler(self)
+        if isinstance(data, dict) and data.get("gain_anchors", 1) == 0:
+            data.pop("gain_anchors")
+        return data
+
+    @field_validator("gain_anchors")
+    @classmethod
+    def _anchors_pair(cls, anchors: int) -> int:
+        if anchors == 1:
+            raise ValueError("a variable-rate compressor needs at least 2 anchors (0 = fixed rate)")
+        return anchors
 
     @field_validator("groups")
     @classmethod
@@ -89,8 +108,67 @@ class ControlConfig(StrictModel):
     seed: int = 2
 
 
+# A variable-rate model's rate knob is a level 0..RATE_LEVELS (one varint byte in the file):
+# level / RATE_LEVELS runs along the anchors, from the first (lowest rate) to the last.
+RATE_LEVELS = 127
+
+
+class VariableRateConfig(StrictModel):
+    """One model for a range of rates: λ_R and N_r at each of the compressor's gain anchors
+    (lowest rate first); a level between anchors interpolates both."""
+
+    lambda_rates: list[float] = Field(description="λ_R at each anchor, decreasing (the first is the lowest rate)")
+    residual_steps: list[int] = Field(description="N_r at each anchor; a level between anchors rounds the interpolation")
+    default_level: int = Field(RATE_LEVELS // 2, ge=0, le=RATE_LEVELS, description="the level files use unless told")
+
+    @field_validator("lambda_rates")
+    @classmethod
+    def _decreasing(cls, lambdas: list[float]) -> list[float]:
+        if len(lambdas) < 2 or any(x <= 0 for x in lambdas):
+            raise ValueError("must be at least 2 positive λ_R values")
+        if any(b >= a for a, b in zip(lambdas, lambdas[1:])):
+            raise ValueError(f"{lambdas} must decrease (the first anchor is the lowest rate)")
+        return lambdas
+
+    @field_validator("residual_steps")
+    @classmethod
+    def _one_per_anchor(cls, steps: list[int], info: ValidationInfo) -> list[int]:
+        lambdas = info.data.get("lambda_rates")
+        if lambdas is not None and len(steps) != len(lambdas):
+            raise ValueError(f"{len(steps)} values for {len(lambdas)} anchors (lambda_rates)")
+        if any(not 1 <= n <= 999 for n in steps):
+            raise ValueError("each N_r must be in 1..999")
+        return steps
+
+    @property
+    def anchors(self) -> int:
+        return len(self.lambda_rates)
+
+    def position(self, level: int) -> float:
+        """Where ``level`` falls along the anchors: 0 .. anchors - 1."""
+        if not 0 <= level <= RATE_LEVELS:
+            raise ValueError(f"rate level {level} is outside 0..{RATE_LEVELS}")
+        return level / RATE_LEVELS * (self.anchors - 1)
+
+    def _interpolate(self, values: list[float], position: float) -> float:
+        k = min(int(position), self.anchors - 2)
+        f = position - k
+        return (1 - f) * values[k] + f * values[k + 1]
+
+    def lambda_at(self, position: float) -> float:
+        """λ_R at a position (geometric interpolation: the anchors are spaced in log λ)."""
+        import math
+
+        return math.exp(self._interpolate([math.log(x) for x in self.lambda_rates], position))
+
+    def residual_steps_at(self, level: int) -> int:
+        return int(round(self._interpolate([float(n) for n in self.residual_steps], self.position(level))))
+
+
 class RatePointConfig(StrictModel):
-    """One trained rate point: its rate weight and the decoder settings it implies."""
+    """One trained rate point: its rate weight and the decoder settings it implies. A
+    variable-rate model (``variable``) covers a range: its N_r follows the file's rate level
+    and ``residual_steps`` / ``lambda_rate`` are unused."""
 
     name: str = "r300"
     lambda_rate: float = Field(6.0, gt=0, description="λ_R used in training")
@@ -103,6 +181,7 @@ class RatePointConfig(StrictModel):
         None, ge=0, le=1,
         description="DDIM η of the decoder; null = the γ variant's own (0 constant, 1 time_varying)",
     )
+    variable: VariableRateConfig | None = None
 
     @field_validator("sampling_steps")
     @classmethod
@@ -136,7 +215,27 @@ class RatePointConfig(StrictModel):
         data = handler(self)
         if isinstance(data, dict) and data.get("eta", 0) is None:
             data.pop("eta")
+        if isinstance(data, dict) and "variable" in data and data["variable"] is None:
+            data.pop("variable")  # likewise for fixed-rate models
         return data
+
+    @model_validator(mode="after")
+    def _variable_steps_fit(self):
+        if self.variable is not None and min(self.variable.residual_steps) < self.sampling_steps:
+            raise ValueError(f"variable.residual_steps: {min(self.variable.residual_steps)} is below "
+                             f"sampling_steps ({self.sampling_steps})")
+        return self
+
+    @property
+    def max_residual_steps(self) -> int:
+        """The largest N_r any file of this model decodes with."""
+        return max(self.variable.residual_steps) if self.variable is not None else self.residual_steps
+
+    def residual_steps_for(self, level: int | None) -> int:
+        """N_r of a file at ``level`` (None: the default level; fixed-rate models: their N_r)."""
+        if self.variable is None:
+            return self.residual_steps
+        return self.variable.residual_steps_at(self.variable.default_level if level is None else level)
 
 
 class ModelConfig(StrictModel):
@@ -155,6 +254,22 @@ class ModelConfig(StrictModel):
         if v != 128:
             raise ValueError("stride is fixed by the architecture at 128 (VAE 8 x g_a 4 x h_a 4)")
         return v
+
+    @model_validator(mode="after")
+    def _rate_knob_matches(self):
+        anchors = self.compressor.gain_anchors
+        variable = self.rate_point.variable
+        if anchors and (variable is None or variable.anchors != anchors):
+            raise ValueError(f"rate_point.variable: the compressor has {anchors} gain anchors; give lambda_rates "
+                             f"and residual_steps for each ({0 if variable is None else variable.anchors} given)")
+        if variable is not None and not anchors:
+            raise ValueError("compressor.gain_anchors: a variable-rate rate point needs a variable-rate compressor "
+                             f"(gain_anchors: {variable.anchors})")
+        return self
+
+    @property
+    def variable_rate(self) -> bool:
+        return self.rate_point.variable is not None
 
     def canonical_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))

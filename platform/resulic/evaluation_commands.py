@@ -38,7 +38,14 @@ def add_parsers(sub) -> None:
     b.add_argument("-o", "--output", default="outputs/baselines")
     b.add_argument("--max-images", type=int)
     b.add_argument("--crop", type=int)
-    b.add_argument("--vvc-preset", default="slower")
+    b.add_argument("--vvc-preset", default="faster",
+                   help="libvvenc preset: faster (default), fast, medium, slow, slower (~9x the time of faster; "
+                        "its rate gain: docs/evaluation.md)")
+    b.add_argument("--workers", type=int, metavar="N",
+                   help="processes bisecting at once (default: the CPUs this process may use)")
+    b.add_argument("--learned-metric", dest="learned_metrics", action="append", default=[], metavar="NAME",
+                   choices=["lpips", "dists", "st-lpips"], help="also lpips, dists or st-lpips per image (repeatable)")
+    b.add_argument("--random-backbones", action="store_true", help="seeded random LPIPS/DISTS backbones (marked '-random')")
 
     d = sub.add_parser("bd-rate", help="BD-rate between RD JSON files",
                        description="BD-rate (%) of TEST against ANCHOR; with --against, a markdown table of "
@@ -92,12 +99,18 @@ def summary(results: dict) -> str:
 
 
 def cmd_baselines(args) -> int:
-    from .baselines import CODECS, BaselinesConfig, run_baselines_job
+    from .baselines import CODECS, BaselinesConfig, default_workers, run_baselines_job
+    from .errors import ConfigError
 
+    if args.workers is not None and args.workers < 1:
+        raise ConfigError("--workers: at least 1")
     cfg = BaselinesConfig(images=args.images, target_bpp=args.bpp, codecs=args.codecs or list(CODECS),
-                          output_dir=args.output, max_images=args.max_images, crop=args.crop, vvc_preset=args.vvc_preset)
-    for path in run_baselines_job(cfg):
-        print(path)
+                          output_dir=args.output, max_images=args.max_images, crop=args.crop, vvc_preset=args.vvc_preset,
+                          workers=args.workers or default_workers(),
+                          learned_metrics=args.learned_metrics, random_backbones=args.random_backbones)
+    outcome = run_baselines_job(cfg)
+    print(outcome.table)
+    print(f"results in {cfg.output_dir}: " + ", ".join(p.name for p in outcome.paths) + " (and rd-*.png)")
     return 0
 
 

@@ -2,7 +2,10 @@
 
 A registered codec is a trained-codec folder (``resulic.codec.store`` layout: config.yaml,
 *.safetensors, manifest.json) logged as the artifacts ``codec/`` of an MLflow run, and a model
-version whose ``source`` is that artifact folder. MLflow's ``register_model`` insists on an MLflow
+version whose ``source`` is that artifact folder and whose ``run_id`` is that run. A training run
+already logs its codec there, so promotion registers the trial's own run (``register_run_codec``):
+the version links to the run with its losses, parameters and grids. ``register_codec`` is for a
+folder that no run logged (it logs one). MLflow's ``register_model`` insists on an MLflow
 "logged model" (an MLmodel file); ``MlflowClient.create_model_version(name, source, run_id)``
 registers any artifact folder, and ``models:/<name>@<alias>`` / ``models:/<name>/<version>``
 then download it like any model. Nothing in the folder is executable, so fetching a version never
@@ -67,8 +70,7 @@ def register_codec(folder: str | Path, name: str, tags: dict[str, str] | None = 
     manifest = _manifest(folder)
     client = _client(tracking.tracking_uri(tracking_uri))
     experiment_id = tracking.ensure_experiment(client, experiment)
-    version_tags = {"fingerprint": str(manifest.get("fingerprint")), "rate_point": str(manifest.get("rate_point")),
-                    "backbone": str((manifest.get("backbone") or {}).get("profile"))}
+    version_tags = _version_tags(manifest)
     version_tags.update({k: str(v) for k, v in (tags or {}).items()})
     run = client.create_run(experiment_id, run_name=f"register-{name}", tags={"resulic.kind": "register", **version_tags})
     try:
@@ -77,15 +79,60 @@ def register_codec(folder: str | Path, name: str, tags: dict[str, str] | None = 
     except BaseException:
         client.set_terminated(run.info.run_id, status="FAILED")
         raise
+    source = f"{run.info.artifact_uri.rstrip('/')}/{ARTIFACT_DIR}"
+    return _create_version(client, name, source, run.info.run_id, version_tags, manifest)
+
+
+def register_run_codec(run_id: str, name: str, tags: dict[str, str] | None = None,
+                       tracking_uri: str | None = None) -> str:
+    """Register the codec a run logged under ``codec/`` as a new version of ``name``, linked to
+    that run (its ``run_id`` and ``source``); nothing is copied. Returns the version number."""
+    from mlflow.exceptions import MlflowException
+
+    client = _client(tracking.tracking_uri(tracking_uri))
+    try:
+        run = client.get_run(run_id)
+        with tempfile.TemporaryDirectory() as tmp:
+            manifest = _manifest(Path(client.download_artifacts(run_id, ARTIFACT_DIR + "/manifest.json", tmp)).parent)
+    except MlflowException as exc:
+        raise ModelLoadError(f"run {run_id} holds no trained codec under {ARTIFACT_DIR}/ ({exc.message})") from None
+    version_tags = {**_version_tags(manifest), **{k: str(v) for k, v in (tags or {}).items()}}
+    source = f"{run.info.artifact_uri.rstrip('/')}/{ARTIFACT_DIR}"
+    return _create_version(client, name, source, run_id, version_tags, manifest)
+
+
+def _version_tags(manifest: dict) -> dict[str, str]:
+    return {"fingerprint": str(manifest.get("fingerprint")), "rate_point": str(manifest.get("rate_point")),
+            "backbone": str((manifest.get("backbone") or {}).get("profile"))}
+
+
+def _create_version(client, name: str, source: str, run_id: str, tags: dict[str, str], manifest: dict) -> str:
+    from mlflow.exceptions import MlflowException
+
     try:
         client.create_registered_model(name)
     except MlflowException as exc:
         if exc.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
-    source = f"{run.info.artifact_uri.rstrip('/')}/{ARTIFACT_DIR}"
-    mv = client.create_model_version(name, source=source, run_id=run.info.run_id, tags=version_tags,
+    mv = client.create_model_version(name, source=source, run_id=run_id, tags=tags,
                                      description=f"ResULIC trained codec {manifest.get('fingerprint')}")
     return str(mv.version)
+
+
+def trained_folder(uri: str, tracking_uri: str | None = None) -> str | None:
+    """The trained-codec folder a registered version was trained into (``<storage>/<run>/model``
+    of the run it is linked to), or None when that run does not record one."""
+    mv = resolve(uri, tracking_uri)
+    if not mv.run_id:
+        return None
+    tags = _client(existing_store(uri, tracking_uri)).get_run(mv.run_id).data.tags
+    storage, run_name = tags.get(tracking.STORAGE_TAG), tags.get(tracking.RUN_NAME_TAG)
+    if not storage or not run_name or tags.get("resulic.kind") == "register":
+        return None
+    from .storage import join
+    from .train.trainer import MODEL_DIR
+
+    return join(storage, run_name, MODEL_DIR)
 
 
 def set_alias(name: str, alias: str, version: str | int, tracking_uri: str | None = None) -> None:
@@ -138,13 +185,15 @@ def fetch_codec(uri: str, dst: str | Path | None = None, tracking_uri: str | Non
     raise ModelLoadError(f"{uri}: version {mv.version} has no manifest.json (not a ResULIC codec folder)")
 
 
-def open_codec(model: str | None = None, overrides=(), device="cpu", tracking_uri: str | None = None, rate: str | None = None):
+def open_codec(model: str | None = None, overrides=(), device="cpu", tracking_uri: str | None = None,
+               rate: str | None = None, variable: bool = False):
     """The codec a command names: ``models:/<name>@<alias>`` or ``/<version>`` from the registry,
-    else what ``resulic.codec.store.resolve_codec`` accepts (folder, model YAML, default)."""
+    else what ``resulic.codec.store.resolve_codec`` accepts (folder, model YAML, default;
+    ``variable``: the shipped variable-rate model when the default is the shipped codecs)."""
     from .codec.store import load_codec, resolve_codec
 
     if is_registry_uri(model):
         if overrides:
             raise ModelLoadError("--set cannot change a registered codec; it would no longer match its weights")
         return load_codec(fetch_codec(model, tracking_uri=tracking_uri), device=device)
-    return resolve_codec(model, overrides, device=device, rate=rate)
+    return resolve_codec(model, overrides, device=device, rate=rate, variable=variable)

@@ -45,6 +45,10 @@ def quiet_libraries() -> None:
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     for name in LIBRARY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    # Importing ray.serve gives its logger a level of its own (INFO: "Started Serve", "Application
+    # ... is ready"), which the "ray" logger's cannot override: callers run this after that import.
+    if "ray.serve" in sys.modules:
+        logging.getLogger("ray.serve").setLevel(logging.WARNING)
     # diffusers and transformers read their level from these when they are first imported...
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")

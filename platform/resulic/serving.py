@@ -26,7 +26,7 @@ from pathlib import Path
 
 from pydantic import Field, field_validator, model_validator
 
-from .config import StrictModel
+from .config import RATE_LEVELS, StrictModel
 from .errors import (
     BitstreamError, ConfigError, DecodeLimitError, ImageError, ModelLoadError, ModelMismatchError, ResulicError,
 )
@@ -267,23 +267,37 @@ class CompressOptions:
     srr: bool = False
     pfo_iterations: int = 0  # 0 = no Pfo
     pfo_seconds: float | None = None
+    bpp: float | None = None  # per-image rate control (a variable-rate model)
+    level: int | None = None  # a variable-rate model's rate level
+    one_pass: bool = False  # the file asks for a one-pass decode
 
     @property
     def pfo(self) -> bool:
         return self.pfo_iterations > 0
 
 
-OPTION_NAMES = ("rate_point", "text", "srr", "pfo_iterations", "pfo_seconds")
+OPTION_NAMES = ("rate_point", "text", "srr", "pfo_iterations", "pfo_seconds", "bpp", "level", "one_pass")
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
 
 
-def _flag(name: str, raw: str) -> bool:
+def parse_flag(name: str, raw: str) -> bool:
     value = raw.strip().lower()
     if value in _TRUE:
         return True
     if value in _FALSE:
         return False
     raise RequestError(f"{name}={raw!r}: expected true or false")
+
+
+def _optional_number(fields: dict[str, str], name: str, kind: type, what: str):
+    """The field as ``kind``, None when absent or blank; a RequestError naming it otherwise."""
+    raw = fields.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        return kind(raw)
+    except ValueError:
+        raise RequestError(f"{name}={fields[name]!r}: expected {what}") from None
 
 
 def parse_compress_options(fields: dict[str, str], limits: ServeLimits) -> CompressOptions:
@@ -297,7 +311,7 @@ def parse_compress_options(fields: dict[str, str], limits: ServeLimits) -> Compr
     opts.text = fields.get("text", "")
     if len(opts.text) > limits.max_text_chars:
         raise RequestError(f"text has {len(opts.text)} characters, over the limit of {limits.max_text_chars}", 413)
-    opts.srr = _flag("srr", fields.get("srr", "false"))
+    opts.srr = parse_flag("srr", fields.get("srr", "false"))
     raw_iterations = fields.get("pfo_iterations", "0").strip() or "0"
     try:
         opts.pfo_iterations = int(raw_iterations)
@@ -305,13 +319,18 @@ def parse_compress_options(fields: dict[str, str], limits: ServeLimits) -> Compr
         raise RequestError(f"pfo_iterations={raw_iterations!r}: expected an integer") from None
     if not 0 <= opts.pfo_iterations <= limits.max_pfo_iterations:
         raise RequestError(f"pfo_iterations must be in 0..{limits.max_pfo_iterations} (0 = no Pfo)")
-    if fields.get("pfo_seconds", "").strip():
-        try:
-            opts.pfo_seconds = float(fields["pfo_seconds"])
-        except ValueError:
-            raise RequestError(f"pfo_seconds={fields['pfo_seconds']!r}: expected a number") from None
-        if not (math.isfinite(opts.pfo_seconds) and 0 < opts.pfo_seconds <= limits.max_pfo_seconds):
-            raise RequestError(f"pfo_seconds must be in (0, {limits.max_pfo_seconds}]")
+    opts.pfo_seconds = _optional_number(fields, "pfo_seconds", float, "a number")
+    if opts.pfo_seconds is not None and not (math.isfinite(opts.pfo_seconds) and 0 < opts.pfo_seconds <= limits.max_pfo_seconds):
+        raise RequestError(f"pfo_seconds must be in (0, {limits.max_pfo_seconds}]")
+    opts.bpp = _optional_number(fields, "bpp", float, "a number of bits per pixel")
+    if opts.bpp is not None and not (math.isfinite(opts.bpp) and opts.bpp > 0):
+        raise RequestError(f"bpp={fields['bpp']!r}: must be a positive number of bits per pixel, e.g. 0.05")
+    opts.level = _optional_number(fields, "level", int, f"an integer 0..{RATE_LEVELS}")
+    if opts.level is not None and not 0 <= opts.level <= RATE_LEVELS:
+        raise RequestError(f"level must be in 0..{RATE_LEVELS}")
+    if opts.bpp is not None and opts.level is not None:
+        raise RequestError("bpp and level both set the rate: give one")
+    opts.one_pass = parse_flag("one_pass", fields.get("one_pass", "false"))
     if opts.pfo and not opts.srr:
         raise RequestError("Pfo refines the semantic residual: set srr=true with pfo_iterations")
     if opts.srr and not opts.text.strip():
@@ -464,15 +483,29 @@ def compress_reply(codec, rp: RatePoint, image_bytes: bytes, options: CompressOp
             semantics = Semantics(SemanticsConfig(pfo=pfo))
         import warnings
 
+        encode_options = dict(text=options.text, srr=options.srr, pfo=options.pfo, semantics=semantics)
+        if options.one_pass:
+            from .codec.codec import ONE_PASS
+
+            encode_options.update(ONE_PASS)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "no captioner": the residual is the whole text
-            result = codec.encode(image, text=options.text, srr=options.srr, pfo=options.pfo, semantics=semantics)
+            extra = {}
+            if options.bpp is not None:
+                from .codec.rate_control import encode_to_bpp
+
+                result, search = encode_to_bpp(codec, image, options.bpp, **encode_options)
+                extra = {"target_bpp": f"{options.bpp:g}", "search_encodes": search.encodes}
+            else:
+                result = codec.encode(image, level=options.level, **encode_options)
     except ResulicError as exc:
         return Reply(status=status_for(exc), error=str(exc))
     except ValueError as exc:
         return Reply(status=400, error=str(exc))
+    if result.level is not None:
+        extra["level"] = result.level
     headers = _headers(rp, bpp=f"{result.bpp:.6f}", width=result.width, height=result.height,
-                       text_mode=result.semantics.get("text_mode", ""), seconds=f"{result.seconds:.4f}")
+                       text_mode=result.semantics.get("text_mode", ""), seconds=f"{result.seconds:.4f}", **extra)
     return Reply(result.data, headers)
 
 
@@ -492,12 +525,14 @@ def refuse_bitstream(codec, data: bytes, limits: ServeLimits) -> Reply | None:
     return None
 
 
-def decompress_reply(codec, rp: RatePoint, data: bytes, limits: ServeLimits | None = None) -> Reply:
-    """Decode a bitstream with ``codec`` within ``limits``: PNG bytes and headers."""
+def decompress_reply(codec, rp: RatePoint, data: bytes, limits: ServeLimits | None = None,
+                     one_pass: bool = False) -> Reply:
+    """Decode a bitstream with ``codec`` within ``limits`` (``one_pass``: one network
+    evaluation, whatever the file asks): PNG bytes and headers."""
     from .images import png_bytes
 
     try:
-        result = codec.decode(data, limits=(limits or ServeLimits()).decode_limits())
+        result = codec.decode(data, limits=(limits or ServeLimits()).decode_limits(), one_pass=one_pass)
     except ResulicError as exc:
         return _error_reply(exc)
     w, h = result.image.size

@@ -55,6 +55,18 @@ def artifact_root(uri: str) -> str | None:
     return (db.parent / ARTIFACT_FOLDER).as_uri() if db is not None else None
 
 
+def training_view_url(ui: str, experiment_id: str | None = None) -> str:
+    """The MLflow UI's page of an experiment's runs in its "Model training" view.
+
+    MLflow 3's UI (3.17 here) opens every experiment in its GenAI view (traces, "Detect Issues")
+    unless the page's ``workflowType`` parameter or the browser's remembered choice says
+    otherwise; the experiment's kind tag does not decide it (seen in headless Chromium:
+    benchmarks/ui_screenshots.py).
+    """
+    page = f"experiments/{experiment_id}" if experiment_id is not None else "experiments"
+    return f"{ui.rstrip('/')}/#/{page}?workflowType=machine_learning"
+
+
 def ensure_experiment(mlflow_client, name: str) -> str:
     """The experiment's id; created if needed, in the platform's artifact root, as a training experiment."""
     experiment = mlflow_client.get_experiment_by_name(name)

@@ -24,11 +24,12 @@ from .limits import DecodeLimits
 
 def _prepare(codec: Codec, data: bytes, limits: DecodeLimits | None):
     """(group key, z_c, ids, header) of one file, or the error a single decode would raise."""
-    container, steps, guidance, seed = codec.check_file(data, limits)
+    container, steps, guidance, seed, level = codec.check_file(data, limits)
     ids = codec.decode_text(container, limits)
     z_c = codec.decode_latent(container)
     header = container.header
-    return (header.width, header.height, steps, guidance, seed), z_c, ids, header
+    # The level sets a variable-rate model's N_r: files of one batch share their schedule.
+    return (header.width, header.height, steps, guidance, seed, level), z_c, ids, header
 
 
 @torch.no_grad()
@@ -51,7 +52,7 @@ def decode_batch(codec: Codec, files: list[bytes], limits: DecodeLimits | None =
             continue
         prepared[i] = (z_c, ids, header)
         groups.setdefault(key, []).append(i)
-    for (width, height, steps, guidance, seed), members in groups.items():
+    for (width, height, steps, guidance, seed, level), members in groups.items():
         if len(members) == 1:
             results[members[0]] = _single(codec, files[members[0]], limits)
             continue
@@ -62,7 +63,7 @@ def decode_batch(codec: Codec, files: list[bytes], limits: DecodeLimits | None =
         noise = torch.randn(prepared[members[0]][0].shape, generator=generator, dtype=z_c.dtype)
         noise = noise.repeat(len(members), 1, 1, 1).to(codec.device)
         denoise = _batched_denoiser(codec, z_c, id_lists, guidance)
-        z = residual_ddim_sample(codec.schedule, denoise, z_c, noise, steps, generator=generator)
+        z = residual_ddim_sample(codec.schedule_for(level), denoise, z_c, noise, steps, generator=generator)
         x = codec.backbone.decode(z)[..., :height, :width]
         seconds = (time.perf_counter() - t0) / len(members)
         for row, i in enumerate(members):

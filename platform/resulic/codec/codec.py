@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 from PIL import Image
@@ -24,7 +25,7 @@ from ..diffusion.sampler import Sampler
 from ..errors import BitstreamError, ModelMismatchError
 from ..images import image_to_tensor, pad_to_multiple, padded_size, tensor_to_image
 from ..models.backbone import Backbone, load_backbone, weights_digest
-from ..models.compressor import LatentCompressor
+from ..models.compressor import LatentCompressor, build_compressor
 from ..models.control import build_control_unet, control_state_dict
 from ..semantics.prompt import check_clip_vocabulary, ids_to_text, prompt_input_ids, special_ids, text_token_ids
 from ..semantics.text_coding import decode_ids, encode_ids
@@ -32,6 +33,10 @@ from .container import MAX_SIDE, TEXT_MODES, Container, Header, pack, unpack
 from .limits import DEFAULT_LIMITS, DecodeLimits
 
 VAE_FACTOR = 8
+# One-pass decoding: S = 2 without guidance — the step from t = N_r needs no network (x0 = z_c
+# there), so this is a single network evaluation instead of S - 1 (x2 with guidance). Asked for
+# by a file (its steps/guidance overrides) or by the receiver (``decode(..., one_pass=True)``).
+ONE_PASS = {"steps": 2, "guidance": 1.0}
 
 
 @dataclass
@@ -46,6 +51,7 @@ class EncodeResult:
     text_mode: int = 0
     text_tokens: list[int] = field(default_factory=list)  # what the text section codes
     semantics: dict = field(default_factory=dict)  # captions, residual, Pfo report (encoder side only)
+    level: int | None = None  # a variable-rate model's rate level (None: a fixed-rate model)
 
     @property
     def pixels(self) -> int:
@@ -59,6 +65,16 @@ class EncodeResult:
     @property
     def estimated_bpp(self) -> float:
         return self.estimated_latent_bits / self.pixels
+
+
+class FileSettings(NamedTuple):
+    """What a checked file asks of the decoder."""
+
+    container: Container
+    steps: int
+    guidance: float
+    seed: int
+    level: int | None  # a variable-rate model's rate level; None: its default (or a fixed rate)
 
 
 @dataclass
@@ -88,8 +104,8 @@ class Codec:
         self.compressor = compressor.eval()
         self.cdm = cdm.eval()
         self.device = torch.device(device)
-        rp = config.rate_point
-        self.schedule = ResidualSchedule(residual_steps=rp.residual_steps, gamma_variant=rp.gamma, eta=rp.resolved_eta)
+        self._schedules: dict[int, ResidualSchedule] = {}
+        self.schedule = self.schedule_for(None)  # at the default rate level
         self.fingerprint = self._fingerprint()
         check_clip_vocabulary(backbone.tokenizer)  # the text coder's model is over CLIP ids
         self._specials = special_ids(backbone.tokenizer)
@@ -101,12 +117,29 @@ class Codec:
         """A codec with freshly initialised trained parts (seeded, so every machine gets the same)."""
         config = config or ModelConfig()
         backbone = backbone or load_backbone(config.backbone)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(config.compressor.seed)
-            compressor = LatentCompressor(config.compressor)
+        compressor = build_compressor(config)
         compressor.update(force=True)
         cdm = build_control_unet(backbone.unet, config.control)
         return cls(config, backbone, compressor, cdm, device).to(device)
+
+    def schedule_for(self, level: int | None) -> ResidualSchedule:
+        """The residual schedule of a file at ``level`` (its N_r follows the rate of a
+        variable-rate model; a fixed-rate model has one)."""
+        rp = self.config.rate_point
+        n_r = rp.residual_steps_for(level)
+        if n_r not in self._schedules:
+            self._schedules[n_r] = ResidualSchedule(residual_steps=n_r, gamma_variant=rp.gamma, eta=rp.resolved_eta)
+        return self._schedules[n_r]
+
+    def rate_position(self, level: int | None) -> float | None:
+        """Where a file at ``level`` sits along the compressor's gain anchors (None: fixed rate)."""
+        variable = self.config.rate_point.variable
+        if variable is None:
+            if level is not None:
+                raise ValueError("this model has a fixed rate: a rate level (or a bpp target) needs a "
+                                 "variable-rate model")
+            return None
+        return variable.position(variable.default_level if level is None else level)
 
     def to(self, device: str | torch.device) -> "Codec":
         self.device = torch.device(device)
@@ -138,9 +171,13 @@ class Codec:
         steps: int | None = None,
         guidance: float | None = None,
         seed: int | None = None,
+        level: int | None = None,
+        latent: torch.Tensor | None = None,
     ) -> EncodeResult:
         """Compress one image. ``steps``/``guidance``/``seed`` override the rate point's decoder
         settings and cost a few header bytes; leave them None to use what the model implies.
+        ``level`` is a variable-rate model's rate level (0..127, None: its default; see
+        ``rate_control`` for a bpp target); ``latent``: the image's z_0 when the caller has it.
 
         Text (RESULIC.md §5): ``text`` is the original image's caption when the caller has one.
         Without ``srr`` a non-empty ``text`` (or, with ``caption=True``, the caption from the
@@ -157,18 +194,21 @@ class Codec:
         if pfo and not srr:
             raise ValueError("pfo refines the semantic residual: use it together with srr")
         rp = self.config.rate_point
+        position = self.rate_position(level)  # checks the level
+        used_level = None if rp.variable is None else rp.variable.default_level if level is None else level
+        level = None if rp.variable is None or level == rp.variable.default_level else level
         steps = None if steps == rp.sampling_steps else steps
         guidance = None if guidance == rp.guidance else guidance
         seed = None if seed == rp.seed else seed
-        if steps is not None and not 1 <= steps <= rp.residual_steps:
-            raise ValueError(f"steps must be in 1..{rp.residual_steps} (the rate point's N_r)")
+        n_r = rp.residual_steps_for(level)
+        if steps is not None and not 1 <= steps <= n_r:
+            raise ValueError(f"steps must be in 1..{n_r} (the rate point's N_r)")
         if guidance is not None and not 0 <= guidance <= 100:
             raise ValueError("guidance must be in 0..100")
         self._warn_over_default_limits(steps, guidance)
         with torch.no_grad():
-            x = image_to_tensor(image).to(self.device)
-            z0 = self.backbone.encode(pad_to_multiple(x, self.config.stride))
-            latent = self.compressor.compress(z0)
+            z0 = latent if latent is not None else self.latent_of(image)
+            latent = self.compressor.compress(z0, position)
         text_mode = 3 if pfo else 2 if srr else 1 if (text.strip() or caption) else 0
         info: dict = {"text_mode": TEXT_MODES[text_mode]}
         ids: list[int] = []
@@ -190,13 +230,19 @@ class Codec:
                 ids = run.tokens
                 info["pfo"] = run.report()
         text_bytes = encode_ids(ids)
-        header = Header(self.fingerprint, width, height, text_mode, steps, guidance, seed)
+        header = Header(self.fingerprint, width, height, text_mode, steps, guidance, seed, level)
         data = pack(Container(header, text_bytes, latent.data))
         info["text"] = ids_to_text(self.backbone.tokenizer, ids)
         return EncodeResult(
             data, width, height, len(latent.data), len(text_bytes), latent.estimated_bits, time.perf_counter() - t0,
-            text_mode, ids, info,
+            text_mode, ids, info, used_level,
         )
+
+    @torch.no_grad()
+    def latent_of(self, image: Image.Image) -> torch.Tensor:
+        """z_0 of an image: padded to the stride, VAE-encoded (the mode)."""
+        x = image_to_tensor(image).to(self.device)
+        return self.backbone.encode(pad_to_multiple(x, self.config.stride))
 
     def _warn_over_default_limits(self, steps: int | None, guidance: float | None) -> None:
         """A file the default decoder would refuse is legal, but its receiver must raise a limit."""
@@ -230,18 +276,22 @@ class Codec:
                 f"{self.fingerprint.hex()} ({self.config.rate_point.name}); decode it with the model that made it"
             )
 
-    def check_file(self, data: bytes, limits: DecodeLimits | None = None) -> tuple[Container, int, float, int]:
-        """The file's container and its decoder settings (S, guidance, seed); refused before any
-        work when it is malformed, made by another model, or over ``limits`` (the defaults when
-        None)."""
+    def check_file(self, data: bytes, limits: DecodeLimits | None = None) -> FileSettings:
+        """The file's container and its decoder settings (S, guidance, seed, rate level); refused
+        before any work when it is malformed, made by another model, or over ``limits`` (the
+        defaults when None)."""
         container = unpack(data)
         header = container.header
         self.check_model(header)
         rp = self.config.rate_point
+        if header.level is not None and rp.variable is None:
+            raise BitstreamError("the file states a rate level, but its model has a fixed rate")
         steps, guidance = (limits or DEFAULT_LIMITS).check(header, rp, self.config.stride)
-        if steps > rp.residual_steps:
-            raise BitstreamError(f"steps = {steps} exceeds this model's N_r = {rp.residual_steps}")
-        return container, steps, guidance, header.seed if header.seed is not None else rp.seed
+        n_r = rp.residual_steps_for(header.level)
+        if steps > n_r:
+            raise BitstreamError(f"steps = {steps} exceeds this model's N_r = {n_r}")
+        seed = header.seed if header.seed is not None else rp.seed
+        return FileSettings(container, steps, guidance, seed, header.level)
 
     def decode_text(self, container: Container, limits: DecodeLimits | None = None) -> list[int]:
         """The text section's token ids (none without text), checked against this model's vocabulary."""
@@ -257,7 +307,8 @@ class Codec:
         header = container.header
         ph, pw = padded_size(header.height, header.width, self.config.stride)
         try:
-            z_c = self.compressor.decompress(container.latent, (ph // VAE_FACTOR, pw // VAE_FACTOR))
+            z_c = self.compressor.decompress(container.latent, (ph // VAE_FACTOR, pw // VAE_FACTOR),
+                                             self.rate_position(header.level))
         except (RuntimeError, ValueError, IndexError, OverflowError) as exc:
             raise BitstreamError(f"latent stream is corrupt ({exc})") from None
         if not torch.isfinite(z_c).all():  # escaped symbols can be huge; the encoder never writes these
@@ -266,18 +317,21 @@ class Codec:
 
     @torch.no_grad()
     def decode(self, data: bytes, sampler: Sampler = residual_ddim_sample,
-               limits: DecodeLimits | None = None) -> DecodeResult:
+               limits: DecodeLimits | None = None, one_pass: bool = False) -> DecodeResult:
         """Decode a file. ``limits`` bound the work a file may ask for (``DecodeLimits()`` when
-        None), checked from the header first. ``sampler`` is swappable for benchmarks (same
-        signature as ``residual_ddim_sample``); every file decodes with the default."""
+        None), checked from the header first. ``one_pass`` decodes with one network evaluation
+        whatever the file asks (``ONE_PASS``): faster, at some cost in quality. ``sampler`` is
+        swappable for benchmarks (same signature as ``residual_ddim_sample``)."""
         t0 = time.perf_counter()
-        container, steps, guidance, seed = self.check_file(data, limits)
+        container, steps, guidance, seed, level = self.check_file(data, limits)
+        if one_pass:
+            steps, guidance = ONE_PASS["steps"], ONE_PASS["guidance"]
         header = container.header
         ids = self.decode_text(container, limits)
         z_c = self.decode_latent(container)
         t1 = time.perf_counter()
 
-        z, calls = self.sample(z_c, ids, steps, guidance, seed, sampler)
+        z, calls = self.sample(z_c, ids, steps, guidance, seed, sampler, level)
         t2 = time.perf_counter()
         x = self.backbone.decode(z)[..., : header.height, : header.width]
         image = tensor_to_image(x)
@@ -290,15 +344,15 @@ class Codec:
     @torch.no_grad()
     def sample(
         self, z_c: torch.Tensor, ids: list[int], steps: int, guidance: float, seed: int,
-        sampler: Sampler = residual_ddim_sample,
+        sampler: Sampler = residual_ddim_sample, level: int | None = None,
     ) -> tuple[torch.Tensor, int]:
         """The decoder's final latent from z_c and the text's token ids, and the number of
-        sampler calls. Pfo's selection decodes through here too, so it scores what the
-        receiver will see."""
+        sampler calls (``level``: the file's rate level, which sets a variable-rate model's
+        N_r). Pfo's selection decodes through here too, so it scores what the receiver will see."""
         denoise = CallCounter(self._denoiser(z_c, ids, guidance))
         generator = torch.Generator("cpu").manual_seed(seed)
         noise = torch.randn(z_c.shape, generator=generator, dtype=z_c.dtype).to(self.device)
-        return sampler(self.schedule, denoise, z_c, noise, steps, generator=generator), denoise.calls
+        return sampler(self.schedule_for(level), denoise, z_c, noise, steps, generator=generator), denoise.calls
 
     def settings(self, steps: int | None, guidance: float | None, seed: int | None) -> tuple[int, float, int]:
         """(S, guidance, seed) with the rate point's values where None."""
@@ -307,8 +361,8 @@ class Codec:
                 guidance if guidance is not None else rp.guidance,
                 seed if seed is not None else rp.seed)
 
-    def decompress(self, data: bytes, limits: DecodeLimits | None = None) -> Image.Image:
-        return self.decode(data, limits=limits).image
+    def decompress(self, data: bytes, limits: DecodeLimits | None = None, one_pass: bool = False) -> Image.Image:
+        return self.decode(data, limits=limits, one_pass=one_pass).image
 
     def _denoiser(self, z_c: torch.Tensor, ids: list[int], guidance: float):
         """eps(z_t, t) for this file: the positive prompt is the text's token ids + the quality

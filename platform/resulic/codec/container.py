@@ -11,6 +11,7 @@ from __future__ import annotations
 import binascii
 from dataclasses import dataclass
 
+from ..config import RATE_LEVELS
 from ..errors import BitstreamError
 
 MAGIC = 0xC5
@@ -24,7 +25,7 @@ FLAG_OVERRIDES = 0x1
 TEXT_MODE_SHIFT, TEXT_MODE_MASK = 1, 0x6
 FLAG_RESERVED = 0x8
 
-OVR_STEPS, OVR_GUIDANCE, OVR_SEED = 0x1, 0x2, 0x4
+OVR_STEPS, OVR_GUIDANCE, OVR_SEED, OVR_LEVEL = 0x1, 0x2, 0x4, 0x8
 GUIDANCE_SCALE = 100  # guidance is stored as round(guidance * 100)
 
 TEXT_MODES = {0: "none", 1: "caption", 2: "residual", 3: "residual+pfo"}
@@ -40,6 +41,7 @@ class Header:
     steps: int | None = None
     guidance: float | None = None
     seed: int | None = None
+    level: int | None = None  # a variable-rate model's rate level (None = the model's default)
 
     def as_dict(self) -> dict:
         return {
@@ -51,6 +53,7 @@ class Header:
             "steps": self.steps,
             "guidance": self.guidance,
             "seed": self.seed,
+            "level": self.level,
         }
 
 
@@ -108,9 +111,10 @@ def pack(container: Container) -> bytes:
         raise ValueError("text given with text mode 'none'")
     if not container.latent:
         raise ValueError("empty latent stream")
+    if h.level is not None and not 0 <= h.level <= RATE_LEVELS:
+        raise ValueError(f"rate level {h.level} is outside 0..{RATE_LEVELS}")
     mask = (OVR_STEPS if h.steps is not None else 0) | (OVR_GUIDANCE if h.guidance is not None else 0) | (
-        OVR_SEED if h.seed is not None else 0
-    )
+        OVR_SEED if h.seed is not None else 0) | (OVR_LEVEL if h.level is not None else 0)
     flags = (FLAG_OVERRIDES if mask else 0) | (h.text_mode << TEXT_MODE_SHIFT)
     out = bytearray([MAGIC, (FORMAT_VERSION << 4) | flags])
     out += h.fingerprint
@@ -123,6 +127,8 @@ def pack(container: Container) -> bytes:
             out += write_varint(round(h.guidance * GUIDANCE_SCALE))
         if h.seed is not None:
             out += write_varint(h.seed)
+        if h.level is not None:
+            out += write_varint(h.level)
     if h.text_mode:
         out += write_varint(len(container.text)) + container.text
     out += container.latent
@@ -156,9 +162,9 @@ def unpack(data: bytes) -> Container:
     height, pos = read_varint(body, pos, "height", MAX_SIDE)
     if width == 0 or height == 0:
         raise BitstreamError("image size is zero")
-    steps = guidance = seed = None
+    steps = guidance = seed = level = None
     if flags & FLAG_OVERRIDES:
-        mask, pos = read_varint(body, pos, "override mask", 0x7)
+        mask, pos = read_varint(body, pos, "override mask", 0xF)
         if mask == 0:
             raise BitstreamError("override flag set without overrides")
         if mask & OVR_STEPS:
@@ -170,6 +176,8 @@ def unpack(data: bytes) -> Container:
             guidance = g / GUIDANCE_SCALE
         if mask & OVR_SEED:
             seed, pos = read_varint(body, pos, "seed", 2**32 - 1)
+        if mask & OVR_LEVEL:
+            level, pos = read_varint(body, pos, "rate level", RATE_LEVELS)
     text_mode = (flags & TEXT_MODE_MASK) >> TEXT_MODE_SHIFT
     text = b""
     if text_mode:
@@ -180,5 +188,5 @@ def unpack(data: bytes) -> Container:
     latent = body[pos:]
     if not latent:
         raise BitstreamError("file is truncated (no latent stream)")
-    header = Header(fingerprint, width, height, text_mode, steps, guidance, seed)
+    header = Header(fingerprint, width, height, text_mode, steps, guidance, seed, level)
     return Container(header, text, latent)

@@ -41,6 +41,15 @@ def rate_names(folder: Path = SHIPPED_DIR) -> list[str]:
     return [p["name"] for p in index(folder)["points"]]
 
 
+def variable_name(folder: Path = SHIPPED_DIR) -> str:
+    """The shipped point that is one variable-rate model (``--bpp``, ``--level``)."""
+    for point in index(folder)["points"]:
+        if point.get("variable"):
+            return point["name"]
+    raise ModelLoadError("this installation ships no variable-rate model: --bpp and --level need --model "
+                         "(a variable-rate codec, e.g. trained with configs/train/stage1-small-variable.yaml)")
+
+
 def folder_for(rate: str | None, folder: Path = SHIPPED_DIR) -> Path:
     """The codec folder of a shipped rate point (None: the default one)."""
     data = index(folder)
@@ -102,6 +111,10 @@ def release(points: list[tuple[str, Path]], default: str, provenance: dict, out:
     from .store import load_codec, save_codec
 
     out.mkdir(parents=True, exist_ok=True)
+    try:  # a point re-released from its own shipped folder keeps where it came from
+        before = {p["name"]: p for p in index(out)["points"]}
+    except ModelLoadError:
+        before = {}
     entries = []
     for name, folder in points:
         codec = load_codec(folder, backbone=_backbone(folder))
@@ -113,8 +126,11 @@ def release(points: list[tuple[str, Path]], default: str, provenance: dict, out:
         config = codec.config.model_copy(update={"rate_point": codec.config.rate_point.model_copy(update={"name": name})})
         released = Codec(config, codec.backbone, codec.compressor, codec.cdm)
         save_codec(released, out / name, half=True)
-        entries.append({"name": name, "folder": name, "fingerprint": released.fingerprint.hex(),
-                        "from": str(folder), **config.rate_point.model_dump(mode="json", exclude_none=True)})
+        entry = {"name": name, "folder": name, "fingerprint": released.fingerprint.hex(),
+                 "from": str(folder), **config.rate_point.model_dump(mode="json", exclude_none=True)}
+        if Path(folder).resolve() == (out / name).resolve() and name in before:
+            entry = {**before[name], **{k: v for k, v in entry.items() if k != "from"}}
+        entries.append(entry)
     data = {"default": default, "points": entries, "provenance": provenance}
     (out / INDEX).write_text(json.dumps(data, indent=2) + "\n")
     return data

@@ -26,6 +26,7 @@ from safetensors.torch import load_file, save_file
 
 from ..config import ModelConfig, build_config, load_config
 from ..errors import ModelLoadError
+from ..images import current_umask
 from ..models.backbone import Backbone, load_backbone
 from ..models.compressor import LatentCompressor
 from ..models.control import build_control_unet, control_state_dict, load_control_state
@@ -40,6 +41,11 @@ BACKBONE_ROOTS_ENV = "RESULIC_BACKBONE_ROOTS"
 DEFAULT_BACKBONE_ROOTS = ("/shared/models",)
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 CDF_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
+# Buffers that the compressor rebuilds exactly from its weights (the coding tables, by
+# ``update()``) or from its config (the context models' masks): not saved, so a folder holds
+# weights only. Older folders that hold them still load.
+DERIVED_BUFFERS = (*CDF_BUFFERS, "mask")
+GAIN_PARAMETERS = ("log_gain", "log_inverse_gain")
 
 
 def _sha256(path: Path) -> str:
@@ -59,13 +65,14 @@ def save_codec(codec: Codec, folder: str | Path, half: bool = False) -> Path:
         raise ModelLoadError(f"{folder}: exists and is not a trained-codec folder; refusing to replace it")
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
-    tmp.chmod(0o755)
+    tmp.chmod(0o777 & ~current_umask())  # mkdtemp's 0o700 would outlive the rename: the umask decides, as for mkdir
     try:
         (tmp / "config.yaml").write_text(yaml.safe_dump(codec.config.model_dump(mode="json"), sort_keys=False))
         # Only weights are halved: buffers (coding tables, likelihood bounds) are kept as they are.
         weights = {n for n, _ in codec.compressor.named_parameters()} | set(control_state_dict(codec.cdm))
         store = (lambda k, v: v.half() if half and v.is_floating_point() and k in weights else v)
-        compressor_state = {k: store(k, v.detach().cpu()).contiguous() for k, v in codec.compressor.state_dict().items()}
+        compressor_state = {k: store(k, v.detach().cpu()).contiguous() for k, v in codec.compressor.state_dict().items()
+                            if k.rpartition(".")[2] not in DERIVED_BUFFERS}
         save_file(compressor_state, tmp / "compressor.safetensors")
         control = {k: store(k, v.cpu()).contiguous() for k, v in control_state_dict(codec.cdm).items()}
         save_file(control, tmp / "control.safetensors")
@@ -78,6 +85,8 @@ def save_codec(codec: Codec, folder: str | Path, half: bool = False) -> Path:
             "files": {name: _sha256(tmp / name) for name in FILES},
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        for path in tmp.iterdir():  # safetensors writes its files 0o600, whatever the umask
+            path.chmod(0o666 & ~current_umask())
         if folder.exists():
             shutil.rmtree(folder)
         tmp.rename(folder)
@@ -99,26 +108,36 @@ def _replaceable(folder: Path) -> bool:
         return False
 
 
-def load_compressor_state(compressor: LatentCompressor, state: dict[str, torch.Tensor]) -> None:
+def load_compressor_state(compressor: LatentCompressor, state: dict[str, torch.Tensor], new_gains: bool = False) -> None:
+    """Load a saved compressor state. Coding tables left out of it are rebuilt from the weights
+    (bit-exact: ``update()`` is what made them); ``new_gains`` lets a variable-rate compressor
+    start from a fixed-rate one's state (its gains keep their initial values)."""
     # The CDF tables' sizes depend on training; give each buffer the saved size first.
     for key, tensor in state.items():
         prefix, _, name = key.rpartition(".")
         if name in CDF_BUFFERS:
             module = compressor.get_submodule(prefix)
             module.register_buffer(name, torch.empty_like(tensor))
-    compressor.load_state_dict(state, strict=True)
+    missing, unexpected = compressor.load_state_dict(state, strict=False)
+    allowed = DERIVED_BUFFERS + (GAIN_PARAMETERS if new_gains else ())
+    missing = [k for k in missing if k.rpartition(".")[2] not in allowed]
+    if missing or unexpected:
+        raise RuntimeError(f"missing keys {missing[:4]}, unexpected keys {unexpected[:4]}")
+    if not any(k.rpartition(".")[2] == "_quantized_cdf" for k in state):
+        compressor.update(force=True)
 
 
 def load_trained_parts(
-    folder: Path, config: ModelConfig, backbone: Backbone
+    folder: Path, config: ModelConfig, backbone: Backbone, new_gains: bool = False
 ) -> tuple[LatentCompressor, torch.nn.Module]:
     """The compressor and control module saved in ``folder``, built for ``config`` (whose
-    compressor and control sizes must be the saved ones; its rate point may differ)."""
+    compressor and control sizes must be the saved ones; its rate point may differ).
+    ``new_gains``: ``config`` adds gain vectors to the saved fixed-rate compressor."""
     compressor_state = _read_safetensors(folder / "compressor.safetensors")
     control_state = _read_safetensors(folder / "control.safetensors")
     try:
         compressor = LatentCompressor(config.compressor)
-        load_compressor_state(compressor, compressor_state)
+        load_compressor_state(compressor, compressor_state, new_gains)
         cdm = build_control_unet(backbone.unet, config.control)
         load_control_state(cdm, control_state)
     except (KeyError, RuntimeError, ValueError, OSError) as exc:
@@ -212,10 +231,11 @@ TINY = "tiny"  # --model tiny: the embedded test profile (random weights)
 DEFAULT_MODEL_ENV = "RESULIC_MODEL"
 
 
-def resolve_codec(model: str | Path | None = None, overrides=(), device="cpu", rate: str | None = None) -> Codec:
+def resolve_codec(model: str | Path | None = None, overrides=(), device="cpu", rate: str | None = None,
+                  variable: bool = False) -> Codec:
     """The codec a command should use: a trained-codec folder, a model YAML, ``tiny`` (the
     embedded test profile), or by default the shipped trained codec of the small profile at
-    rate point ``rate`` (its default point when None)."""
+    rate point ``rate`` (its default point when None; its variable-rate model with ``variable``)."""
     if model is None:
         model = os.environ.get(DEFAULT_MODEL_ENV) or None
     if model is None:
@@ -223,7 +243,7 @@ def resolve_codec(model: str | Path | None = None, overrides=(), device="cpu", r
             raise ModelLoadError("--set changes a model YAML; the shipped codecs are trained folders")
         from . import shipped
 
-        return shipped.load(rate, device=device)
+        return shipped.load(rate or (shipped.variable_name() if variable else None), device=device)
     if rate is not None:
         raise ModelLoadError("--rate chooses among the shipped codecs; it cannot be combined with --model")
     if str(model) == TINY:

@@ -25,7 +25,7 @@ from compressai.layers import CheckerboardMaskedConv2d
 from compressai.models.utils import conv, deconv
 from torch import Tensor, nn
 
-from ..config import CompressorConfig
+from ..config import CompressorConfig, ModelConfig
 from .rans_stream import SharedRansStream
 
 # exp(linspace(ln 0.11, ln 256, 64)), as in ELIC and the official compressor.
@@ -134,9 +134,57 @@ class LatentCompressor(nn.Module):
                 "hyper": HyperLatentCodec(entropy_bottleneck=EntropyBottleneck(N), h_a=h_a, h_s=h_s, quantizer="ste"),
             }
         )
+        # Variable rate (Cui et al.'s gain units, RESULIC.md has none): y is scaled channel-wise
+        # by a gain before coding and ŷ by an inverse gain after, both interpolated between
+        # anchors in the log domain, so one model spans the rates its anchors were trained at.
+        if config.gain_anchors:
+            self.log_gain = nn.Parameter(torch.zeros(config.gain_anchors, config.latent_dim))
+            self.log_inverse_gain = nn.Parameter(torch.zeros(config.gain_anchors, config.latent_dim))
         self.stream = SharedRansStream()
         self.stream.attach(self)
         self._apply_context_masks()
+
+    @property
+    def variable_rate(self) -> bool:
+        return self.config.gain_anchors > 0
+
+    def gains(self, position: Tensor | float | None, batch: int = 1) -> tuple[Tensor, Tensor] | None:
+        """(gain, inverse gain), (B, M, 1, 1), at ``position`` along the anchors (0..anchors-1;
+        one per sample, or one for all); None for a fixed-rate compressor."""
+        if not self.variable_rate:
+            if position is not None:
+                raise ValueError("a rate level was given, but this compressor has a fixed rate")
+            return None
+        if position is None:
+            raise ValueError("this compressor has a variable rate: give a rate level")
+        pos = torch.as_tensor(position, dtype=self.log_gain.dtype, device=self.log_gain.device).reshape(-1)
+        pos = pos.expand(batch) if pos.numel() == 1 else pos
+        k = pos.floor().clamp(0, self.config.gain_anchors - 2).long()
+        f = (pos - k).unsqueeze(1)
+
+        def interpolate(table: Tensor) -> Tensor:
+            return torch.exp((1 - f) * table[k] + f * table[k + 1])[:, :, None, None]
+
+        return interpolate(self.log_gain), interpolate(self.log_inverse_gain)
+
+    @torch.no_grad()
+    def init_gains(self, lambda_rates: list[float], reference: float | None = None) -> None:
+        """Start the anchors' gains from a fixed-rate model trained at λ_R = ``reference``
+        (default: the anchors' geometric mean): gain_k = sqrt(reference / λ_k), so that a
+        lower λ_k (more bits) quantises y more finely, and the inverse gains undo them."""
+        lambdas = torch.tensor(lambda_rates, dtype=torch.float64)
+        ref = math.log(reference) if reference is not None else float(lambdas.log().mean())
+        log_gain = (0.5 * (ref - lambdas.log())).to(self.log_gain.dtype)
+        self.log_gain.copy_(log_gain[:, None].expand_as(self.log_gain))
+        self.log_inverse_gain.copy_(-self.log_gain)
+
+    def _analysis(self, z0: Tensor, position) -> tuple[Tensor, Tensor | None]:
+        y = self.g_a(z0)
+        gains = self.gains(position, y.shape[0])
+        return (y, None) if gains is None else (y * gains[0], gains[1])
+
+    def _synthesis(self, y_hat: Tensor, inverse_gain: Tensor | None) -> Tensor:
+        return self.g_s(y_hat if inverse_gain is None else y_hat * inverse_gain)
 
     @torch.no_grad()
     def _apply_context_masks(self) -> None:
@@ -147,11 +195,12 @@ class LatentCompressor(nn.Module):
                 m.weight.mul_(m.mask)
 
     # -- training ---------------------------------------------------------------------------
-    def forward(self, z0: Tensor) -> dict:
-        """Training pass: z_c and the likelihoods of y and z (noise proxy in train mode)."""
-        y = self.g_a(z0)
+    def forward(self, z0: Tensor, position: Tensor | float | None = None) -> dict:
+        """Training pass: z_c and the likelihoods of y and z (noise proxy in train mode).
+        ``position``: a variable-rate compressor's place along its anchors, per sample."""
+        y, inverse_gain = self._analysis(z0, position)
         out = self.latent_codec(y)
-        return {"z_c": self.g_s(out["y_hat"]), "likelihoods": out["likelihoods"]}
+        return {"z_c": self._synthesis(out["y_hat"], inverse_gain), "likelihoods": out["likelihoods"]}
 
     def aux_loss(self) -> Tensor:
         return sum(m.loss() for m in self.modules() if isinstance(m, EntropyBottleneck))
@@ -173,33 +222,38 @@ class LatentCompressor(nn.Module):
         return (h // 4, w // 4), (h // 16, w // 16)
 
     @torch.no_grad()
-    def estimate_bits(self, z0: Tensor | None = None, y: Tensor | None = None) -> float:
+    def estimate_bits(self, z0: Tensor | None = None, y: Tensor | None = None, position: float | None = None) -> float:
         """-log2 likelihood of the symbols compress() codes (eval mode: rounding, not noise).
 
-        Pass ``y`` when it is already computed, to skip g_a.
+        Pass ``y`` (gain applied) when it is already computed, to skip g_a.
         """
         was_training = self.training
         self.eval()
         try:
-            out = self.latent_codec(self.g_a(z0) if y is None else y)
+            out = self.latent_codec(self._analysis(z0, position)[0] if y is None else y)
         finally:
             self.train(was_training)
         return float(sum((-torch.log2(lk)).sum() for lk in out["likelihoods"].values()))
 
     @torch.no_grad()
-    def compress(self, z0: Tensor) -> CompressedLatent:
+    def compress(self, z0: Tensor, position: float | None = None, y: Tensor | None = None) -> CompressedLatent:
+        """Code one latent (at ``position`` along the anchors, for a variable-rate compressor).
+        ``y``: g_a(z0) when the caller has it (a rate search codes one latent many times)."""
         if z0.shape[0] != 1:
             raise ValueError("compress codes one latent at a time")
         self.shapes(tuple(z0.shape[-2:]))
-        y = self.g_a(z0)
+        y = self.g_a(z0) if y is None else y
+        gains = self.gains(position)
+        y, inverse_gain = (y, None) if gains is None else (y * gains[0], gains[1])
         with self.stream.encoding() as result:
             out = self.latent_codec.compress(y)
-        z_c = self.g_s(out["y_hat"])
+        z_c = self._synthesis(out["y_hat"], inverse_gain)
         return CompressedLatent(result.data, z_c, self.estimate_bits(y=y))
 
     @torch.no_grad()
-    def decompress(self, data: bytes, latent_hw: tuple[int, int]) -> Tensor:
-        return self.g_s(self.decode_symbols(data, latent_hw))
+    def decompress(self, data: bytes, latent_hw: tuple[int, int], position: float | None = None) -> Tensor:
+        gains = self.gains(position)
+        return self._synthesis(self.decode_symbols(data, latent_hw), None if gains is None else gains[1])
 
     @torch.no_grad()
     def decode_symbols(self, data: bytes, latent_hw: tuple[int, int]) -> Tensor:
@@ -212,3 +266,14 @@ class LatentCompressor(nn.Module):
         with self.stream.decoding(data):
             out = self.latent_codec.decompress(placeholders, shape)
         return out["y_hat"]
+
+
+def build_compressor(config: ModelConfig) -> LatentCompressor:
+    """A fresh compressor for ``config``, seeded (every machine builds the same); a
+    variable-rate one with its gains spread over its anchors' λ_R."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.compressor.seed)
+        compressor = LatentCompressor(config.compressor)
+    if config.rate_point.variable is not None:
+        compressor.init_gains(config.rate_point.variable.lambda_rates)
+    return compressor

@@ -168,6 +168,9 @@ def optimize_prompt(
     steps: int | None = None, guidance: float | None = None, seed: int | None = None,
 ) -> PfoRun:
     """Refine ``ids`` (the residual's tokens) for ``codec`` decoding ``z_c``; see the module doc."""
+    from ..models import use_backward_safe_kernels
+
+    use_backward_safe_kernels()  # Pfo backpropagates through the control module
     t_start = time.perf_counter()
     backbone, tokenizer, device = codec.backbone, codec.backbone.tokenizer, codec.device
     S, w, seed = codec.settings(steps, guidance, seed)

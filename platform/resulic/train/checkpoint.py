@@ -20,7 +20,7 @@ from ..codec.store import load_compressor_state, load_trained_parts, save_codec
 from ..config import ModelConfig
 from ..errors import ConfigError, ModelLoadError
 from ..models.backbone import Backbone, save_prior
-from ..models.compressor import LatentCompressor
+from ..models.compressor import LatentCompressor, build_compressor
 from ..models.control import build_control_unet
 from .model import TrainableCodec
 
@@ -31,27 +31,33 @@ PRIOR_DIR = "prior"
 
 def fresh_parts(config: ModelConfig, backbone: Backbone) -> tuple[LatentCompressor, torch.nn.Module]:
     """Seeded initial compressor and control module (the same as ``Codec.build``)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.compressor.seed)
-        compressor = LatentCompressor(config.compressor)
-    return compressor, build_control_unet(backbone.unet, config.control)
+    return build_compressor(config), build_control_unet(backbone.unet, config.control)
 
 
 def parts_from_folder(
-    folder: str | Path, config: ModelConfig, backbone: Backbone
+    folder: str | Path, config: ModelConfig, backbone: Backbone, reference_lambda: float | None = None
 ) -> tuple[LatentCompressor, torch.nn.Module]:
-    """The trained parts of an earlier model, for a config that may change only the rate point."""
+    """The trained parts of an earlier model, for a config that may change only the rate point
+    (or make a fixed-rate compressor variable: ``reference_lambda`` is the λ_R it was trained at)."""
     folder = Path(folder)
     try:
         saved = ModelConfig.model_validate(yaml.safe_load((folder / "config.yaml").read_text()))
     except FileNotFoundError:
         raise ModelLoadError(f"{folder}: not a trained-codec folder (no config.yaml)") from None
-    for section in ("backbone", "compressor", "control"):
-        if getattr(saved, section) != getattr(config, section):
+    # A variable-rate model may start from a fixed-rate one: the same compressor plus gains.
+    new_gains = config.compressor.gain_anchors > 0 and saved.compressor.gain_anchors == 0
+    saved_compressor = saved.compressor.model_copy(update={"gain_anchors": config.compressor.gain_anchors}) \
+        if new_gains else saved.compressor
+    for section, before in (("backbone", saved.backbone), ("compressor", saved_compressor), ("control", saved.control)):
+        if before != getattr(config, section):
             raise ConfigError(
                 f"model.{section}: differs from the model in {folder}; a later stage may change only the rate point"
             )
-    return load_trained_parts(folder, config, backbone)
+    compressor, cdm = load_trained_parts(folder, config, backbone, new_gains)
+    if new_gains:
+        # The gains start where the saved model's λ_R (loss.lambda_rate) sits among the anchors.
+        compressor.init_gains(config.rate_point.variable.lambda_rates, reference_lambda)
+    return compressor, cdm
 
 
 def snapshot_codec(trainable: TrainableCodec, device: torch.device | str) -> Codec:

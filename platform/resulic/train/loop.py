@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 from .. import cluster  # noqa: F401  (sets Ray's environment before ray is imported)
-from ..config import ModelConfig
+from ..config import RATE_LEVELS, ModelConfig
 from ..data import center_crop, load_image
 from ..metrics.weights import RANDOM_SUFFIX
 from ..models.backbone import load_backbone
@@ -97,11 +97,25 @@ def validate(codec, validation: list[dict], size: int, lpips,
     """
     if not validation:
         return {}, None
+    variable = codec.config.rate_point.variable
+    if variable is not None:
+        # A variable-rate model: the plain keys at its default level, suffixed ones at each anchor.
+        metrics, grid = _validate_at(codec, validation, size, lpips, lpips_random, None)
+        for k in range(variable.anchors):
+            level = round(k * RATE_LEVELS / (variable.anchors - 1))
+            at_level, _ = _validate_at(codec, validation, size, lpips, lpips_random, level)
+            metrics.update({f"{key}_level{level}": value for key, value in at_level.items()})
+        return metrics, grid
+    return _validate_at(codec, validation, size, lpips, lpips_random, None)
+
+
+def _validate_at(codec, validation: list[dict], size: int, lpips, lpips_random: bool,
+                 level: int | None) -> tuple[dict[str, float], Image.Image]:
     lpips_key = "val_lpips" + (RANDOM_SUFFIX if lpips_random else "")
     rows, pairs = [], []
     for item in validation:
         img = center_crop(load_image(item["path"]), size)
-        enc = codec.encode(img, text=item["caption"])
+        enc = codec.encode(img, text=item["caption"], level=level)
         out = codec.decode(enc.data).image
         x = torch.from_numpy(np.array(img)).permute(2, 0, 1)[None].float().div(127.5).sub(1)
         y = torch.from_numpy(np.array(out)).permute(2, 0, 1)[None].float().div(127.5).sub(1)
@@ -154,7 +168,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
                 state = load_state(folder)
         elif loop_config.get("init_folder"):
             init = loop_config["init_folder"]
-            compressor, cdm = parts_from_folder(download_folder(init) if is_uri(init) else init, model_cfg, backbone)
+            compressor, cdm = parts_from_folder(download_folder(init) if is_uri(init) else init, model_cfg, backbone,
+                                               reference_lambda=cfg.lambda_rate)
         else:
             compressor, cdm = fresh_parts(model_cfg, backbone)
         if cfg.workers.gradient_checkpointing:

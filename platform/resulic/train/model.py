@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from ..config import ModelConfig
 from ..diffusion import ResidualSchedule
+from ..models import use_backward_safe_kernels
 from ..models.backbone import Backbone
 from ..models.compressor import LatentCompressor
 from .config import LossConfig
@@ -67,6 +68,7 @@ class LossDraw:
     timesteps: Tensor  # n per sample, in 0..N_r
     noise: Tensor  # eps, shaped like z_0
     crop: tuple[int, int, int, int] | None = None  # stage 2's augmentation; None = drawn there
+    positions: Tensor | None = None  # a variable-rate model's place along its anchors, per sample
 
 
 class TrainableCodec(nn.Module):
@@ -84,6 +86,7 @@ class TrainableCodec(nn.Module):
         lpips: nn.Module | None = None,
     ) -> None:
         super().__init__()
+        use_backward_safe_kernels()
         self.compressor = compressor
         self.cdm = cdm
         self.discriminator = PatchDiscriminator() if stage == 2 and loss.lambda_adversarial > 0 else None
@@ -117,6 +120,11 @@ class TrainableCodec(nn.Module):
         n = torch.randint(0, self.schedule.N + 1, (z0.shape[0],), device=z0.device)
         return LossDraw(n, torch.randn_like(z0))
 
+    def draw_positions(self, batch: int, device) -> Tensor:
+        """A variable-rate model trains every rate at once: positions ~ U[0, anchors - 1]."""
+        anchors = self.config.rate_point.variable.anchors
+        return torch.rand(batch, device=device) * (anchors - 1)
+
     def forward(
         self, images: Tensor, captions: list[str], latents: Tensor | None = None, draw: LossDraw | None = None
     ) -> dict[str, Tensor]:
@@ -129,13 +137,22 @@ class TrainableCodec(nn.Module):
         with torch.no_grad():
             z0 = latents if latents is not None else backbone.encode(images)
             context = backbone.encode_text(list(captions))
-        out = self.compressor(z0)
+        variable = self.config.rate_point.variable
+        position = draw.positions if draw is not None and draw.positions is not None else (
+            None if variable is None else self.draw_positions(z0.shape[0], z0.device))
+        out = self.compressor(z0, position)
         z_c = out["z_c"]
-        pixels = images.shape[0] * images.shape[-2] * images.shape[-1]
-        rate = sum((-torch.log2(lk)).sum() for lk in out["likelihoods"].values()) / pixels
+        pixels = images.shape[-2] * images.shape[-1]
+        bits = sum((-torch.log2(lk)).flatten(1).sum(1) for lk in out["likelihoods"].values())  # per sample
+        rate = bits.mean() / pixels
 
         terms = {"bpp_estimated": rate, "loss_guide": F.mse_loss(z_c.float(), z0.float())}
-        loss = self.lambda_rate * rate + self.weights.lambda_guide * terms["loss_guide"]
+        if variable is None:
+            rate_term = self.lambda_rate * rate
+        else:  # each sample at its own rate: λ_R of its position along the anchors
+            lambdas = torch.tensor([variable.lambda_at(float(p)) for p in position], device=bits.device)
+            rate_term = (lambdas * bits).mean() / pixels
+        loss = rate_term + self.weights.lambda_guide * terms["loss_guide"]
         if self.weights.lambda_eps == 0:  # compressor warm-up: no network pass at all
             terms["loss"] = loss
             terms["loss_aux"] = self.compressor.aux_loss()

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler, UNet2DConditionModel
 from torch import Tensor, nn
 
+from ..models import use_backward_safe_kernels
 from ..models.backbone import Backbone
 
 NUM_TIMESTEPS = 1000
@@ -37,6 +38,7 @@ class TrainablePrior(nn.Module):
 
     def __init__(self, backbone: Backbone, prior_timesteps: int = NUM_TIMESTEPS) -> None:
         super().__init__()
+        use_backward_safe_kernels()
         if not 1 <= prior_timesteps <= NUM_TIMESTEPS:
             raise ValueError(f"prior_timesteps must be in 1..{NUM_TIMESTEPS}")
         self.unet: UNet2DConditionModel = backbone.unet

@@ -2,7 +2,8 @@
 and the band's champion alias moves to it only when it beats the current champion.
 
 Reads the sweep's ``sweep/results.json`` from its MLflow parent run; each trial's trained codec is
-the ``codec/`` artifact folder of its final-stage child run. Aliases: ``champion`` when there is
+the ``codec/`` artifact folder of its final-stage child run, and the version is registered from
+that run (its ``run_id`` and ``source``: the UI links a version to the trial that trained it). Aliases: ``champion`` when there is
 one band, ``champion-<band>`` for each band when there are several. The comparison uses the
 metric recorded as a version tag (lower is better, except psnr).
 
@@ -22,7 +23,7 @@ from pydantic import Field, field_validator
 
 from .. import registry, tracking
 from ..config import StrictModel
-from ..errors import ConfigError, ResulicError
+from ..errors import ConfigError, ModelLoadError, ResulicError
 from ..metrics.weights import RANDOM_SUFFIX
 from .sweep import SWEEP_TAG
 
@@ -148,21 +149,18 @@ def _register_and_maybe_promote(client, uri: str, cfg: PromoteConfig, band: Rate
 
 
 def _register(client, uri: str, cfg: PromoteConfig, band: RateBand, row: dict, metric: str, value: float) -> str:
-    from mlflow.exceptions import MlflowException
-
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            folder = Path(client.download_artifacts(row["final_run"], "codec", tmp))
-        except MlflowException as exc:
-            raise ResulicError(f"trial {row['trial_id']}: its run {row['final_run']} holds no codec ({exc.message})") from None
-        tags = {
-            "rate_band": band.name, "bpp_real": f"{row['bpp']:.6g}", "metric": metric,
-            "metric_value": f"{value:.6g}", "distortion": f"{row['distortion']:.6g}",
-            "objective": f"{row['objective']:.6g}", "sweep": cfg.sweep,
-            "distortion_metric": str(row.get("distortion_metric")), "trial_id": row["trial_id"],
-            "training_run": row["final_run"], **{f"param.{k}": str(v) for k, v in row["values"].items()},
-        }
-        return registry.register_codec(folder, cfg.model_name, tags, tracking_uri=uri)
+    """A new version linked to the trial's own run (the one that trained and logged the codec)."""
+    tags = {
+        "rate_band": band.name, "bpp_real": f"{row['bpp']:.6g}", "metric": metric,
+        "metric_value": f"{value:.6g}", "distortion": f"{row['distortion']:.6g}",
+        "objective": f"{row['objective']:.6g}", "sweep": cfg.sweep,
+        "distortion_metric": str(row.get("distortion_metric")), "trial_id": row["trial_id"],
+        "training_run": row["final_run"], **{f"param.{k}": str(v) for k, v in row["values"].items()},
+    }
+    try:
+        return registry.register_run_codec(row["final_run"], cfg.model_name, tags, tracking_uri=uri)
+    except ModelLoadError as exc:
+        raise ResulicError(f"trial {row['trial_id']}: {exc}") from None
 
 
 def _champion_value(client, cfg: PromoteConfig, alias: str, metric: str) -> float | None:

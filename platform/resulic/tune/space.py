@@ -39,6 +39,7 @@ from ..train.config import TrainConfig
 
 # (stage-2 λ_R, N_r) of the published configs (RESULIC.md §4 table), to seed a search.
 POSITION = "@position"  # suffix of the sampled relative position of a conditional parameter
+CHOICE = "@choice"  # suffix of the sampled index of a choice among lists (e.g. a variable model's N_r per anchor)
 PUBLISHED_GRID = [(1.5, 100), (3.5, 300), (6.0, 300), (9.0, 405), (12.0, 495), (16.0, 600), (27.0, 600)]
 
 
@@ -72,6 +73,10 @@ class ParameterSpec(StrictModel):
         elif self.low_at_max is not None or self.high_at_max is not None:
             raise ValueError("low_at_max/high_at_max need follows")
         return self
+
+
+def _primitive(values: list[Any]) -> bool:
+    return all(v is None or isinstance(v, (bool, int, float, str)) for v in values)
 
 
 def _is_schema_key(schema: type[BaseModel], parts: list[str]) -> bool:
@@ -166,7 +171,10 @@ class SearchSpace:
         sampled: dict[str, Any] = {}
         derived: dict[str, Any] = {}
         for key, p in self.params.items():
-            if p.type == "choice":
+            if p.type == "choice" and not _primitive(p.values):
+                # Optuna's categorical values must be primitives: sample the index, return the value.
+                sampled[key] = derived[key] = p.values[trial.suggest_categorical(key + CHOICE, list(range(len(p.values))))]
+            elif p.type == "choice":
                 sampled[key] = trial.suggest_categorical(key, p.values)
             elif p.follows is not None:
                 position = trial.suggest_float(key + POSITION, 0.0, 1.0)
@@ -190,7 +198,9 @@ class SearchSpace:
         """A point in config values -> the sampler's parameters (positions for followers)."""
         out = {}
         for key, p in self.params.items():
-            if p.follows is None:
+            if p.type == "choice" and not _primitive(p.values):
+                out[key + CHOICE] = p.values.index(point[key])
+            elif p.follows is None:
                 out[key] = point[key]
             else:
                 lo, hi = self._range(key, point)
@@ -200,7 +210,7 @@ class SearchSpace:
     @staticmethod
     def config_values(params: dict[str, Any]) -> dict[str, Any]:
         """Drop the sampler-only position parameters."""
-        return {k: v for k, v in params.items() if not k.endswith(POSITION)}
+        return {k: v for k, v in params.items() if not k.endswith((POSITION, CHOICE))}
 
     def _range(self, key: str, sampled: dict[str, Any]) -> tuple[float, float]:
         p = self.params[key]

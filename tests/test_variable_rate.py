@@ -1,0 +1,269 @@
+"""One model for every rate (issue 17): the gain vectors and their rate level, the level in the
+file, per-image rate control (--bpp), one-pass decoding, training over the λ_R range, and the
+folders that hold such a model. Tiny profile throughout."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from resulic.config import RATE_LEVELS, ModelConfig
+from resulic.errors import BitstreamError, ConfigError
+
+VARIABLE = {"lambda_rates": [8.0, 2.0, 0.5], "residual_steps": [60, 40, 20], "default_level": 64}
+
+
+def variable_config(**rate_point) -> ModelConfig:
+    return ModelConfig.model_validate({
+        "compressor": {"gain_anchors": 3},
+        "rate_point": {"name": "vr", "residual_steps": 50, "sampling_steps": 2, "variable": VARIABLE, **rate_point},
+    })
+
+
+@pytest.fixture(scope="module")
+def vcodec():
+    from resulic.codec import Codec
+
+    return Codec.build(variable_config())
+
+
+@pytest.fixture(scope="module")
+def small_photo(photo):
+    return photo.crop((0, 0, 128, 128))
+
+
+# -- config ----------------------------------------------------------------------------------
+def test_fixed_rate_configs_and_fingerprints_do_not_change():
+    dumped = ModelConfig().canonical_json()
+    assert "gain_anchors" not in dumped and "variable" not in dumped
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"compressor": {"gain_anchors": 2}}, "gain anchors"),
+    ({"rate_point": {"variable": {**VARIABLE, "lambda_rates": [1.0, 2.0, 3.0]}}}, "must decrease"),
+    ({"rate_point": {"variable": {**VARIABLE, "residual_steps": [10, 20]}}}, "2 values for 3 anchors"),
+    ({"rate_point": {"variable": {**VARIABLE, "residual_steps": [60, 40, 1]}}}, "below sampling_steps"),
+    ({"compressor": {"gain_anchors": 1}}, "at least 2 anchors"),
+])
+def test_bad_variable_rate_configs_name_the_key(change, message):
+    from resulic.config import load_config
+
+    data = yaml.safe_load(yaml.safe_dump(variable_config().model_dump(mode="json")))
+    for section, values in change.items():
+        data[section].update(values)
+    with pytest.raises(ConfigError, match=message):
+        load_config(ModelConfig, None, [f"{k}={json_value}" for k, json_value in _flat(data)])
+
+
+def _flat(data, prefix=""):
+    for key, value in data.items():
+        if isinstance(value, dict) and key != "variable":
+            yield from _flat(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", yaml.safe_dump(value, default_flow_style=True).strip()
+
+
+def test_interpolation_of_lambda_and_residual_steps():
+    v = variable_config().rate_point.variable
+    assert v.position(0) == 0 and v.position(RATE_LEVELS) == 2
+    assert v.lambda_at(0) == pytest.approx(8.0) and v.lambda_at(2) == pytest.approx(0.5)
+    assert v.lambda_at(0.5) == pytest.approx(4.0)  # geometric between 8 and 2
+    assert v.residual_steps_at(0) == 60 and v.residual_steps_at(RATE_LEVELS) == 20
+    assert v.residual_steps_at(RATE_LEVELS // 4) == round(60 - 20 * (RATE_LEVELS // 4) / RATE_LEVELS * 2)
+    with pytest.raises(ValueError, match="outside 0..127"):
+        v.position(128)
+
+
+# -- the compressor's gains ------------------------------------------------------------------
+def test_gains_interpolate_between_anchors_in_the_log_domain(vcodec):
+    comp = vcodec.compressor
+    g0, _ = comp.gains(0.0)
+    g1, _ = comp.gains(1.0)
+    half, inverse = comp.gains(0.5)
+    assert torch.allclose(half, (g0 * g1).sqrt(), rtol=1e-5)
+    # initialised as sqrt(λ_ref / λ_k) around the anchors' geometric mean: lower λ, finer steps
+    assert g0.mean() < g1.mean() < comp.gains(2.0)[0].mean()
+    assert torch.allclose(inverse * half, torch.ones_like(half))
+    with pytest.raises(ValueError, match="variable rate"):
+        comp.gains(None)
+
+
+def test_a_fixed_rate_compressor_refuses_a_level(codec, photo):
+    with pytest.raises(ValueError, match="fixed rate"):
+        codec.encode(photo, level=3)
+
+
+# -- the level in the file -------------------------------------------------------------------
+def test_level_round_trips_through_the_file_and_costs_two_bytes(vcodec, small_photo):
+    from resulic.codec.container import unpack
+
+    default = vcodec.encode(small_photo)
+    assert default.level == VARIABLE["default_level"] and unpack(default.data).header.level is None
+    low, high = vcodec.encode(small_photo, level=0), vcodec.encode(small_photo, level=RATE_LEVELS)
+    assert unpack(low.data).header.level == 0 and unpack(high.data).header.level == RATE_LEVELS
+    assert len(low.data) < len(default.data) < len(high.data)
+    header_bytes = len(low.data) - len(unpack(low.data).latent)
+    assert header_bytes == 12 + 2  # the default file's 12, plus the override mask and the level
+    for result, level in ((low, 0), (high, RATE_LEVELS), (default, None)):
+        decoded = vcodec.decode(result.data)
+        assert decoded.header.level == level and decoded.image.size == small_photo.size
+    # the level sets N_r: a file may not ask for more steps than its level's N_r
+    assert vcodec.schedule_for(0).N == 60 and vcodec.schedule_for(RATE_LEVELS).N == 20
+    with pytest.raises(ValueError, match="1..20"):
+        vcodec.encode(small_photo, level=RATE_LEVELS, steps=21)
+
+
+def test_a_level_in_a_fixed_rate_models_file_is_refused(codec, vcodec, small_photo):
+    from resulic.codec.container import Container, pack, unpack
+
+    c = unpack(codec.encode(small_photo).data)
+    forged = pack(Container(c.header.__class__(**{**c.header.__dict__, "level": 5}), c.text, c.latent))
+    with pytest.raises(BitstreamError, match="fixed rate"):
+        codec.decode(forged)
+
+
+def test_container_level_bounds():
+    from resulic.codec.container import Container, Header, pack, unpack
+
+    h = Header(b"\0\0\0\0", 10, 10, level=RATE_LEVELS)
+    assert unpack(pack(Container(h, b"", b"\1"))).header.level == RATE_LEVELS
+    with pytest.raises(ValueError, match="outside"):
+        pack(Container(Header(b"\0\0\0\0", 10, 10, level=RATE_LEVELS + 1), b"", b"\1"))
+    body = bytearray(pack(Container(h, b"", b"\1")))
+    body[9] = 0x80 | 0x7F  # the level varint made two bytes long: 255 > 127
+    with pytest.raises(BitstreamError):
+        unpack(bytes(body))
+
+
+# -- rate control ----------------------------------------------------------------------------
+def test_bpp_target_lands_closest_without_passing_it_by_more_than_5_percent(vcodec, small_photo):
+    from resulic.codec.rate_control import OVER, encode_to_bpp
+
+    every = {lv: vcodec.encode(small_photo, level=lv).bpp for lv in range(0, RATE_LEVELS + 1)}
+    lo, hi = min(every.values()), max(every.values())
+    for target in (lo * 1.3, math.sqrt(lo * hi), hi * 0.8):
+        result, search = encode_to_bpp(vcodec, small_photo, target)
+        assert result.bpp <= target * (1 + OVER)
+        best = min(abs(b - target) for b in every.values() if b <= target * (1 + OVER))
+        assert abs(result.bpp - target) == pytest.approx(best)
+        assert search.encodes <= 2 + 8 and result.level == search.level
+        assert vcodec.decode(result.data).header.level in (search.level, None)
+
+
+@pytest.mark.parametrize("target, message", [
+    (0, "positive"), (-0.1, "positive"), (float("nan"), "positive"),
+    (1e-6, "below this model's range"), (200.0, "above this model's range"),
+])
+def test_bpp_targets_outside_the_range_are_clear_errors(vcodec, small_photo, target, message):
+    from resulic.codec.rate_control import encode_to_bpp
+
+    with pytest.raises(ValueError, match=message):
+        encode_to_bpp(vcodec, small_photo, target)
+
+
+def test_bpp_on_a_fixed_rate_model_says_so(codec, small_photo):
+    from resulic.codec.rate_control import encode_to_bpp
+
+    with pytest.raises(ValueError, match="fixed rate"):
+        encode_to_bpp(codec, small_photo, 0.1)
+
+
+# -- one-pass decoding -----------------------------------------------------------------------
+def test_one_pass_is_one_network_evaluation(vcodec, small_photo):
+    data = vcodec.encode(small_photo, steps=3, guidance=3.0).data
+    assert vcodec.decode(data).network_evaluations == 2 * 2  # S=3: S-1 calls, both CFG branches
+    assert vcodec.decode(data, one_pass=True).network_evaluations == 1
+    asked = vcodec.encode(small_photo, steps=2, guidance=1.0).data  # a file that asks for it
+    assert vcodec.decode(asked).network_evaluations == 1
+
+
+# -- training over the λ range ---------------------------------------------------------------
+def test_training_loss_weights_each_sample_by_its_own_lambda(vcodec):
+    from resulic.train.config import LossConfig
+    from resulic.train.model import LossDraw, TrainableCodec
+
+    cfg = vcodec.config
+    trainable = TrainableCodec(cfg, vcodec.backbone, vcodec.compressor, vcodec.cdm, 1,
+                               LossConfig(lambda_eps=0), lambda_rate=1.0).eval()
+    z0 = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(0))
+    images = torch.rand(2, 3, 128, 128)
+    positions = torch.tensor([0.0, 2.0])
+    with torch.no_grad():
+        terms = trainable(images, ["", ""], z0, LossDraw(torch.zeros(2, dtype=torch.long), torch.zeros_like(z0),
+                                                     positions=positions))
+    with torch.no_grad():
+        out = vcodec.compressor(z0, positions)
+    bits = [sum((-torch.log2(lk[i])).sum() for lk in out["likelihoods"].values()) for i in range(2)]
+    expected = (8.0 * bits[0] + 0.5 * bits[1]) / 2 / (128 * 128) + torch.mean((out["z_c"] - z0) ** 2)
+    assert float(terms["loss"]) == pytest.approx(float(expected), rel=1e-4)
+
+
+def test_a_variable_model_starts_from_a_fixed_rate_one(tmp_path, codec):
+    from resulic.codec.store import save_codec
+    from resulic.train.checkpoint import parts_from_folder
+
+    save_codec(codec, tmp_path / "fixed")
+    cfg = codec.config.model_copy(update={
+        "compressor": codec.config.compressor.model_copy(update={"gain_anchors": 3}),
+        "rate_point": variable_config().rate_point,
+    })
+    compressor, _ = parts_from_folder(tmp_path / "fixed", cfg, codec.backbone, reference_lambda=2.0)
+    assert torch.equal(compressor.g_a[0].skip.weight, codec.compressor.g_a[0].skip.weight)
+    expected = [0.5 * math.log(2.0 / lam) for lam in VARIABLE["lambda_rates"]]
+    assert compressor.log_gain[:, 0].tolist() == pytest.approx(expected, rel=1e-5)
+
+
+# -- folders ---------------------------------------------------------------------------------
+def test_folders_hold_weights_only_and_reload_bit_exact(tmp_path, vcodec, small_photo):
+    from safetensors.torch import load_file
+
+    from resulic.codec.store import DERIVED_BUFFERS, load_codec, save_codec
+
+    save_codec(vcodec, tmp_path / "vr")
+    saved = load_file(tmp_path / "vr" / "compressor.safetensors")
+    assert "log_gain" in saved and not any(k.rpartition(".")[2] in DERIVED_BUFFERS for k in saved)
+    again = load_codec(tmp_path / "vr", backbone=vcodec.backbone)
+    assert again.fingerprint == vcodec.fingerprint  # the rebuilt coding tables are the same
+    data = vcodec.encode(small_photo, level=100).data
+    assert again.encode(small_photo, level=100).data == data
+
+
+# -- the command line ------------------------------------------------------------------------
+def _resulic(*args, cwd):
+    exe = Path(sys.executable).with_name("resulic")
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--bpp", "0"], "--bpp 0: must be a positive"),
+    (["--bpp", "-1"], "must be a positive"),
+    (["--level", "128"], "--level 128: must be in 0..127"),
+    (["--bpp", "0.1", "--rate", "r2"], "use one or the other"),
+    (["--bpp", "0.1", "--level", "3"], "not allowed with argument"),
+])
+def test_cli_refuses_bad_rate_arguments(tmp_path, small_photo, args, message):
+    small_photo.save(tmp_path / "a.png")
+    out = _resulic("compress", "a.png", *args, cwd=tmp_path)
+    assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
+
+
+def test_cli_bpp_and_one_pass_round_trip(tmp_path, vcodec, small_photo):
+    from resulic.codec.store import save_codec
+
+    save_codec(vcodec, tmp_path / "vr")
+    small_photo.save(tmp_path / "a.png")
+    target = vcodec.encode(small_photo, level=90).bpp
+    out = _resulic("compress", "a.png", "-o", "a.rslc", "--model", "vr", "--bpp", f"{target:.6f}", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "level" in out.stdout and f"target {float(f'{target:.6f}'):g} bpp" in out.stdout
+    assert (tmp_path / "a.rslc").stat().st_size * 8 / (128 * 128) <= target * 1.05 + 1e-9
+    out = _resulic("decompress", "a.rslc", "-o", "a.png", "--model", "vr", "--one-pass", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    out = _resulic("compress", "a.png", "-o", "b.rslc", "--bpp", "0.1", cwd=tmp_path)  # tiny: fixed rate
+    assert out.returncode == 2 and "fixed rate" in out.stderr
