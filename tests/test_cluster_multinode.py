@@ -3,7 +3,8 @@ two-node Ray on 127.0.0.1 that the platform did not start (conftest's ``multinod
 tracking server reached only over HTTP, the Serve app deployed with ``serve deploy`` the way a
 RayService does, answering over HTTP.
 
-Slow (minutes: two Ray nodes, an MLflow server, four submitted jobs); ``-m "not slow"`` skips it.
+Slow (10-20 minutes on 2 cores: two Ray nodes, an MLflow server, four submitted jobs), so it is
+marked ``cluster`` and runs with ``make test-cluster``, not in ``make test``.
 The faults (a lost node, a killed replica, a killed sweep driver, a stopped tracking server) are
 drilled by benchmarks/cluster_faults.py, with the numbers in docs/cluster.md.
 """
@@ -22,7 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
 REPO = Path(__file__).resolve().parents[1]
 RUN_LINE = re.compile(r"^MLflow run ([0-9a-f]{32}) in (\S+?):? ", re.MULTILINE)
