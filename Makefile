@@ -18,7 +18,7 @@ export MLFLOW_DISABLE_TELEMETRY ?= true
 export RAY_USAGE_STATS_ENABLED ?= 0
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install run test bench clean
+.PHONY: install run test test-quick bench clean
 
 install: $(STAMP)
 
@@ -34,6 +34,11 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(ARGS)
+
+# Everything but the multi-node cluster tests (a two-node Ray and an MLflow server on
+# 127.0.0.1, submitted jobs, serve deploy: 10-20 minutes on 2 cores; docs/cluster.md).
+test-quick: $(STAMP)
+	$(PY) -m pytest -q -m "not cluster" $(ARGS)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_codec.py $(ARGS)

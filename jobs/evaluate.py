@@ -38,6 +38,8 @@ def main(argv=None) -> int:
         return 2
     print(summary(ev.results))
     print(f"results.json, per_image/, rd-*.png and the files are in {ev.output_dir}")
+    if ev.mlflow_run_id:
+        print(f"MLflow run {ev.mlflow_run_id}")
     return 0
 
 

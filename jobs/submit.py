@@ -7,6 +7,8 @@
       [--address URL] [--tracking-uri URI] [--storage PATH] [--attempt N] [--wait] [--dry-run]
 
 The config is validated here; the command is printed, then run (--dry-run only prints it).
+Then the job's status, how to see its logs and, with --wait, the MLflow runs it made; the exit
+status is 0 only for a job that succeeded (--wait) or was accepted (without).
 Defaults: --address $RAY_ADDRESS or http://127.0.0.1:8265 (what `ray dashboard cluster.yaml`
 forwards), --tracking-uri $RESULIC_TRACKING_URI (else the cluster's own), --storage
 $RESULIC_STORAGE_PATH (else the config's).
@@ -15,6 +17,7 @@ $RESULIC_STORAGE_PATH (else the config's).
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -37,7 +40,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from resulic.errors import ResulicError
-    from resulic.submit import build_command, format_command, request_from_env
+    from resulic.submit import build_command, format_command, job_report, request_from_env, submission_id, submit_environment
 
     try:
         request = request_from_env(
@@ -55,7 +58,20 @@ def main(argv=None) -> int:
     if ray is None:
         print("error: the `ray` command is not on PATH (activate the project's .venv)", file=sys.stderr)
         return 2
-    return subprocess.call([ray, *command[1:]])
+    env = submit_environment()
+    code = subprocess.call([ray, *command[1:]], env=env)
+    os.environ.update(env)  # the same authentication for the status query below
+    sid = submission_id(request)
+    try:
+        report = job_report(request.address, sid)
+    except Exception as exc:  # the job API is unreachable or refused the job: ray's own message is above
+        print(f"job {sid}: no status from {request.address} ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})",
+              file=sys.stderr)
+        return code or 1
+    print("\n".join(report.lines(request.address, request.tracking_uri)), flush=True)
+    if request.wait:
+        return 0 if report.status == "SUCCEEDED" else 1
+    return code
 
 
 if __name__ == "__main__":

@@ -306,3 +306,46 @@ def test_a_bad_config_fails_before_submitting(clean_env, capsys):
     assert submit.main(["train", "configs/train/stage1-sd21.yaml", "--set", "optim.stepz=3", "--dry-run"]) == 2
     err = capsys.readouterr().err
     assert "optim.stepz: unknown key" in err and "ray job submit" not in err
+
+
+# -- a submitted job's driver --------------------------------------------------------------------
+def test_a_submitted_jobs_driver_leaves_the_jobs_runtime_env_alone(monkeypatch):
+    """Inside a job, ``ray.init`` gets no runtime env of its own: Ray refuses one that repeats a
+    job variable (every submitted job died at start), and a merged one let Ray delete the job's
+    working folder under its driver. Outside a job, the driver's variables go to its workers."""
+    from ray.runtime_env.runtime_env import _merge_runtime_env
+
+    from resulic import cluster
+    from resulic.submit import runtime_env
+
+    job_env = runtime_env(JobRequest("train", str(REPO / "configs/train/stage1.yaml"), tracking_uri="http://mlflow:5000"))
+    for key in ("MLFLOW_TRACKING_URI", "HF_HUB_OFFLINE", "OMP_NUM_THREADS"):
+        monkeypatch.setenv(key, job_env["env_vars"].get(key, "1"))
+    outside = cluster.driver_runtime_env()
+    assert {"MLFLOW_TRACKING_URI", "HF_HUB_OFFLINE", "OMP_NUM_THREADS"} <= set(outside["env_vars"])
+    assert _merge_runtime_env(job_env, outside) is None, "Ray's merge refuses the repeated variables"
+    monkeypatch.setenv(cluster.JOB_CONFIG_ENV, json.dumps({"runtime_env": job_env, "metadata": {}}))
+    assert cluster.driver_runtime_env() is None
+    assert _merge_runtime_env(job_env, cluster.driver_runtime_env()) == job_env
+
+
+def test_submit_sends_the_ray_token_when_one_exists(tmp_path):
+    from resulic.submit import submit_environment
+
+    token = tmp_path / "token"
+    assert "RAY_AUTH_MODE" not in submit_environment({"RAY_AUTH_TOKEN_PATH": str(token), "HOME": str(tmp_path)})
+    token.write_text("secret\n")
+    assert submit_environment({"RAY_AUTH_TOKEN_PATH": str(token)})["RAY_AUTH_MODE"] == "token"
+    assert submit_environment({"RAY_AUTH_TOKEN_PATH": str(token), "RAY_AUTH_MODE": "disabled"})["RAY_AUTH_MODE"] == "disabled"
+
+
+def test_the_job_report_names_status_logs_and_mlflow_runs():
+    from resulic.submit import MLFLOW_RUN_LINE, JobReport
+
+    logs = "run stage1: MLflow run 0123456789abcdef0123456789abcdef; trained codec /x\nMLflow parent run " + "f" * 32
+    report = JobReport("resulic-train-x-1", "SUCCEEDED", "", MLFLOW_RUN_LINE.findall(logs))
+    lines = report.lines("http://127.0.0.1:8265", "sqlite:////tmp/m.db")
+    assert lines[0] == "job resulic-train-x-1: SUCCEEDED"
+    assert lines[1].startswith("logs: ray job logs resulic-train-x-1 --address http://127.0.0.1:8265")
+    assert lines[2:] == ["MLflow run 0123456789abcdef0123456789abcdef in sqlite:////tmp/m.db: 0123456789abcdef0123456789abcdef",
+                         f"MLflow run {'f' * 32} in sqlite:////tmp/m.db: {'f' * 32}"]

@@ -380,6 +380,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return {**COMMANDS, **EVALUATION_COMMANDS, **PLATFORM_COMMANDS}[args.command](args)
     except ResulicError as exc:
+        if exc.__cause__ is not None and os.environ.get("RESULIC_VERBOSE", "") not in ("", "0"):
+            import traceback  # --verbose: where a wrapped library error came from
+
+            traceback.print_exception(exc.__cause__, file=sys.stderr)
         print(f"resulic: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -35,6 +35,29 @@ def local_worker_env() -> dict[str, str]:
         env.setdefault(PREEMPTION_WATCHER_ENV, "0")
     return env
 
+# Where Ray's job supervisor hands a submitted job's config (runtime env included) to its driver.
+JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
+
+
+def in_submitted_job() -> bool:
+    """True in the driver of a job submitted with ``ray job submit`` (Ray hands it the job's config)."""
+    return bool(os.environ.get(JOB_CONFIG_ENV))
+
+
+def driver_runtime_env() -> dict | None:
+    """The runtime env this driver gives ``ray.init``: None inside a submitted job, else the
+    WORKER_ENV variables it has.
+
+    Inside a job the job's runtime env (``ray job submit --runtime-env-json``: working folder,
+    py_modules, variables) already reaches every worker, and Ray refuses a ``ray.init`` runtime
+    env that sets a variable the job sets ("Failed to merge the Job's runtime env": every
+    submitted job died at start; tried on a local cluster, docs/cluster.md).
+    """
+    if in_submitted_job():
+        return None
+    env = {k: os.environ[k] for k in WORKER_ENV if k in os.environ}
+    return {"env_vars": env}
+
 
 def ensure_ray(min_cpus: float = 1) -> None:
     """Use the running Ray (or ``RAY_ADDRESS``'s); otherwise start a local one with at least
@@ -46,8 +69,7 @@ def ensure_ray(min_cpus: float = 1) -> None:
     if ray.is_initialized():
         return
     if os.environ.get("RAY_ADDRESS"):
-        env = {k: os.environ[k] for k in WORKER_ENV if k in os.environ}
-        ray.init(runtime_env={"env_vars": env}, log_to_driver=True, logging_level=library_log_level())
+        ray.init(runtime_env=driver_runtime_env(), log_to_driver=True, logging_level=library_log_level())
         return
     env = local_worker_env()
     # Logical CPUs: Ray only counts them. Two spare ones keep Ray Data and the Train/Tune

@@ -162,6 +162,7 @@ class Evaluation:
     plots: list[Path]
     seconds: float  # wall time of the image work (model loading excluded)
     images: int
+    mlflow_run_id: str | None = None  # when tracking is on
 
 
 def _start_ray(cfg: EvaluateConfig):
@@ -261,7 +262,7 @@ def evaluate(cfg: EvaluateConfig, progress: bool = True) -> Evaluation:
     plots = plot_all([out / "results.json", *cfg.compare_with], out)
     evaluation = Evaluation(results, per_image, out, plots, seconds, len(items))
     if tracking_enabled(cfg.track):
-        log_to_mlflow(cfg, evaluation)
+        evaluation.mlflow_run_id = log_to_mlflow(cfg, evaluation)
     return evaluation
 
 

@@ -22,7 +22,13 @@ builds (and runs, unless ``--dry-run``)
   otherwise the cluster's own (cluster.yaml and the KubeRay manifests set it on every node).
 - ``--storage`` (or ``$RESULIC_STORAGE_PATH``) sets the job's storage path key.
 
-No Ray or MLflow import: building a command needs neither.
+- Ray 2.60 clusters started with ``ray start`` ask for a token (``~/.ray/auth_token``); the
+  ``ray job`` CLI only sends it when ``RAY_AUTH_MODE=token``, which ``submit_environment`` sets
+  when a token is there and the mode is unset (as ``ray.init`` does itself).
+- After the job, ``job_report`` gives its status, where its logs are and the MLflow runs it
+  printed (``MLflow run <id>`` / ``MLflow parent run <id>``).
+
+No Ray or MLflow import at module level: building a command needs neither.
 """
 
 from __future__ import annotations
@@ -153,6 +159,71 @@ def build_command(request: JobRequest) -> list[str]:
 
 def format_command(argv: list[str]) -> str:
     return shlex.join(argv)
+
+
+AUTH_MODE_ENV = "RAY_AUTH_MODE"
+MLFLOW_RUN_LINE = re.compile(r"MLflow (?:parent )?run ([0-9a-f]{32})")
+
+
+def auth_token_available(environ=os.environ) -> bool:
+    """A Ray token where Ray's own loader looks: $RAY_AUTH_TOKEN, $RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token."""
+    if environ.get("RAY_AUTH_TOKEN"):
+        return True
+    path = environ.get("RAY_AUTH_TOKEN_PATH") or os.path.join(os.path.expanduser("~"), ".ray", "auth_token")
+    return os.path.isfile(path)
+
+
+def submit_environment(environ=os.environ) -> dict[str, str]:
+    """The environment for ``ray job ...``: token authentication on when a token is there and
+    ``RAY_AUTH_MODE`` is unset (an explicit mode is kept)."""
+    env = dict(environ)
+    if AUTH_MODE_ENV not in env and auth_token_available(env):
+        env[AUTH_MODE_ENV] = "token"
+    return env
+
+
+@dataclass
+class JobReport:
+    submission_id: str
+    status: str  # Ray's JobStatus name: PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED
+    message: str
+    mlflow_runs: list[str]
+
+    def lines(self, address: str, tracking_uri: str | None) -> list[str]:
+        out = [f"job {self.submission_id}: {self.status}" + (f" ({self.message})" if self.message and self.status != "SUCCEEDED" else ""),
+               f"logs: ray job logs {self.submission_id} --address {address}   (add -f to follow; "
+               f"dashboard: {address.rstrip('/')}/#/jobs/{self.submission_id})"]
+        where = tracking_uri or "the cluster's MLFLOW_TRACKING_URI"
+        for run_id in self.mlflow_runs:
+            out.append(f"MLflow run {run_id} in {where}" + (f": {run_link(tracking_uri, run_id)}" if tracking_uri else ""))
+        if not self.mlflow_runs and self.status in ("PENDING", "RUNNING"):
+            out.append(f"status: ray job status {self.submission_id} --address {address}")
+        return out
+
+
+def run_link(tracking_uri: str, run_id: str) -> str:
+    """The run's page on an MLflow server (its id for a local store)."""
+    if not tracking_uri.startswith(("http://", "https://")):
+        return run_id
+    try:
+        from mlflow import MlflowClient
+
+        experiment = MlflowClient(tracking_uri=tracking_uri).get_run(run_id).info.experiment_id
+    except Exception:  # the server may be unreachable from here; the id is still useful
+        return f"{tracking_uri.rstrip('/')} (run {run_id})"
+    return f"{tracking_uri.rstrip('/')}/#/experiments/{experiment}/runs/{run_id}"
+
+
+def job_report(address: str, submission: str) -> JobReport:
+    """Status and MLflow runs of a submitted job, from the cluster's job API."""
+    from ray.job_submission import JobSubmissionClient
+
+    client = JobSubmissionClient(address)
+    info = client.get_job_info(submission)
+    logs = client.get_job_logs(submission)
+    runs = list(dict.fromkeys(MLFLOW_RUN_LINE.findall(logs)))
+    status = getattr(info.status, "value", str(info.status))
+    return JobReport(submission, status, (info.message or "").strip().splitlines()[0] if info.message else "", runs)
 
 
 def request_from_env(kind: str, config: str, overrides=(), *, address=None, tracking_uri=None, storage=None,

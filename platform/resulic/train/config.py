@@ -68,6 +68,9 @@ class WorkersConfig(StrictModel):
     cpus_per_worker: float = Field(1, gt=0)
     bf16: bool = Field(False, description="bf16 autocast of the forward pass (GPUs)")
     gradient_checkpointing: bool = False
+    # PACK fills one node first (8 GPU workers on one gpu-8x node); SPREAD puts the workers on
+    # different nodes where it can (best effort), so one lost node takes fewer of them.
+    placement_strategy: Literal["PACK", "SPREAD"] = "PACK"
 
 
 class RunConfig(StrictModel):

@@ -94,7 +94,8 @@ def _trainer(cfg: TrainConfig, storage: str, loop_config: dict, datasets: dict, 
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config,
-        scaling_config=ray.train.ScalingConfig(num_workers=w.num_workers, use_gpu=w.use_gpu, resources_per_worker=resources),
+        scaling_config=ray.train.ScalingConfig(num_workers=w.num_workers, use_gpu=w.use_gpu, resources_per_worker=resources,
+                                                    placement_strategy=w.placement_strategy),
         run_config=ray.train.RunConfig(
             name=cfg.run.name,
             storage_path=storage,

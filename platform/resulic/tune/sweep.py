@@ -170,6 +170,11 @@ class SweepOutcome:
 
 
 def run_sweep(sweep: Sweep) -> SweepOutcome:
+    # torch before Optuna and Ray Tune: a sweep submitted as a job to a local two-node cluster
+    # that loaded it later died with "Intel oneMKL FATAL ERROR: Cannot load libtorch_cpu.so"
+    # (likely the same cause as its replaced working folder, docs/cluster.md; loading it first
+    # costs nothing, the trials need it anyway).
+    import torch  # noqa: F401
     import optuna
     import ray.tune
     from ray.tune.schedulers import ASHAScheduler
