@@ -68,7 +68,9 @@ def ray_cluster():
     ray.shutdown()
 
 
-@pytest.fixture(scope="session")
+# Module scope: stopped when its module ends, since a running `ray start` cluster is found by
+# every later ray.init() on the machine (a subprocess's local Ray would join it).
+@pytest.fixture(scope="module")
 def multinode(tmp_path_factory):
     """A two-node Ray on 127.0.0.1 started the way a real cluster's is — ``ray start --head``
     plus a node joined with ``ray start --address`` (custom resource ``node2``) — and an MLflow
