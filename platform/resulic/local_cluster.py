@@ -88,10 +88,22 @@ def _env(extra_path: list[str]) -> dict[str, str]:
     env.update({"RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
                 "MLFLOW_DISABLE_TELEMETRY": "true"})
     env.pop("RAY_ADDRESS", None)  # the nodes find the head by --address, never by a caller's variable
+    # resulic.cluster sets this to 0 in its own process (a local Ray stays on the loopback
+    # address); inherited by `ray start --address`, it refuses to join a node ("multi-node Ray
+    # clusters are not supported"), as a real cluster's nodes never have it.
+    env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)
     # Ray 2.60 clusters ask for a token (made at ~/.ray/auth_token by the head when missing); the
     # nodes, the drivers connecting here and the `ray job` CLI must all send it.
     env.setdefault("RAY_AUTH_MODE", "token")
     return env
+
+
+def _tail(log: Path, lines: int = 8) -> str:
+    """The last lines of a log, so that a failure in CI says why without the file."""
+    try:
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
 
 
 def _stop_tree(process: subprocess.Popen, pids: list[int], grace: float = 30.0) -> None:
@@ -270,7 +282,8 @@ class LocalCluster:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if node is not None and node.process.poll() is not None:
-                raise RuntimeError(f"{what}: `ray start` exited ({node.process.returncode}); see {node.log}")
+                raise RuntimeError(f"{what}: `ray start` exited ({node.process.returncode}); see {node.log}:\n"
+                                   + _tail(node.log))
             if check():
                 return
             time.sleep(1)
