@@ -204,6 +204,34 @@ def test_training_loss_weights_each_sample_by_its_own_lambda(vcodec):
     assert float(terms["loss"]) == pytest.approx(float(expected), rel=1e-4)
 
 
+def test_gains_train_at_their_own_rate_without_weight_decay(vcodec):
+    """Adam moves a parameter by about its lr per step: the gains get optim.gain_lr (an anchor
+    must travel far from where a fixed-rate model put it), and no decay towards gain 1."""
+    from types import SimpleNamespace
+
+    from resulic.models.compressor import build_compressor
+    from resulic.train.config import LossConfig, OptimConfig
+    from resulic.train.loop import _optimizers
+    from resulic.train.model import TrainableCodec
+
+    compressor = build_compressor(vcodec.config)  # fresh: the module's codec stays as it is
+    trainable = TrainableCodec(vcodec.config, vcodec.backbone, compressor, vcodec.cdm, 1,
+                               LossConfig(lambda_eps=0), lambda_rate=1.0).train()
+    groups = trainable.parameter_groups()
+    assert [id(p) for p in groups["gains"]] == [id(compressor.log_gain), id(compressor.log_inverse_gain)]
+    optimizer = _optimizers(trainable, SimpleNamespace(optim=OptimConfig(lr=1e-5, gain_lr=0.05, weight_decay=0.5)))["main"]
+    by_lr = {g["lr"]: g for g in optimizer.param_groups}
+    assert by_lr[0.05]["weight_decay"] == 0.0 and by_lr[1e-5]["weight_decay"] == 0.5
+
+    before, weight = compressor.log_gain.detach().clone(), compressor.g_a[0].skip.weight.detach().clone()
+    z0 = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(0))
+    trainable(torch.rand(2, 3, 128, 128), ["", ""], z0)["total"].backward()
+    optimizer.step()
+    moved = (compressor.log_gain.detach() - before).abs()
+    assert moved.max() == pytest.approx(0.05, rel=1e-3)  # Adam's first step: lr x sign(grad)
+    assert (compressor.g_a[0].skip.weight.detach() - weight).abs().max() < 1e-4
+
+
 def test_a_variable_model_starts_from_a_fixed_rate_one(tmp_path, codec):
     from resulic.codec.store import save_codec
     from resulic.train.checkpoint import parts_from_folder

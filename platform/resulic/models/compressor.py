@@ -31,6 +31,8 @@ from .rans_stream import SharedRansStream
 # exp(linspace(ln 0.11, ln 256, 64)), as in ELIC and the official compressor.
 SCALE_TABLE = torch.exp(torch.linspace(math.log(0.11), math.log(256), 64)).tolist()
 ANCHOR_PARITY = "odd"  # anchors where (row + col) is odd (RESULIC.md §2)
+# A variable-rate compressor's gain vectors (log domain), trained with a learning rate of their own.
+GAIN_PARAMETERS = ("log_gain", "log_inverse_gain")
 
 
 def conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:

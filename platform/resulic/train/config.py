@@ -58,6 +58,10 @@ class OptimConfig(StrictModel):
     lr: float = Field(1e-4, gt=0, description="AdamW for compressor + control module")
     aux_lr: float = Field(1e-3, gt=0, description="AdamW for the entropy bottleneck's quantiles")
     weight_decay: float = Field(0.01, ge=0)
+    # Adam moves a parameter by about lr per step, so at the compressor's lr a gain vector (log
+    # domain) could travel less than a factor e in 1000 steps: too slow for an anchor to reach
+    # its rate when a variable model starts from a fixed-rate one.
+    gain_lr: float | None = Field(None, gt=0, description="variable-rate gain vectors (default: lr); no weight decay")
     grad_clip: float | None = Field(None, gt=0)
     seed: int = 0
 

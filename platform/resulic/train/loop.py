@@ -45,7 +45,10 @@ class InjectedFailure(RuntimeError):
 def _optimizers(trainable: TrainableCodec, cfg: TrainConfig) -> dict[str, torch.optim.Optimizer]:
     groups = trainable.parameter_groups()
     o = cfg.optim
-    optimizers = {"main": torch.optim.AdamW(groups["main"], lr=o.lr, weight_decay=o.weight_decay)}
+    main = [{"params": groups["main"]}]
+    if "gains" in groups:  # log-domain gains: their own lr, and no decay pulling every anchor to gain 1
+        main.append({"params": groups["gains"], "lr": o.gain_lr or o.lr, "weight_decay": 0.0})
+    optimizers = {"main": torch.optim.AdamW(main, lr=o.lr, weight_decay=o.weight_decay)}
     if "aux" in groups:  # stage 0 has no entropy models
         optimizers["aux"] = torch.optim.AdamW(groups["aux"], lr=o.aux_lr, weight_decay=0.0)
     if "disc" in groups:
@@ -234,7 +237,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
             opt.zero_grad(set_to_none=True)
         terms["total"].backward()
         if cfg.optim.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(trainable.parameter_groups()["main"], cfg.optim.grad_clip)
+            torch.nn.utils.clip_grad_norm_([p for g in optimizers["main"].param_groups for p in g["params"]],
+                                           cfg.optim.grad_clip)
         for opt in optimizers.values():
             opt.step()
         seconds = time.perf_counter() - t0

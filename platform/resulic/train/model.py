@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from ..config import ModelConfig
 from ..diffusion import ResidualSchedule
 from ..models.backbone import Backbone
-from ..models.compressor import LatentCompressor
+from ..models.compressor import GAIN_PARAMETERS, LatentCompressor
 from .config import LossConfig
 
 AUGMENT_PAD = 15  # px, as in the official stage 2
@@ -102,12 +102,17 @@ class TrainableCodec(nn.Module):
 
     # -- parameter groups ----------------------------------------------------------------------
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
-        """main: compressor (no quantiles) + control module; aux: quantiles; disc: discriminator."""
-        aux = [p for n, p in self.compressor.named_parameters() if n.endswith("quantiles")]
-        aux_ids = {id(p) for p in aux}
-        main = [p for p in self.compressor.parameters() if id(p) not in aux_ids]
+        """main: compressor (no quantiles, no gains) + control module; aux: quantiles; gains: a
+        variable-rate compressor's gain vectors (only when it has them); disc: discriminator."""
+        named = list(self.compressor.named_parameters())
+        aux = [p for n, p in named if n.endswith("quantiles")]
+        gains = [p for n, p in named if n in GAIN_PARAMETERS]
+        own_group = {id(p) for p in aux + gains}
+        main = [p for _, p in named if id(p) not in own_group]
         main += [p for p in self.cdm.parameters() if p.requires_grad]
         groups = {"main": main, "aux": aux}
+        if gains:
+            groups["gains"] = gains
         if self.discriminator is not None:
             groups["disc"] = list(self.discriminator.parameters())
         return groups
