@@ -262,6 +262,45 @@ def test_folders_hold_weights_only_and_reload_bit_exact(tmp_path, vcodec, small_
     assert again.encode(small_photo, level=100).data == data
 
 
+# -- evaluation ------------------------------------------------------------------------------
+def test_evaluate_draws_a_variable_models_curve_from_its_levels(tmp_path, codec, vcodec, small_photo):
+    """`resulic evaluate --level ...`: each level of a variable-rate model is a rate point of
+    its own (its files carry that level); a fixed-rate model beside it is evaluated once."""
+    from resulic.codec.store import save_codec
+    from resulic.codec.container import unpack
+    from resulic.evaluate import EvaluateConfig, evaluate
+
+    save_codec(vcodec, tmp_path / "vr")
+    save_codec(codec, tmp_path / "fixed")
+    (tmp_path / "images").mkdir()
+    small_photo.save(tmp_path / "images" / "a.png")
+    cfg = EvaluateConfig(models=[str(tmp_path / "fixed"), str(tmp_path / "vr")], levels=[127, 0, 127],
+                         images=str(tmp_path / "images"), output_dir=str(tmp_path / "out"), num_workers=0,
+                         metrics={"names": ["psnr"]})
+    results = evaluate(cfg, progress=False).results
+    points = {(rp["model"], rp["level"]): rp["label"] for rp in results["rate_points"]}
+    assert set(points) == {(str(tmp_path / "fixed"), None), (str(tmp_path / "vr"), 0), (str(tmp_path / "vr"), 127)}
+    for level in (0, 127):
+        data = (tmp_path / "out" / points[(str(tmp_path / "vr"), level)] / "a.rslc").read_bytes()
+        assert unpack(data).header.level == level
+    bpps = {rp["level"]: bpp for rp, bpp in zip(results["rate_points"], results["results"]["bpp"])}
+    assert bpps[0] < bpps[127]
+
+
+def test_evaluate_levels_need_a_variable_model(tmp_path, codec):
+    from resulic.codec.store import save_codec
+    from resulic.evaluate import EvaluateConfig, evaluate
+
+    with pytest.raises(Exception, match=r"levels.*0\.\.127"):
+        EvaluateConfig(levels=[128])
+    save_codec(codec, tmp_path / "fixed")
+    cfg = EvaluateConfig(models=[str(tmp_path / "fixed")], levels=[3], images="samples", max_images=1, crop=64,
+                         output_dir=str(tmp_path / "out"), num_workers=0, metrics={"names": ["psnr"]})
+    with pytest.raises(ConfigError, match="levels: none of the models is a variable-rate model"):
+        evaluate(cfg, progress=False)
+    assert not (tmp_path / "out" / "rp0").exists()  # refused before any work
+
+
 # -- the command line ------------------------------------------------------------------------
 def _resulic(*args, cwd):
     exe = Path(sys.executable).with_name("resulic")

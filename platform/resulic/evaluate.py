@@ -1,7 +1,7 @@
 """RD evaluation of trained codecs over an image folder, through real files, on Ray.
 
 For every rate point (a trained-codec folder, a ``models:/`` registry URI, a model YAML, or
-``tiny`` for the embedded profile) each image is compressed to a ``.rslc`` file, that file is read
+``tiny`` for the embedded profile; a variable-rate model at each of ``levels``) each image is compressed to a ``.rslc`` file, that file is read
 back and decoded, the decoded PNG is written, and the metrics compare it (8-bit, as a user sees
 it) with the original. Images are spread over Ray actors (each loads the codec and the metric
 networks once); FID/KID are computed in the driver from every image's patch features.
@@ -20,9 +20,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from .config import StrictModel
+from .config import RATE_LEVELS, StrictModel
 from .errors import ConfigError, ResulicError
 from .metrics.suite import DEFAULT as DEFAULT_METRICS
 from .metrics.weights import MetricWeights
@@ -44,6 +44,9 @@ class EvaluateConfig(StrictModel):
     description: str = ""
     models: list[str] = Field(default_factory=lambda: ["tiny"],
                               description="rate points: codec folders, models:/ URIs, model YAMLs or 'tiny'")
+    levels: list[int] = Field(default_factory=list,
+                              description=f"a variable-rate model's rate levels (0..{RATE_LEVELS}), each its own "
+                                          "rate point; empty: its default level. Fixed-rate models are evaluated once")
     images: str = Field("samples", description="an image folder, or 'samples' for scikit-image's photos")
     dataset: str = ""
     max_images: int | None = Field(None, ge=1)
@@ -58,6 +61,14 @@ class EvaluateConfig(StrictModel):
     compare_with: list[str] = Field(default_factory=list, description="other results JSONs to draw in the RD plots")
     track: bool = Field(False, description="log to MLflow (also on when MLFLOW_TRACKING_URI is set)")
     experiment: str = "resulic-evaluate"
+
+    @field_validator("levels")
+    @classmethod
+    def _levels_in_range(cls, levels: list[int]) -> list[int]:
+        bad = [lv for lv in levels if not 0 <= lv <= RATE_LEVELS]
+        if bad:
+            raise ValueError(f"{bad}: rate levels are 0..{RATE_LEVELS}")
+        return sorted(set(levels))
 
     def resolution_policy(self) -> str:
         parts = []
@@ -133,12 +144,13 @@ class Evaluator:
 
         self.codec = resolve_codec(source, device=self.device)
         return {"source": source, "fingerprint": self.codec.fingerprint.hex(),
-                "rate_point": self.codec.config.rate_point.name, "profile": self.codec.config.backbone.profile}
+                "rate_point": self.codec.config.rate_point.name, "profile": self.codec.config.backbone.profile,
+                "variable": self.codec.config.rate_point.variable is not None}
 
-    def run(self, stem: str, image, out_dir: str) -> dict:
+    def run(self, stem: str, image, out_dir: str, level: int | None = None) -> dict:
         from .images import save_image_atomic, write_atomic
 
-        enc = self.codec.encode(image)
+        enc = self.codec.encode(image, level=level)
         path = Path(out_dir) / f"{stem}.rslc"
         write_atomic(path, enc.data)
         dec = self.codec.decode(path.read_bytes())  # decode the file as written
@@ -221,30 +233,27 @@ def evaluate(cfg: EvaluateConfig, progress: bool = True) -> Evaluation:
     try:
         bar = tqdm(total=total, desc="evaluate", unit="img", disable=not progress, file=sys.stderr)
         for i, source in enumerate(sources):
-            rp_dir = out / f"rp{i}"
             if ray is None:
                 info = workers[0].load(source)
-                t0 = time.perf_counter()
-                done = []
-                for stem, img in items:
-                    done.append(workers[0].run(stem, img, str(rp_dir)))
-                    bar.update(1)
             else:
-                from ray.util import ActorPool
-
                 with _user_errors(ray):
                     info = ray.get([w.load.remote(source) for w in workers])[0]
-                    t0 = time.perf_counter()
-                    pool = ActorPool(workers)
-                    done = []
-                    for r in pool.map_unordered(lambda w, it: w.run.remote(it[0], it[1], str(rp_dir)), items):
-                        done.append(r)
-                        bar.update(1)
-            seconds += time.perf_counter() - t0
-            done.sort(key=lambda r: r["row"]["image"])
-            rate_points.append({**info, "label": f"rp{i}", "model": cfg.models[i]})
-            rows.append([r["row"] for r in done])
-            feats.append(([r["real"] for r in done], [r["fake"] for r in done]))
+            if cfg.levels and i == len(sources) - 1 and not info["variable"] \
+                    and not any(rp["variable"] for rp in rate_points):
+                raise ConfigError("levels: none of the models is a variable-rate model (they have no rate levels)")
+            levels = cfg.levels if info["variable"] and cfg.levels else [None]
+            if len(levels) > 1:
+                bar.total += len(items) * (len(levels) - 1)
+                bar.refresh()
+            for level in levels:
+                rp_dir = out / f"rp{len(rate_points)}"
+                t0 = time.perf_counter()
+                done = _run_all(ray, workers, items, str(rp_dir), level, bar)
+                seconds += time.perf_counter() - t0
+                done.sort(key=lambda r: r["row"]["image"])
+                rate_points.append({**info, "label": rp_dir.name, "model": cfg.models[i], "level": level})
+                rows.append([r["row"] for r in done])
+                feats.append(([r["real"] for r in done], [r["fake"] for r in done]))
         bar.close()
     finally:
         if ray is not None:
@@ -264,6 +273,25 @@ def evaluate(cfg: EvaluateConfig, progress: bool = True) -> Evaluation:
     if tracking_enabled(cfg.track):
         evaluation.mlflow_run_id = log_to_mlflow(cfg, evaluation)
     return evaluation
+
+
+def _run_all(ray, workers, items, out_dir: str, level: int | None, bar) -> list[dict]:
+    """Every image at one rate point, in this process or spread over the actors."""
+    if ray is None:
+        done = []
+        for stem, img in items:
+            done.append(workers[0].run(stem, img, out_dir, level))
+            bar.update(1)
+        return done
+    from ray.util import ActorPool
+
+    done = []
+    with _user_errors(ray):
+        pool = ActorPool(workers)
+        for r in pool.map_unordered(lambda w, it: w.run.remote(it[0], it[1], out_dir, level), items):
+            done.append(r)
+            bar.update(1)
+    return done
 
 
 def aggregate(cfg, rate_points, rows, feats, weights: MetricWeights):

@@ -18,6 +18,9 @@ def add_parsers(sub) -> None:
     e.add_argument("--config", help="an evaluate YAML (default: configs/evaluate.yaml's defaults)")
     e.add_argument("--model", action="append", dest="models", metavar="SRC",
                    help="a rate point: codec folder, models:/name@alias, model YAML or 'tiny' (repeatable)")
+    e.add_argument("--level", type=int, action="append", dest="levels", metavar="0..127",
+                   help="a variable-rate model's rate level, each its own rate point (repeatable; "
+                        "default: its default level)")
     e.add_argument("--images", help="image folder (or 'samples')")
     e.add_argument("-o", "--output", help="output folder")
     e.add_argument("--workers", type=int, help="Ray actors (0: in this process)")
@@ -70,7 +73,7 @@ def cmd_evaluate(args) -> int:
     if args.models:
         data["models"] = args.models
     for key, value in (("images", args.images), ("output_dir", args.output), ("num_workers", args.workers),
-                       ("max_images", args.max_images), ("crop", args.crop)):
+                       ("max_images", args.max_images), ("crop", args.crop), ("levels", args.levels)):
         if value is not None:
             data[key] = value
     if args.random_backbones:
@@ -80,7 +83,9 @@ def cmd_evaluate(args) -> int:
     cfg = build_config(EvaluateConfig, data, overrides, source=args.config or "<command line>")
     ev = evaluate(cfg)
     print(summary(ev.results))
-    print(f"results in {ev.output_dir} ({ev.images} images, {ev.images * len(cfg.models) / max(ev.seconds, 1e-9):.2f} img/s)")
+    points = len(ev.results["rate_points"])
+    print(f"results in {ev.output_dir} ({ev.images} images x {points} rate points, "
+          f"{ev.images * points / max(ev.seconds, 1e-9):.2f} img/s)")
     return 0
 
 
