@@ -262,6 +262,29 @@ def test_folders_hold_weights_only_and_reload_bit_exact(tmp_path, vcodec, small_
     assert again.encode(small_photo, level=100).data == data
 
 
+def test_pfo_scores_the_decode_at_the_files_level(vcodec, small_photo):
+    """Pfo judges tokens by decoding z_c as the receiver will: at a non-default level, with that
+    level's N_r (here 60, against 40 at the default level)."""
+    from resulic.config import PfoConfig
+    from resulic.images import image_to_tensor
+    from resulic.semantics.pfo import Metric, optimize_prompt
+    from resulic.semantics.prompt import text_token_ids
+
+    ids = text_token_ids(vcodec.backbone.tokenizer, "a red house")
+    z_c = vcodec.compressor.compress(vcodec.latent_of(small_photo), vcodec.rate_position(0)).z_c
+    x = image_to_tensor(small_photo)
+    metric = Metric("psnr", torch.device("cpu"))
+
+    def psnr(level):
+        S, w, seed = vcodec.settings(None, None, None)
+        z, _ = vcodec.sample(z_c, ids, S, w, seed, level=level)
+        return metric.value(metric.loss(vcodec.backbone.decode(z)[..., :128, :128], x))
+
+    run = optimize_prompt(vcodec, small_photo, z_c, ids, PfoConfig(iterations=1, progress=False), level=0)
+    assert run.initial_score == pytest.approx(psnr(0), abs=1e-9)
+    assert abs(psnr(0) - psnr(None)) > 1e-3  # the test can tell the levels apart
+
+
 # -- evaluation ------------------------------------------------------------------------------
 def test_evaluate_draws_a_variable_models_curve_from_its_levels(tmp_path, codec, vcodec, small_photo):
     """`resulic evaluate --level ...`: each level of a variable-rate model is a rate point of

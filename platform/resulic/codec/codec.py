@@ -226,7 +226,8 @@ class Codec:
             if pfo and ids:
                 from ..semantics.pfo import optimize_prompt
 
-                run = optimize_prompt(self, image, latent.z_c, ids, sem.config.pfo, steps=steps, guidance=guidance, seed=seed)
+                run = optimize_prompt(self, image, latent.z_c, ids, sem.config.pfo, steps=steps, guidance=guidance,
+                                      seed=seed, level=level)
                 ids = run.tokens
                 info["pfo"] = run.report()
         text_bytes = encode_ids(ids)

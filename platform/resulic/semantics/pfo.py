@@ -165,9 +165,10 @@ def _frozen(module: torch.nn.Module):
 
 def optimize_prompt(
     codec, image: Image.Image, z_c: torch.Tensor, ids: list[int], config: PfoConfig,
-    steps: int | None = None, guidance: float | None = None, seed: int | None = None,
+    steps: int | None = None, guidance: float | None = None, seed: int | None = None, level: int | None = None,
 ) -> PfoRun:
-    """Refine ``ids`` (the residual's tokens) for ``codec`` decoding ``z_c``; see the module doc."""
+    """Refine ``ids`` (the residual's tokens) for ``codec`` decoding ``z_c``; see the module doc.
+    ``level``: the file's rate level (a variable-rate model's N_r, so its schedule, follows it)."""
     t_start = time.perf_counter()
     backbone, tokenizer, device = codec.backbone, codec.backbone.tokenizer, codec.device
     S, w, seed = codec.settings(steps, guidance, seed)
@@ -177,7 +178,7 @@ def optimize_prompt(
     metric = Metric(config.metric, device)
 
     def score(tokens: list[int]) -> float:
-        z, _ = codec.sample(z_c, tokens, S, w, seed)
+        z, _ = codec.sample(z_c, tokens, S, w, seed, level=level)
         return metric.loss(backbone.decode(z)[..., :height, :width], x)
 
     if not ids:  # nothing to refine: an empty residual stays empty
@@ -198,8 +199,9 @@ def optimize_prompt(
 
     with torch.no_grad():
         z0 = backbone.encode(pad_to_multiple(x, codec.config.stride))
-    codec.schedule.set_timesteps(S)
-    grid = codec.schedule.timesteps.tolist()
+    schedule = codec.schedule_for(level)
+    schedule.set_timesteps(S)
+    grid = schedule.timesteps.tolist()
     generator = torch.Generator("cpu").manual_seed(seed)
 
     def draw() -> tuple[int, torch.Tensor]:
@@ -232,7 +234,7 @@ def optimize_prompt(
             else:
                 n, eps = draw()
             t = torch.full((1,), n, device=device, dtype=torch.long)
-            z_n = codec.schedule.q_sample(z0, z_c, eps, t)
+            z_n = schedule.q_sample(z0, z_c, eps, t)
             eps_hat = codec.cdm(z_n, t, encoder_hidden_states=context, controlnet_cond=z_c).sample
             loss = config.diffusion_weight * F.mse_loss(eps_hat.float(), eps)
             if clip is not None:
