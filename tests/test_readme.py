@@ -215,12 +215,13 @@ SHIPPED = "platform/resulic/weights/small-codecs/"
 def cheaper_evaluate(args: list[str]) -> list[str]:
     # The shipped codecs take seconds per image and point; the tiny profile runs the same code
     # path (real files, the same metrics) in a fraction of that. The folders were checked above.
+    # Tiny has a fixed rate, so a variable-rate model's --level options go with its --model.
     out, models = [], False
     for i, a in enumerate(args):
-        if i and args[i - 1] == "--model":
+        if i and args[i - 1] in ("--model", "--level"):
             continue
-        if a == "--model":
-            models = True
+        if a in ("--model", "--level"):
+            models = models or a == "--model"
             continue
         out.append(a)
     return out + (["--model", "tiny"] if models else []) + ["--max-images", "1", "--crop", "64", "--workers", "0"]
