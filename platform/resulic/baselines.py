@@ -265,7 +265,9 @@ def run_baselines(images: list[tuple[str, Image.Image]], codecs: list[str], targ
                         encoded[futures[future]] = future.result()
                         bar.update(1)
             rows = []
-            for i, (stem, img, target) in enumerate(jobs):
+            # Scoring has a bar of its own: with learned metrics it can take as long as the encodes.
+            for i, (stem, img, target) in enumerate(tqdm(jobs, desc=f"{name:<{width}} metrics", unit="point",
+                                                         disable=not progress, file=sys.stderr)):
                 enc = encoded[i]
                 extra = extra_metrics(img, enc.image) if extra_metrics else {}
                 rows.append(BaselineRow(stem, name, target, bpp_of(enc, img), enc.knob, psnr(img, enc.image),
