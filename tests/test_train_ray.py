@@ -101,6 +101,24 @@ def test_resubmitting_a_finished_run_resumes_it(workdir, stage1):
         run_training(changed)
 
 
+def test_a_restart_logs_the_rows_its_checkpoint_could_not(workdir, stage1):
+    """MLflow down for longer than its client's retries: the rows logged right after a checkpoint
+    never arrive (the worker fails, Ray Train restarts from that checkpoint). Simulated on the
+    store itself: the rows of steps 3 and 4 (the last checkpoint's) are deleted; a restart from
+    that checkpoint logs them again, once."""
+    import sqlite3
+
+    cfg, first = stage1
+    with sqlite3.connect(workdir / "mlflow.db") as db:
+        db.execute("DELETE FROM metrics WHERE run_uuid = ? AND step IN (3, 4)", (first.mlflow_run_id,))
+    assert sorted(m.step for m in _client(workdir).get_metric_history(first.mlflow_run_id, "loss")) == [1, 2]
+    again = run_training(cfg)
+    assert again.resumed
+    client = _client(workdir)
+    assert sorted(m.step for m in client.get_metric_history(first.mlflow_run_id, "loss")) == [1, 2, 3, 4]
+    assert [m.step for m in client.get_metric_history(first.mlflow_run_id, "val_psnr")] == [2, 4]
+
+
 def test_stage2_starts_from_stage1_and_records_the_link(workdir, stage1):
     _, first = stage1
     cfg = _config(workdir, 2, "s2", init_from="s1", optim__steps=2)

@@ -115,11 +115,14 @@ def log_params(mlflow_client, run_id: str, params: dict[str, object]) -> None:
         mlflow_client.log_batch(run_id, params=new[i : i + 100])
 
 
-def log_metrics(mlflow_client, run_id: str, rows: Iterable[tuple[int, dict[str, float]]]) -> None:
-    """``rows`` of (step, {name: value}), in as few requests as possible."""
+def log_metrics(mlflow_client, run_id: str, rows: Iterable[tuple[int, dict[str, float]]],
+                timestamp_ms: int | None = None) -> None:
+    """``rows`` of (step, {name: value}), in as few requests as possible. Logging the same rows
+    again with the same ``timestamp_ms`` adds nothing: MLflow keeps one copy of a metric row
+    with the same key, step, value and timestamp."""
     from mlflow.entities import Metric
 
-    now = int(time.time() * 1000)
+    now = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
     metrics = [Metric(key, float(value), now, step) for step, values in rows for key, value in values.items()]
     for i in range(0, len(metrics), 1000):
         mlflow_client.log_batch(run_id, metrics=metrics[i : i + 1000])

@@ -38,6 +38,11 @@ from .prior import TrainablePrior, validation_loss
 from .perceptual import build_lpips
 
 
+# A checkpoint's state: the MLflow rows (steps since the previous checkpoint, its validation)
+# that were logged right after it was stored.
+STORED_METRICS = "mlflow_rows"
+
+
 class InjectedFailure(RuntimeError):
     """Raised once by the ``run.fail_once_at_step`` test switch."""
 
@@ -209,6 +214,12 @@ def train_loop_per_worker(loop_config: dict) -> None:
         from .. import tracking
 
         mlflow_client = tracking.client(loop_config["tracking_uri"])
+        if state is not None and state.get(STORED_METRICS):
+            # The rows the checkpoint we resume from was about to log. If MLflow was down for
+            # longer than its client's retries, that call failed (and this restart followed):
+            # log them now. If it had succeeded, the identical rows add nothing.
+            stored = state[STORED_METRICS]
+            tracking.log_metrics(mlflow_client, loop_config["run_id"], stored["rows"], stored["timestamp_ms"])
     run_id = loop_config["run_id"]
     total = cfg.optim.steps
     if start >= total:
@@ -286,15 +297,18 @@ def _checkpoint(step, cfg, trainable, optimizers, device, rank, loop_config, mlf
         finally:
             trainable.train()
     metrics["step"] = step
+    # The MLflow rows go into the checkpoint too: a restart from it logs them if this call fails.
+    rows = [*pending, (step, {k: v for k, v in metrics.items() if k != "step"})]
+    extra = {"run_id": run_id, STORED_METRICS: {"rows": rows, "timestamp_ms": int(time.time() * 1000)}}
     with tempfile.TemporaryDirectory() as folder:
         if cfg.stage == 0:
-            save_prior_checkpoint(folder, trainable, optimizers, step, {"run_id": run_id})
+            save_prior_checkpoint(folder, trainable, optimizers, step, extra)
         else:
-            save_checkpoint(folder, codec, trainable, optimizers, step, {"run_id": run_id})
+            save_checkpoint(folder, codec, trainable, optimizers, step, extra)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
     from .. import tracking
 
-    tracking.log_metrics(mlflow_client, run_id, [*pending, (step, {k: v for k, v in metrics.items() if k != "step"})])
+    tracking.log_metrics(mlflow_client, run_id, rows, extra[STORED_METRICS]["timestamp_ms"])
     if grid is not None:
         mlflow_client.log_image(run_id, grid, key="validation", step=step)
     summary = "  ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k != "step")
