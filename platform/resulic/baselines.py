@@ -142,7 +142,9 @@ def codec_spec(name: str, vvc_preset: str = VVC_PRESET) -> CodecSpec:
         # Compression ratio 24 bits / target: a ratio of 2400 is 0.01 bpp, 12 is 2 bpp.
         return CodecSpec(_jpeg2000, 24 / 0.002, 24 / 4.0, integer=False)
     if name == "vvc":
-        return CodecSpec(_vvc(vvc_preset), 63, 0)
+        # qp 1, not 0: libvvenc refuses qp 0 on some photos (kodim08: "Error submitting video
+        # frame"), and no target here comes near it.
+        return CodecSpec(_vvc(vvc_preset), 63, 1)
     raise ResulicError(f"unknown baseline codec {name!r}; known: {', '.join(CODECS)}")
 
 
