@@ -38,6 +38,23 @@ def test_codec_reaches_the_target_with_real_bytes(codec, small):
     assert 15 < psnr(small, enc.image) < 60
 
 
+def test_an_encoder_refusing_its_highest_setting_still_bisects(small):
+    """libvvenc refuses qp 0-1 on some photos (kodim08): the bisection goes on below them."""
+    from dataclasses import replace
+
+    from resulic.errors import ResulicError
+
+    jpeg = codec_spec("jpeg")
+
+    def refuses_the_top(img, knob):
+        if knob >= jpeg.hi - 1:
+            raise ResulicError("ffmpeg failed (187): Error submitting video frame to the encoder")
+        return jpeg.run(img, knob)
+
+    enc = encode_at(small, replace(jpeg, run=refuses_the_top), TARGET)
+    assert enc.knob == encode_at(small, jpeg, TARGET).knob
+
+
 def test_job_writes_results_and_skips_unknown(tmp_path, photo, capsys):
     folder = tmp_path / "imgs"
     folder.mkdir()

@@ -142,9 +142,7 @@ def codec_spec(name: str, vvc_preset: str = VVC_PRESET) -> CodecSpec:
         # Compression ratio 24 bits / target: a ratio of 2400 is 0.01 bpp, 12 is 2 bpp.
         return CodecSpec(_jpeg2000, 24 / 0.002, 24 / 4.0, integer=False)
     if name == "vvc":
-        # qp 1, not 0: libvvenc refuses qp 0 on some photos (kodim08: "Error submitting video
-        # frame"), and no target here comes near it.
-        return CodecSpec(_vvc(vvc_preset), 63, 1)
+        return CodecSpec(_vvc(vvc_preset), 63, 0)
     raise ResulicError(f"unknown baseline codec {name!r}; known: {', '.join(CODECS)}")
 
 
@@ -175,8 +173,11 @@ def encode_at(img: Image.Image, spec: CodecSpec, target_bpp: float, max_steps: i
     best = spec.run(img, lo)
     if bpp_of(best, img) > target_bpp:
         return best  # cannot go that low: report what the lowest setting gives
-    top = spec.run(img, hi)
-    if bpp_of(top, img) <= target_bpp:
+    try:
+        top = spec.run(img, hi)
+    except ResulicError:  # libvvenc refuses its lowest qps on some photos ("Error submitting video frame")
+        top = None
+    if top is not None and bpp_of(top, img) <= target_bpp:
         return top
     for _ in range(max_steps):
         if spec.integer and abs(hi - lo) <= 1:
