@@ -116,7 +116,7 @@ def main(argv=None) -> int:
         return statistics.median(r[side][key] for r in rows)
 
     print("\n| codec | bpp (median) | encode s | decode s | peak memory MB |\n|---|---|---|---|---|")
-    for side, name in (("ours", f"ours ({args.model}, levels {args.level})"), ("vvc", f"VVC intra ({args.vvc_preset})")):
+    for side, name in (("ours", f"ours ({Path(args.model).name}, levels {args.level})"), ("vvc", f"VVC intra ({args.vvc_preset})")):
         print(f"| {name} | {med(side, 'bpp'):.4f} | {med(side, 'encode_s'):.2f} | {med(side, 'decode_s'):.2f} | "
               f"{med(side, 'peak_mb'):.0f} |")
     print(f"\nratio ours / VVC (median over {len(rows)}): encode {med('ours', 'encode_s') / med('vvc', 'encode_s'):.2f}x, "
