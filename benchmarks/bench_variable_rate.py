@@ -4,10 +4,13 @@
    JSONs of `resulic evaluate` on the same images), BD-rate on PSNR and ST-LPIPS;
 2. one-pass decoding (one network evaluation) against the default decode: time and BD-rate;
 3. `--bpp` rate control: achieved/target per image and target, tries and encode time;
-4. memory of a process that holds the one model against one that holds the four per-point ones.
+4. memory of a process that holds the one model against one that holds the four per-point ones;
+5. with --evaluated (no encoding): an existing `resulic evaluate --level` output of the variable
+   model against --per-point on the images both hold — BD-rates and the gap at equal bpp.
 
     python benchmarks/bench_variable_rate.py --model platform/resulic/weights/small-codecs/variable \
         --images ../shared/datasets/kodak --max-images 6 --per-point outputs/kodak/ours -o outputs/variable
+    python benchmarks/bench_variable_rate.py --evaluated outputs/kodak24/variable --per-point outputs/kodak/ours
 """
 
 from __future__ import annotations
@@ -87,6 +90,39 @@ def bd(anchor: dict, test: dict, metric: str) -> str:
     return f"{res.value:+.1f} (overlap {res.overlap_fraction:.0%})" if np.isfinite(res.value) else "n/a (no overlap)"
 
 
+def gaps(anchor: dict, test: dict, metric: str) -> tuple[float, float] | None:
+    """Smallest and largest ``test`` − ``anchor`` in ``metric``, both curves interpolated linearly
+    in bpp, at every bpp of either curve inside the range both cover (None: no shared range)."""
+    lo, hi = max(min(anchor["bpp"]), min(test["bpp"])), min(max(anchor["bpp"]), max(test["bpp"]))
+    at = sorted(b for b in anchor["bpp"] + test["bpp"] if lo <= b <= hi)
+    if not at:
+        return None
+    diff = np.interp(at, test["bpp"], test[metric]) - np.interp(at, anchor["bpp"], anchor[metric])
+    return float(diff.min()), float(diff.max())
+
+
+def compare_evaluated(evaluated: Path, per_point_dir: Path) -> dict:
+    """An existing ``resulic evaluate --level`` output of the variable model against the
+    per-point models' output, on the images both hold: means, BD-rates, interpolated gaps."""
+    names = {p.stem for p in (evaluated / "per_image").glob("*.json")} & \
+            {p.stem for p in (per_point_dir / "per_image").glob("*.json")}
+    if not names:
+        raise SystemExit(f"{evaluated} and {per_point_dir} share no image")
+    ours, pp = per_point(evaluated, names), per_point(per_point_dir, names)
+    print(f"variable ({evaluated}) against the per-point models ({per_point_dir}) on {len(names)} images: "
+          f"{', '.join(sorted(names))}\n\n| model | bpp | PSNR dB | ST-LPIPS |\n|---|---|---|---|")
+    for label, curve in (("variable", ours), ("per-point", pp)):
+        for i in range(len(curve["bpp"])):
+            print(f"| {label} | {curve['bpp'][i]:.4f} | {curve['psnr'][i]:.2f} | {curve['st-lpips'][i]:.4f} |")
+    report = {"images": sorted(names), "variable": ours, "per_point": pp, "bd_rate": {}, "gaps": {}}
+    print("\n| variable − per-point | BD-rate % (negative = fewer bits) | gap at equal bpp, min / max |\n|---|---|---|")
+    for m in ("psnr", "st-lpips"):
+        report["bd_rate"][m], report["gaps"][m] = bd(pp, ours, m), gaps(pp, ours, m)
+        g = report["gaps"][m]
+        print(f"| {m} | {report['bd_rate'][m]} | {'n/a' if g is None else f'{g[0]:+.3f} / {g[1]:+.3f}'} |")
+    return report
+
+
 def bpp_control(codec, paths: list[Path], targets) -> list[dict]:
     from PIL import Image
 
@@ -127,8 +163,8 @@ def memory(points: list[list[str]], repeats: int) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="the variable-rate codec folder")
-    p.add_argument("--images", required=True, help="image folder (Kodak)")
+    p.add_argument("--model", help="the variable-rate codec folder (required unless --evaluated)")
+    p.add_argument("--images", help="image folder (Kodak; required unless --evaluated)")
     p.add_argument("--max-images", type=int, help="the first N images for the RD part (all for --bpp)")
     p.add_argument("--levels", type=int, nargs="+", default=list(ANCHOR_LEVELS))
     p.add_argument("--per-point", help="`resulic evaluate` output of the per-point models on the same images")
@@ -136,9 +172,23 @@ def main(argv=None) -> int:
     p.add_argument("--skip", nargs="*", default=[], choices=["rd", "bpp", "memory"])
     p.add_argument("--memory-points", nargs="+", default=["variable", "r1,r2,r3,r4"],
                    help="shipped point sets to load in one process each (comma-separated)")
+    p.add_argument("--evaluated", help="instead of measuring: compare this `resulic evaluate --level` output of the "
+                                       "variable model with --per-point on the images both hold")
     p.add_argument("-o", "--output", default="outputs/variable")
     args = p.parse_args(argv)
 
+    if args.evaluated:
+        if not args.per_point:
+            p.error("--evaluated needs --per-point")
+        out = Path(args.output)
+        out.mkdir(parents=True, exist_ok=True)
+        report = compare_evaluated(Path(args.evaluated), Path(args.per_point))
+        (out / "compare.json").write_text(json.dumps(report, indent=2) + "\n")
+        print(f"\nwrote {out / 'compare.json'}")
+        return 0
+
+    if not (args.model and args.images):
+        p.error("--model and --images are required (unless --evaluated)")
     from resulic.codec.store import load_codec
     from resulic.metrics.suite import MetricSuite
 

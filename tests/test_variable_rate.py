@@ -317,11 +317,11 @@ def test_evaluate_levels_need_a_variable_model(tmp_path, codec):
     with pytest.raises(Exception, match=r"levels.*0\.\.127"):
         EvaluateConfig(levels=[128])
     save_codec(codec, tmp_path / "fixed")
-    cfg = EvaluateConfig(models=[str(tmp_path / "fixed")], levels=[3], images="samples", max_images=1, crop=64,
+    cfg = EvaluateConfig(models=[str(tmp_path / "fixed"), "tiny"], levels=[3], images="samples", max_images=1, crop=64,
                          output_dir=str(tmp_path / "out"), num_workers=0, metrics={"names": ["psnr"]})
     with pytest.raises(ConfigError, match="levels: none of the models is a variable-rate model"):
         evaluate(cfg, progress=False)
-    assert not (tmp_path / "out" / "rp0").exists()  # refused before any work
+    assert not (tmp_path / "out" / "rp0").exists()  # refused before any model was evaluated
 
 
 # -- the command line ------------------------------------------------------------------------

@@ -1,10 +1,11 @@
 """RD evaluation of trained codecs over an image folder, through real files, on Ray.
 
 For every rate point (a trained-codec folder, a ``models:/`` registry URI, a model YAML, or
-``tiny`` for the embedded profile; a variable-rate model at each of ``levels``) each image is compressed to a ``.rslc`` file, that file is read
-back and decoded, the decoded PNG is written, and the metrics compare it (8-bit, as a user sees
-it) with the original. Images are spread over Ray actors (each loads the codec and the metric
-networks once); FID/KID are computed in the driver from every image's patch features.
+``tiny`` for the embedded profile; a variable-rate model at each of ``levels``) each image is
+compressed to a ``.rslc`` file, that file is read back and decoded, the decoded PNG is written,
+and the metrics compare it (8-bit, as a user sees it) with the original. Images are spread over
+Ray actors (each loads the codec and the metric networks once); FID/KID are computed in the
+driver from every image's patch features.
 
 Outputs in ``output_dir``: ``<rate point>/<image>.rslc|.png``, ``per_image/<image>.json``, the
 aggregate ``results.json`` (CompressAI's format plus our keys) and ``rd-<metric>.png``. With
@@ -213,6 +214,12 @@ def evaluate(cfg: EvaluateConfig, progress: bool = True) -> Evaluation:
     metrics = cfg.metrics.model_dump()
     total = len(items) * len(sources)
 
+    if cfg.levels:  # from the configs alone, before any worker starts
+        from .codec.store import source_config
+
+        if all(source_config(s).rate_point.variable is None for s in sources):
+            raise ConfigError("levels: none of the models is a variable-rate model (they have no rate levels)")
+
     weights = MetricWeights(cfg.metrics.weights_dir, cfg.metrics.random_backbones)
     if not weights.random_backbones:  # a missing backbone file stops here, before any worker starts
         for name in cfg.metrics.names:
@@ -238,9 +245,6 @@ def evaluate(cfg: EvaluateConfig, progress: bool = True) -> Evaluation:
             else:
                 with _user_errors(ray):
                     info = ray.get([w.load.remote(source) for w in workers])[0]
-            if cfg.levels and i == len(sources) - 1 and not info["variable"] \
-                    and not any(rp["variable"] for rp in rate_points):
-                raise ConfigError("levels: none of the models is a variable-rate model (they have no rate levels)")
             levels = cfg.levels if info["variable"] and cfg.levels else [None]
             if len(levels) > 1:
                 bar.total += len(items) * (len(levels) - 1)

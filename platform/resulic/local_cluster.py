@@ -325,7 +325,8 @@ class MlflowServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"mlflow server exited ({self.process.returncode}); see {self.root / 'mlflow-server.log'}")
+                log = self.root / "mlflow-server.log"
+                raise RuntimeError(f"mlflow server exited ({self.process.returncode}); see {log}:\n{_tail(log)}")
             try:
                 with urllib.request.urlopen(f"{self.uri}/health", timeout=5):
                     return

@@ -246,14 +246,21 @@ def resolve_codec(model: str | Path | None = None, overrides=(), device="cpu", r
         return shipped.load(rate or (shipped.variable_name() if variable else None), device=device)
     if rate is not None:
         raise ModelLoadError("--rate chooses among the shipped codecs; it cannot be combined with --model")
-    if str(model) == TINY:
-        config = build_config(ModelConfig, {}, overrides, source="<embedded tiny profile>")
-        return Codec.build(config, device=device)
-    path = Path(model)
-    if path.is_dir():
+    if str(model) != TINY and Path(model).is_dir():
         if overrides:
             raise ModelLoadError("--set cannot change a trained codec; it would no longer match its weights")
-        return load_codec(path, device=device)
+        return load_codec(model, device=device)
+    return Codec.build(source_config(model, overrides), device=device)
+
+
+def source_config(model: str | Path, overrides=()) -> ModelConfig:
+    """The model config of a ``--model`` source (``tiny``, a trained-codec folder or a model
+    YAML), read without building the model."""
+    if str(model) == TINY:
+        return build_config(ModelConfig, {}, overrides, source="<embedded tiny profile>")
+    path = Path(model)
+    if path.is_dir():
+        return folder_config(path)
     if path.is_file():
-        return Codec.build(load_config(ModelConfig, path, overrides), device=device)
+        return load_config(ModelConfig, path, overrides)
     raise ModelLoadError(f"--model {model}: neither a trained-codec folder nor a model YAML file")
