@@ -1,7 +1,8 @@
 """Original | ours | VVC at equal bytes (VVC at the largest size not above ours), side by side,
-labelled with bytes, bpp and PSNR — the picture in README.md and docs/small-profile.md.
+labelled with bytes, bpp, PSNR and ST-LPIPS — the picture in README.md and docs/small-profile.md.
 
     python benchmarks/compare_picture.py ../shared/datasets/kodak/kodim23.png --rate r2 -o docs/img/kodim23.png
+    python benchmarks/compare_picture.py ../shared/datasets/kodak/kodim23.png --bpp 0.03 -o docs/img/kodim23-0.03.jpg
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from resulic.baselines import bpp_of, codec_spec, encode_at
+from resulic.codec.rate_control import encode_to_bpp
 from resulic.codec.store import resolve_codec
-from resulic.metrics.distortion import psnr
+from resulic.metrics.suite import MetricSuite
 from resulic.runtime import configure_threads, quiet_libraries
 
 
@@ -22,19 +24,27 @@ def main() -> None:
     p.add_argument("image")
     p.add_argument("--model", help="codec folder (default: the shipped codec)")
     p.add_argument("--rate", help="shipped rate point")
+    p.add_argument("--level", type=int, help="rate level of a variable-rate model")
+    p.add_argument("--bpp", type=float, help="bpp target of a variable-rate model (its rate search)")
     p.add_argument("--vvc-preset", default="faster")
     p.add_argument("-o", "--output", required=True)
     args = p.parse_args()
     quiet_libraries()
     configure_threads()
     img = Image.open(args.image).convert("RGB")
-    codec = resolve_codec(args.model, rate=args.rate)
-    enc = codec.encode(img)
+    codec = resolve_codec(args.model, rate=args.rate, variable=args.level is not None or args.bpp is not None)
+    enc = encode_to_bpp(codec, img, args.bpp)[0] if args.bpp is not None else codec.encode(img, level=args.level)
     ours = codec.decode(enc.data).image
     vvc = encode_at(img, codec_spec("vvc", args.vvc_preset), enc.bpp)
+    suite = MetricSuite(names=["psnr", "st-lpips"])
+
+    def label(data: bytes, bpp: float, picture: Image.Image) -> str:
+        scores = suite(img, picture).scores
+        return f"{len(data)} B, {bpp:.4f} bpp, {scores['psnr-rgb']:.2f} dB, ST-LPIPS {scores['st-lpips']:.3f}"
+
     panels = [("original", img, ""),
-              ("ResULIC small", ours, f"{len(enc.data)} B, {enc.bpp:.4f} bpp, {psnr(img, ours):.2f} dB"),
-              ("VVC intra", vvc.image, f"{len(vvc.data)} B, {bpp_of(vvc, img):.4f} bpp, {psnr(img, vvc.image):.2f} dB")]
+              ("ResULIC small", ours, label(enc.data, enc.bpp, ours)),
+              ("VVC intra", vvc.image, label(vvc.data, bpp_of(vvc, img), vvc.image))]
     w, h = img.size
     band = 28
     canvas = Image.new("RGB", (3 * w, h + band), "white")
@@ -45,7 +55,7 @@ def main() -> None:
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(out)
-    print(f"{out}: ours {len(enc.data)} B / VVC {len(vvc.data)} B; PSNR {psnr(img, ours):.2f} / {psnr(img, vvc.image):.2f} dB")
+    print(f"{out}: ours {panels[1][2]} / VVC {panels[2][2]}")
 
 
 if __name__ == "__main__":
