@@ -35,7 +35,7 @@ def _parse(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("--init", default=str(ROOT / "platform/resulic/weights/small-codecs/r2"),
-                   help="the trained-codec folder both runs start from (default: the shipped r2)")
+                   help="the fixed-rate trained-codec folder both runs start from (default: the shipped r2)")
     p.add_argument("--data", default="data/photos/manifest.jsonl", help="training manifest with cached latents")
     p.add_argument("--images", default=str(ROOT.parent / "shared/datasets/kodak"), help="held-out images")
     p.add_argument("--max-images", type=int, default=4)
@@ -178,6 +178,8 @@ def main(argv=None) -> int:
     if not records:
         raise SystemExit(f"{args.data}: the runs need cached latents (jobs/build_dataset.py writes them)")
     config = folder_config(Path(args.init))
+    if config.compressor.gain_anchors:
+        raise SystemExit(f"{args.init}: a variable-rate model; give a fixed-rate one (e.g. a shipped r1..r4)")
     images = _held_out(Path(args.images), args.max_images)
     suite = MetricSuite(names=["psnr", "st-lpips"])
     results = []
