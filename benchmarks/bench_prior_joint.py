@@ -31,6 +31,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "platform"))
 
 
+def _positive(kind):
+    def parse(text: str):
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{text}: must be > 0")
+        return value
+    return parse
+
+
 def _parse(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
@@ -38,26 +47,26 @@ def _parse(argv=None) -> argparse.Namespace:
                    help="the fixed-rate trained-codec folder both runs start from (default: the shipped r2)")
     p.add_argument("--data", default="data/photos/manifest.jsonl", help="training manifest with cached latents")
     p.add_argument("--images", default=str(ROOT.parent / "shared/datasets/kodak"), help="held-out images")
-    p.add_argument("--max-images", type=int, default=4)
-    p.add_argument("--steps", type=int, default=120)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--crop", type=int, default=128)
-    p.add_argument("--lambda-rate", type=float, default=0.3, help="λ_R of both runs (the shipped r2 was trained at 0.3)")
-    p.add_argument("--lr", type=float, default=5e-4, help="compressor and control module")
-    p.add_argument("--prior-lr", type=float, default=1e-4, help="the prior's weights, in the joint run")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--max-images", type=_positive(int), default=4)
+    p.add_argument("--steps", type=_positive(int), default=120)
+    p.add_argument("--batch-size", type=_positive(int), default=8)
+    p.add_argument("--crop", type=_positive(int), default=128)
+    p.add_argument("--lambda-rate", type=_positive(float), default=0.3, help="λ_R of both runs (the shipped r2 was trained at 0.3)")
+    p.add_argument("--lr", type=_positive(float), default=5e-4, help="compressor and control module")
+    p.add_argument("--prior-lr", type=_positive(float), default=1e-4, help="the prior's weights, in the joint run")
+    p.add_argument("--threads", type=_positive(int), default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-o", "--out", default="outputs/prior-joint")
     return p.parse_args(argv)
 
 
 def _held_out(folder: Path, limit: int):
-    from PIL import Image
+    from resulic.images import list_images, open_image
 
-    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))[:limit]
+    paths = list_images(folder)[:limit]  # ImageError (one line) when the folder is missing
     if not paths:
         raise SystemExit(f"{folder}: no images")
-    return [(p.stem, Image.open(p).convert("RGB")) for p in paths]
+    return [(p.stem, open_image(p)) for p in paths]
 
 
 def _batches(records, crop: int, batch_size: int, seed: int):
@@ -93,9 +102,9 @@ def _eps_loss(trainable, latents, draws: int = 6) -> float:
             z_c = trainable.compressor(z0)["z_c"]
             for n in steps:
                 noise = torch.randn(z0.shape, generator=generator)
-                nn_ = torch.full((1,), int(n))
-                z_n = schedule.q_sample(z0, z_c, noise, nn_)
-                eps = trainable.cdm(z_n, nn_, encoder_hidden_states=context, controlnet_cond=z_c).sample
+                step = torch.full((1,), int(n))
+                z_n = schedule.q_sample(z0, z_c, noise, step)
+                eps = trainable.cdm(z_n, step, encoder_hidden_states=context, controlnet_cond=z_c).sample
                 losses.append(float(F.mse_loss(eps, noise)))
     trainable.train()
     return statistics.fmean(losses)
@@ -135,10 +144,10 @@ def _run(mode: str, args, backbone, config, records, images, latents, suite) -> 
     param_groups = [{"params": main}] + ([{"params": prior, "lr": args.prior_lr}] if prior else [])
     opt = torch.optim.AdamW(param_groups, lr=args.lr, weight_decay=0.01)
     aux = torch.optim.AdamW(groups["aux"], lr=1e-3, weight_decay=0.0)
-    torch.manual_seed(args.seed)
-    batches = _batches(records, args.crop, args.batch_size, args.seed)
     if mode == "start":
         return {"mode": mode, "eps_loss": _eps_loss(trainable, latents), **_round_trip(trainable, images, suite)}
+    torch.manual_seed(args.seed)
+    batches = _batches(records, args.crop, args.batch_size, args.seed)
     step_seconds, losses = [], []
     for step in range(1, args.steps + 1):
         x, z0 = next(batches)
@@ -162,7 +171,16 @@ def _run(mode: str, args, backbone, config, records, images, latents, suite) -> 
 
 
 def main(argv=None) -> int:
+    from resulic.errors import ResulicError
+
     args = _parse(argv)
+    try:
+        return _main(args)
+    except ResulicError as exc:  # a bad --init, manifest or image: one line
+        raise SystemExit(f"error: {exc}") from None
+
+
+def _main(args) -> int:
     import torch
 
     from resulic.codec.store import folder_config

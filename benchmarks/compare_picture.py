@@ -15,6 +15,8 @@ from PIL import Image, ImageDraw
 from resulic.baselines import bpp_of, codec_spec, encode_at
 from resulic.codec.rate_control import encode_to_bpp
 from resulic.codec.store import resolve_codec
+from resulic.images import open_image
+from resulic.errors import ResulicError
 from resulic.metrics.suite import MetricSuite
 from resulic.runtime import configure_threads, quiet_libraries
 
@@ -23,17 +25,21 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("image")
     p.add_argument("--model", help="codec folder (default: the shipped codec)")
-    p.add_argument("--rate", help="shipped rate point")
-    p.add_argument("--level", type=int, help="rate level of a variable-rate model")
-    p.add_argument("--bpp", type=float, help="bpp target of a variable-rate model (its rate search)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--rate", help="shipped rate point")
+    which.add_argument("--level", type=int, help="rate level of a variable-rate model")
+    which.add_argument("--bpp", type=float, help="bpp target of a variable-rate model (its rate search)")
     p.add_argument("--vvc-preset", default="faster")
     p.add_argument("-o", "--output", required=True)
     args = p.parse_args()
     quiet_libraries()
     configure_threads()
-    img = Image.open(args.image).convert("RGB")
-    codec = resolve_codec(args.model, rate=args.rate, variable=args.level is not None or args.bpp is not None)
-    enc = encode_to_bpp(codec, img, args.bpp)[0] if args.bpp is not None else codec.encode(img, level=args.level)
+    try:
+        img = open_image(args.image)
+        codec = resolve_codec(args.model, rate=args.rate, variable=args.level is not None or args.bpp is not None)
+        enc = encode_to_bpp(codec, img, args.bpp)[0] if args.bpp is not None else codec.encode(img, level=args.level)
+    except (ResulicError, ValueError) as exc:  # a bad image, model, level or target: one line
+        raise SystemExit(f"error: {exc}") from None
     ours = codec.decode(enc.data).image
     vvc = encode_at(img, codec_spec("vvc", args.vvc_preset), enc.bpp)
     suite = MetricSuite(names=["psnr", "st-lpips"])
@@ -54,7 +60,7 @@ def main() -> None:
         draw.text((i * w + 6, 7), f"{title}  {info}", fill="black")
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(out)
+    canvas.save(out, quality=92)  # JPEG: the docs' pictures; ignored for PNG
     print(f"{out}: ours {panels[1][2]} / VVC {panels[2][2]}")
 
 
