@@ -121,3 +121,59 @@ def test_science_hash_ignores_operational_keys():
     b = build_config(TrainConfig, {}, ["optim.steps=99", "workers.num_workers=1", "run.checkpoint_every=3"])
     c = build_config(TrainConfig, {}, ["optim.lr=0.001"])
     assert a.science_hash() == b.science_hash() != c.science_hash()
+
+
+def test_hold_out_is_by_photo_not_by_file(tmp_path):
+    """Every scale (or mirrored copy) of a held-out photo leaves the training set with it."""
+    lines = []
+    for photo in "abcdef":
+        for scale in ("1", "0.5", "0.25"):
+            _image(tmp_path / f"{photo}@{scale}.png")
+            lines.append(json.dumps({"path": f"{photo}@{scale}.png", "group": f"photo-{photo}"}))
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("\n".join(lines) + "\n")
+    train, held = split_validation(read_manifest(manifest), 2)
+    held_groups = {r.group for r in held}
+    assert len(held) == 2 and len(held_groups) == 2
+    assert all(r.name.endswith("@1.png") for r in held)  # the first (largest) record of each photo
+    assert not held_groups & {r.group for r in train} and len(train) == 12
+    # an older manifest without "group": the original pixels' sha256 ties a mirrored copy to its photo
+    manifest.write_text("".join(json.dumps({"path": f"{p}@1.png", "sha256": f"hash-{p}"}) + "\n"
+                                + json.dumps({"path": f"{p}@0.5.png", "sha256": f"hash-{p}"}) + "\n" for p in "abc"))
+    train, held = split_validation(read_manifest(manifest), 1)
+    assert len(train) == 4 and held[0].photo not in {r.photo for r in train}
+
+
+def test_mirrored_crops_mirror_their_latent_alike(tmp_path):
+    from safetensors.numpy import save_file
+
+    pixels = np.random.default_rng(0).integers(0, 255, (128, 256, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "a.png")
+    # a latent whose cells name their pixel block: a mirrored crop must keep the pair aligned
+    latent = np.ascontiguousarray(np.broadcast_to(np.arange(32, dtype=np.float32), (4, 16, 32)))
+    save_file({"latent": latent}, str(tmp_path / "a.safetensors"))
+    row = {"path": str(tmp_path / "a.png"), "latent": str(tmp_path / "a.safetensors"), "caption": ""}
+    flips = CropAndDrop(128, caption_dropout=0.0, hflip=True)
+    seen = set()
+    for _ in range(40):
+        out = flips(row)
+        cells = out["latent"][0, 0]
+        left = int(min(cells[0], cells[-1])) * 8
+        mirrored = cells[0] > cells[-1]
+        expect = pixels[:, left : left + 128][:, ::-1] if mirrored else pixels[:, left : left + 128]
+        assert np.array_equal(out["image"], expect)
+        seen.add(bool(mirrored))
+    assert seen == {True, False}
+    assert all(not (o := CropAndDrop(128, 0.0)(row))["latent"][0, 0, 0] > o["latent"][0, 0, -1] for _ in range(10))
+
+
+def test_scales_of_a_photo(tmp_path):
+    from resulic.photos import scale_sizes
+
+    # a 5312x2988 wallpaper: the full scale capped at 2048 (0.386), 1/2 is then too close to it, 1/4 kept
+    assert scale_sizes((5312, 2988), (1, 0.5, 0.25), 2048, 256) == [(0.3855, (2048, 1152)), (0.25, (1328, 744))]
+    # a 2560x1600 one: three scales; min_side drops what falls below 256 px
+    assert [s for s, _ in scale_sizes((2560, 1600), (1, 0.5, 0.25, 0.125), 4096, 256)] == [1, 0.5, 0.25]
+    # an over-compressed JPEG: its full scale is never written
+    assert [s for s, _ in scale_sizes((2560, 1920), (1, 0.5, 0.25), 4096, 256, max_scale=0.5)] == [0.5, 0.25]
+    assert all(w % 8 == 0 and h % 8 == 0 for _, (w, h) in scale_sizes((999, 777), (1, 0.5), 4096, 64))

@@ -31,6 +31,7 @@ class ImageRecord:
     path: str  # a local path or a URI
     caption: str = ""
     latent: str = ""  # the cached latent of the whole image (safetensors), or none
+    group: str = ""  # the photo this image is a version of (a scale, a mirror): held out together
 
     @property
     def is_remote(self) -> bool:
@@ -39,6 +40,11 @@ class ImageRecord:
     @property
     def name(self) -> str:
         return self.path.rstrip("/").rsplit("/", 1)[-1]
+
+    @property
+    def photo(self) -> str:
+        """What hold-out splits by: the record's group, else its file name."""
+        return self.group or self.name
 
 
 def read_manifest(path: str | Path) -> list[ImageRecord]:
@@ -65,8 +71,13 @@ def read_manifest(path: str | Path) -> list[ImageRecord]:
         latent = item.get("latent", "")
         if not isinstance(latent, str):
             raise ConfigError(f'{path}:{number}: "latent" must be a path string')
+        # Older manifests have no group; their sha256 (of the original pixels) is shared by a
+        # photo's mirrored copy, so it holds the two out together.
+        group = item.get("group") or item.get("sha256") or ""
+        if not isinstance(group, str):
+            raise ConfigError(f'{path}:{number}: "group" must be a string')
         image, latent = (_beside(path, p) if p else "" for p in (item["path"], latent))
-        records.append(ImageRecord(image, caption, latent))
+        records.append(ImageRecord(image, caption, latent, group))
     if not records:
         raise ConfigError(f"{path}: manifest lists no images")
     if len({bool(r.latent) for r in records}) > 1:
@@ -120,14 +131,18 @@ def dataset_hash(records: list[ImageRecord]) -> str:
 
 
 def split_validation(records: list[ImageRecord], count: int) -> tuple[list[ImageRecord], list[ImageRecord]]:
-    """A fixed held-out subset chosen by a hash of each image's name (stable as data is added)."""
-    if count >= len(records):
+    """Hold out ``count`` photos, fixed by a hash of each photo's identity (stable as data is
+    added): every record of a held-out photo (its other scales, a mirrored copy) leaves the
+    training set; validation uses the first record of each (a manifest lists the largest first)."""
+    photos = list(dict.fromkeys(r.photo for r in records))
+    if count >= len(photos):
         raise ConfigError(
-            f"data.validation_images: {count} held out of {len(records)} image(s) leaves none to train on"
+            f"data.validation_images: {count} held out of {len(photos)} photo(s) leaves none to train on"
         )
-    ranked = sorted(records, key=lambda r: hashlib.sha256(r.name.encode()).hexdigest())
-    held = set(ranked[:count])
-    return [r for r in records if r not in held], [r for r in records if r in held]
+    held = set(sorted(photos, key=lambda p: hashlib.sha256(p.encode()).hexdigest())[:count])
+    train = [r for r in records if r.photo not in held]
+    validation = list({r.photo: r for r in reversed(records) if r.photo in held}.values())[::-1]
+    return train, validation
 
 
 def check_images(records: list[ImageRecord], min_side: int) -> None:
@@ -179,7 +194,9 @@ def load_latent(path: str) -> np.ndarray:
 def random_aligned_crop(
     img: Image.Image, latent: np.ndarray, size: int, factor: int, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The same random square of the image and of its latent (``factor`` px per latent cell)."""
+    """The same random square of the image and of its latent (``factor`` px per latent cell).
+
+    Crops are cut on the latent grid (multiples of ``factor`` px) so pixels and cells line up."""
     h, w = latent.shape[-2:]
     cells = size // factor
     if min(h, w) < cells or img.size != (w * factor, h * factor):
@@ -197,17 +214,24 @@ def center_crop(img: Image.Image, size: int) -> Image.Image:
 
 
 class CropAndDrop:
-    """Ray Data row transform: read, random-crop, drop the caption with probability p.
+    """Ray Data row transform: read, random-crop, mirror half of the crops (``hflip``), drop the
+    caption with probability p.
 
-    A fresh random generator per process: every epoch sees new crops and dropouts.
+    A fresh random generator per process: every epoch sees new crops and dropouts. A mirrored
+    crop mirrors its cached latent too: the autoencoder is not exactly mirror-symmetric, so the
+    pair is an approximation of encoding the mirrored pixels (a few hundredths of a dB), taken
+    for the photos' worth of new views it gives.
     """
 
-    def __init__(self, crop_size: int, caption_dropout: float, cache_bytes: int = 512 << 20) -> None:
+    def __init__(self, crop_size: int, caption_dropout: float, hflip: bool = False,
+                 cache_bytes: int = 3 << 30) -> None:
         self.crop_size = crop_size
         self.caption_dropout = caption_dropout
+        self.hflip = hflip
         self.rng: np.random.Generator | None = None  # created in the worker, never pickled
-        # Decoded images and latents, kept while they fit: a small dataset is read once, not on
-        # every crop (decoding dominated a CPU step).
+        # Decoded images and latents, kept while they fit: a dataset of a few dozen photos at
+        # three scales (about 2 GB decoded) is read once, not on every crop (decoding a
+        # full-resolution PNG costs more than a training step).
         self.cache: dict[str, tuple] = {}
         self.cache_left = cache_bytes
 
@@ -234,20 +258,40 @@ class CropAndDrop:
                 out["image"] = random_crop(img, self.crop_size, self.rng)
         except ImageError as exc:
             raise ImageError(f"{row['path']}: {exc}") from None
+        if self.hflip and self.rng.random() < 0.5:
+            out = {k: np.ascontiguousarray(v[..., ::-1, :] if k == "image" else v[..., ::-1]) for k, v in out.items()}
         out["caption"] = "" if self.rng.random() < self.caption_dropout else row["caption"]
         return out
 
 
-def train_dataset(records: list[ImageRecord], crop_size: int, caption_dropout: float):
+def crops_per_epoch(records: list[ImageRecord], crop_size: int) -> list[int]:
+    """How often each record is cropped in one pass: in proportion to its area (a 2560x1600 photo
+    gives far more distinct crops than a 640x400 one), at least once."""
+    counts = []
+    for r in records:
+        if r.is_remote:
+            counts.append(1)
+            continue
+        with Image.open(r.path) as img:
+            counts.append(max(1, round(img.width * img.height / (4 * crop_size * crop_size))))
+    return counts
+
+
+def train_dataset(records: list[ImageRecord], crop_size: int, caption_dropout: float, hflip: bool = False):
     """The streaming Ray Data pipeline the workers' shards read from."""
+    import random
+
     import ray.data
 
-    items = [{"path": r.path, "caption": r.caption, **({"latent": r.latent} if r.latent else {})} for r in records]
+    counts = crops_per_epoch(records, crop_size)
+    items = [{"path": r.path, "caption": r.caption, **({"latent": r.latent} if r.latent else {})}
+             for r, n in zip(records, counts) for _ in range(n)]
     # Small datasets are repeated so that an epoch is long enough to keep the pipeline streaming
     # (every epoch restarts it); one long-lived actor crops, so no worker process is started per
     # epoch (on a 2-core machine starting Python workers costs more than the crops).
     items = items * max(1, -(-MIN_EPOCH_ROWS // len(items)))
+    random.Random(0).shuffle(items)  # a photo's crops spread over the epoch, not in one batch
     return ray.data.from_items(items).map(
-        CropAndDrop, fn_constructor_kwargs={"crop_size": crop_size, "caption_dropout": caption_dropout},
+        CropAndDrop, fn_constructor_kwargs={"crop_size": crop_size, "caption_dropout": caption_dropout, "hflip": hflip},
         compute=ray.data.ActorPoolStrategy(size=1), num_cpus=0.25,
     )

@@ -25,6 +25,7 @@ class DataConfig(StrictModel):
     caption_dropout: float = Field(0.3, ge=0, le=1, description="probability a caption is replaced by ''")
     validation_images: int = Field(1, ge=0, description="held-out images, fixed by name, for validation")
     validation_size: int = Field(128, ge=16, description="centre crop side of validation images")
+    hflip: bool = Field(False, description="mirror half of the crops (pixels and cached latent together)")
 
     @field_validator("crop_size")
     @classmethod
@@ -43,6 +44,14 @@ class LossConfig(StrictModel):
     # 0: a compressor warm-up — the latent codec alone (rate + guide), the control module and the
     # prior are not run (an order of magnitude cheaper a step on a CPU).
     lambda_eps: float = Field(1.0, ge=0, description="weight of the eps-loss (1 in RESULIC.md §4)")
+    # The compressor's distortion where it matters: z_c decoded by the frozen autoencoder and
+    # compared with the pixels (MSE on the [0, 1] scale). The latent MSE (lambda_guide) weighs
+    # every latent channel alike, whatever it does to the picture.
+    lambda_pixel: float = Field(0.0, ge=0, description="MSE of VAE-Dec(z_c) against the image, [0, 1] scale")
+    # A CPU pays for the decoder's backward by the pixel: the pixel term decodes a random window
+    # of the first pixel_samples crops of each batch (the rest see the latent terms only).
+    pixel_samples: int = Field(2, ge=1, description="crops per batch whose z_c is decoded for lambda_pixel")
+    pixel_window: int = Field(128, ge=8, description="side (px, a multiple of 8) of the decoded window")
     lambda_mse: float = Field(1.0, ge=0, description="stage 2: pixel MSE on VAE-decoded x̂0, x in [-1, 1]")
     lambda_lpips: float = Field(1.0, ge=0, description="stage 2: LPIPS-VGG on VAE-decoded x̂0")
     lambda_adversarial: float = Field(0.0, ge=0, description="stage 2: optional hinge-GAN term, off by default")
@@ -50,6 +59,13 @@ class LossConfig(StrictModel):
     # torchvision VGG16 weights (a local .pth) for LPIPS' backbone; without them the backbone is
     # random (LPIPS' own linear layers ship in the package) and the run is tagged so.
     lpips_vgg_weights: str | None = None
+
+    @field_validator("pixel_window")
+    @classmethod
+    def _window_on_grid(cls, v: int) -> int:
+        if v % 8:
+            raise ValueError(f"{v} is not a multiple of 8 (the latent grid)")
+        return v
 
 
 class OptimConfig(StrictModel):
@@ -63,6 +79,11 @@ class OptimConfig(StrictModel):
     # its rate when a variable model starts from a fixed-rate one.
     gain_lr: float | None = Field(None, gt=0, description="variable-rate gain vectors (default: lr); no weight decay")
     grad_clip: float | None = Field(None, gt=0)
+    # cosine: every learning rate falls along a half cosine from its value at step 0 to
+    # min_lr_ratio of it at the last step (a function of the step alone, so a resumed run
+    # continues on the same curve); the last steps at a small rate are worth a few tenths of a dB.
+    schedule: Literal["constant", "cosine"] = "constant"
+    min_lr_ratio: float = Field(0.05, ge=0, le=1, description="cosine: the final fraction of each learning rate")
     seed: int = 0
 
 

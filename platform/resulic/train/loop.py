@@ -61,6 +61,21 @@ def _optimizers(trainable: TrainableCodec, cfg: TrainConfig) -> dict[str, torch.
     return optimizers
 
 
+def lr_factor(step: int, total: int, cfg: TrainConfig) -> float:
+    """The learning rates' multiplier at ``step`` (1-based) of ``total``."""
+    o = cfg.optim
+    if o.schedule == "constant" or total <= 1:
+        return 1.0
+    progress = min(1.0, (step - 1) / (total - 1))
+    return o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def _set_lr(optimizers: dict[str, torch.optim.Optimizer], base: dict[str, list[float]], factor: float) -> None:
+    for name, opt in optimizers.items():
+        for group, lr in zip(opt.param_groups, base[name]):
+            group["lr"] = lr * factor
+
+
 def _batches(shard, batch_size: int):
     """Endless batches from this worker's shard; each pass is a new epoch of crops."""
     while True:
@@ -235,6 +250,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
     autocast = (
         torch.autocast(device_type=device.type, dtype=torch.bfloat16) if cfg.workers.bf16 else contextlib.nullcontext()
     )
+    # The configured rates (a restored optimizer state holds the last scheduled ones instead).
+    base_lr = {name: [g["lr"] for g in opt.param_groups] for name, opt in _optimizers(trainable, cfg).items()}
     pending: list[tuple[int, dict[str, float]]] = []  # rank 0: metrics not yet in MLflow
     t_start, images_seen = time.perf_counter(), 0
     for step in range(start + 1, total + 1):
@@ -246,6 +263,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
             terms = model(images, list(batch["caption"]), latents)
         for opt in optimizers.values():
             opt.zero_grad(set_to_none=True)
+        _set_lr(optimizers, base_lr, lr_factor(step, total, cfg))
         terms["total"].backward()
         if cfg.optim.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_([p for g in optimizers["main"].param_groups for p in g["params"]],
@@ -258,12 +276,14 @@ def train_loop_per_worker(loop_config: dict) -> None:
         if rank == 0:
             row = {k: float(v.detach()) for k, v in terms.items() if k != "total"}
             row["step_seconds"] = seconds
+            row["lr"] = optimizers["main"].param_groups[0]["lr"]
             row["images_per_second"] = images.shape[0] * world / seconds
             pending.append((step, row))
             if step % cfg.run.log_every == 0 or step == start + 1:
                 rate = (step - start) / (time.perf_counter() - t_start)
                 eta = (total - step) / rate if rate > 0 else math.inf
-                losses = "  ".join(f"{k} {row[k]:.4g}" for k in ("loss", "loss_eps", "bpp_estimated", "loss_lpips") if k in row)
+                losses = "  ".join(f"{k} {row[k]:.4g}" for k in ("loss", "loss_eps", "loss_guide", "loss_pixel", "bpp_estimated", "loss_lpips")
+                                   if k in row)
                 print(f"[train] step {step}/{total}  {rate:.2f} step/s  {losses}  ETA {eta:.0f} s", flush=True)
             if cfg.run.fail_once_at_step == step:
                 marker = Path(loop_config["fail_marker"])

@@ -1,7 +1,7 @@
 """The trained parts and their losses (RESULIC.md §4), as one ``nn.Module`` whose ``forward``
 returns every loss term, so that one DDP wrapper covers everything that learns.
 
-Stage 1:  L1 = ||eps - eps_theta(z_n, n, z_c, c)||² + λ_R·R + λ_g·||z_c - z_0||²
+Stage 1:  L1 = ||eps - eps_theta(z_n, n, z_c, c)||² + λ_R·R + λ_g·||z_c - z_0||² [+ λ_x·||VAE-Dec(z_c) - x||²]
 Stage 2:  L2 = L1 + λ_d·MSE(x̂, x) + λ_p·LPIPS(x̂, x) [+ λ_adv·hinge-GAN], x̂ = VAE-Dec(x̂_0)
 
 with n ~ U{0..N_r}, z_n from the residual forward process, R the estimated bits per pixel of
@@ -128,6 +128,22 @@ class TrainableCodec(nn.Module):
         anchors = self.config.rate_point.variable.anchors
         return torch.rand(batch, device=device) * (anchors - 1)
 
+    def pixel_loss(self, z_c: Tensor, images: Tensor, corner: tuple[int, int] | None = None) -> Tensor:
+        """MSE between VAE-Dec(z_c) and the image over one random window (``corner``: its top-left
+        latent cell, else drawn) of the first ``pixel_samples`` crops; gradients reach z_c through
+        the frozen decoder."""
+        w = self.weights
+        k = min(w.pixel_samples, z_c.shape[0])
+        h, wd = z_c.shape[-2:]
+        ch, cw = min(w.pixel_window // 8, h), min(w.pixel_window // 8, wd)
+        if corner is None:
+            corner = (int(torch.randint(0, h - ch + 1, ())), int(torch.randint(0, wd - cw + 1, ())))
+        top, left = corner
+        factor = images.shape[-1] // wd
+        window = z_c[:k, :, top : top + ch, left : left + cw]
+        target = images[:k, :, top * factor : (top + ch) * factor, left * factor : (left + cw) * factor]
+        return F.mse_loss(self.backbone.decode_unclamped(window).float(), target.float())
+
     def forward(
         self, images: Tensor, captions: list[str], latents: Tensor | None = None, draw: LossDraw | None = None
     ) -> dict[str, Tensor]:
@@ -156,6 +172,9 @@ class TrainableCodec(nn.Module):
             lambdas = torch.tensor([variable.lambda_at(float(p)) for p in position], device=bits.device)
             rate_term = (lambdas * bits).mean() / pixels
         loss = rate_term + self.weights.lambda_guide * terms["loss_guide"]
+        if self.weights.lambda_pixel > 0:
+            terms["loss_pixel"] = self.pixel_loss(z_c, images)
+            loss = loss + self.weights.lambda_pixel * terms["loss_pixel"]
         if self.weights.lambda_eps == 0:  # compressor warm-up: no network pass at all
             terms["loss"] = loss
             terms["loss_aux"] = self.compressor.aux_loss()

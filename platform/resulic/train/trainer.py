@@ -173,7 +173,7 @@ def run_training(cfg: TrainConfig, *, extra_tags: dict[str, str] | None = None, 
     }
     cluster.ensure_ray(cfg.workers.num_workers * cfg.workers.cpus_per_worker)
     cluster.quiet_data_progress()
-    datasets = {"train": train_dataset(train_records, cfg.data.crop_size, cfg.data.caption_dropout)}
+    datasets = {"train": train_dataset(train_records, cfg.data.crop_size, cfg.data.caption_dropout, cfg.data.hflip)}
     try:
         result = _trainer(cfg, storage, loop_config, datasets, callbacks).fit()
     except ResulicError:
