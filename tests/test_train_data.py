@@ -177,3 +177,20 @@ def test_scales_of_a_photo(tmp_path):
     # an over-compressed JPEG: its full scale is never written
     assert [s for s, _ in scale_sizes((2560, 1920), (1, 0.5, 0.25), 4096, 256, max_scale=0.5)] == [0.5, 0.25]
     assert all(w % 8 == 0 and h % 8 == 0 for _, (w, h) in scale_sizes((999, 777), (1, 0.5), 4096, 64))
+
+
+def test_worker_batches_crop_their_share_like_the_pipeline(tmp_path):
+    """data.loader 'worker': each worker crops every world-th row itself, in batches shaped as
+    Ray Data's iter_batches gives them; two workers see disjoint rows."""
+    from resulic.data import epoch_items, worker_batches
+
+    for name, size in (("a", (512, 256)), ("b", (256, 256))):
+        _image(tmp_path / f"{name}.png", size)
+    records = resolve_records(str(tmp_path), tmp_path / "cache")
+    items = epoch_items(records, 128)
+    # area-weighted: the 512x256 image gives 2 rows a pass for every 1 of the 256x256 one
+    assert sum("a.png" in i["path"] for i in items) == 2 * sum("b.png" in i["path"] for i in items)
+    assert len(items) >= 512
+    batch = next(worker_batches(items, 128, 0.0, True, 3, rank=0, world=2, seed=0))
+    assert batch["image"].shape == (3, 128, 128, 3) and batch["image"].dtype == np.uint8
+    assert list(batch["caption"]) == ["", "", ""]

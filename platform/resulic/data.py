@@ -277,21 +277,53 @@ def crops_per_epoch(records: list[ImageRecord], crop_size: int) -> list[int]:
     return counts
 
 
-def train_dataset(records: list[ImageRecord], crop_size: int, caption_dropout: float, hflip: bool = False):
-    """The streaming Ray Data pipeline the workers' shards read from."""
+def epoch_items(records: list[ImageRecord], crop_size: int) -> list[dict]:
+    """One pass over the data as rows: each record as often as its area asks (crops_per_epoch),
+    at least MIN_EPOCH_ROWS rows, in a fixed shuffled order."""
     import random
-
-    import ray.data
 
     counts = crops_per_epoch(records, crop_size)
     items = [{"path": r.path, "caption": r.caption, **({"latent": r.latent} if r.latent else {})}
              for r, n in zip(records, counts) for _ in range(n)]
-    # Small datasets are repeated so that an epoch is long enough to keep the pipeline streaming
-    # (every epoch restarts it); one long-lived actor crops, so no worker process is started per
-    # epoch (on a 2-core machine starting Python workers costs more than the crops).
+    # Small datasets are repeated so that an epoch is long enough to keep a pipeline streaming
+    # (every epoch restarts it).
     items = items * max(1, -(-MIN_EPOCH_ROWS // len(items)))
     random.Random(0).shuffle(items)  # a photo's crops spread over the epoch, not in one batch
-    return ray.data.from_items(items).map(
+    return items
+
+
+def worker_batches(items: list[dict], crop_size: int, caption_dropout: float, hflip: bool, batch_size: int,
+                   rank: int, world: int, seed: int):
+    """Endless batches for one training worker, cropped in its own process: its share of the
+    rows (every ``world``-th), reshuffled each epoch, in the layout Ray Data's ``iter_batches``
+    gives (``image`` (B, H, W, 3) uint8, ``latent`` (B, C, h, w), ``caption``)."""
+    share = items[rank::world]
+    if not share:
+        raise ConfigError("this worker's share of the training rows is empty: use fewer workers or more images")
+    transform = CropAndDrop(crop_size, caption_dropout, hflip)
+    transform.rng = np.random.default_rng(seed + 7919 * rank)
+
+    def rows():
+        epoch = 0
+        while True:  # each epoch its own order, reproducible from (seed, rank, epoch)
+            for i in np.random.default_rng((seed, rank, epoch)).permutation(len(share)):
+                yield transform(share[i])
+            epoch += 1
+
+    stream = rows()
+    while True:
+        batch = [next(stream) for _ in range(batch_size)]
+        yield {key: np.array([r[key] for r in batch]) if key == "caption" else np.stack([r[key] for r in batch])
+               for key in batch[0]}
+
+
+def train_dataset(records: list[ImageRecord], crop_size: int, caption_dropout: float, hflip: bool = False):
+    """The streaming Ray Data pipeline the workers' shards read from."""
+    import ray.data
+
+    # One long-lived actor crops, so no worker process is started per epoch (on a 2-core machine
+    # starting Python workers costs more than the crops).
+    return ray.data.from_items(epoch_items(records, crop_size)).map(
         CropAndDrop, fn_constructor_kwargs={"crop_size": crop_size, "caption_dropout": caption_dropout, "hflip": hflip},
         compute=ray.data.ActorPoolStrategy(size=1), num_cpus=0.25,
     )

@@ -23,7 +23,7 @@ from PIL import Image
 
 from .. import cluster  # noqa: F401  (sets Ray's environment before ray is imported)
 from ..config import RATE_LEVELS, ModelConfig
-from ..data import center_crop, load_image
+from ..data import center_crop, load_image, worker_batches
 from ..metrics.weights import RANDOM_SUFFIX
 from ..models.backbone import load_backbone
 from ..roundtrip import psnr
@@ -245,8 +245,12 @@ def train_loop_per_worker(loop_config: dict) -> None:
         origin = f"resuming at step {start}" if start else ("from " + loop_config["init_folder"] if loop_config.get("init_folder") else "from scratch")
         print(f"[train] {cfg.run.name}: stage {cfg.stage}, {world} worker(s), steps {start + 1}..{total}, {origin}", flush=True)
 
-    shard = ray.train.get_dataset_shard("train")
-    batches = _batches(shard, cfg.optim.batch_size)
+    if cfg.data.loader == "worker":
+        d = cfg.data
+        batches = worker_batches(loop_config["train_items"], d.crop_size, d.caption_dropout, d.hflip,
+                                 cfg.optim.batch_size, rank, world, cfg.optim.seed + start)
+    else:
+        batches = _batches(ray.train.get_dataset_shard("train"), cfg.optim.batch_size)
     autocast = (
         torch.autocast(device_type=device.type, dtype=torch.bfloat16) if cfg.workers.bf16 else contextlib.nullcontext()
     )

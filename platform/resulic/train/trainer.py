@@ -18,7 +18,7 @@ from pathlib import Path
 from .. import cluster, tracking
 from .. import storage as storage_lib
 from ..config import ModelConfig
-from ..data import check_images, dataset_hash, resolve_records, split_validation, train_dataset
+from ..data import check_images, dataset_hash, epoch_items, resolve_records, split_validation, train_dataset
 from ..errors import ConfigError, ModelLoadError, ResulicError
 from ..images import write_atomic
 from ..models.backbone import PRIOR_SUBFOLDER
@@ -173,7 +173,11 @@ def run_training(cfg: TrainConfig, *, extra_tags: dict[str, str] | None = None, 
     }
     cluster.ensure_ray(cfg.workers.num_workers * cfg.workers.cpus_per_worker)
     cluster.quiet_data_progress()
-    datasets = {"train": train_dataset(train_records, cfg.data.crop_size, cfg.data.caption_dropout, cfg.data.hflip)}
+    if cfg.data.loader == "worker":  # the workers crop their own rows (data.loader)
+        loop_config["train_items"] = epoch_items(train_records, cfg.data.crop_size)
+        datasets = {}
+    else:
+        datasets = {"train": train_dataset(train_records, cfg.data.crop_size, cfg.data.caption_dropout, cfg.data.hflip)}
     try:
         result = _trainer(cfg, storage, loop_config, datasets, callbacks).fit()
     except ResulicError:
