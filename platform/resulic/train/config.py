@@ -57,6 +57,10 @@ class LossConfig(StrictModel):
     # of the first pixel_samples crops of each batch (the rest see the latent terms only).
     pixel_samples: int = Field(2, ge=1, description="crops per batch whose z_c is decoded for lambda_pixel")
     pixel_window: int = Field(128, ge=8, description="side (px, a multiple of 8) of the decoded window")
+    # On the same decoded window: EfficientNet-Lite0 (ImageNet) features against the photo's
+    # (train/feature_loss.py). Pixel MSE alone makes z_c decode to smooth averages that ST-LPIPS
+    # (the judge, never a loss) ranks below the latent-loss model it started from.
+    lambda_feature: float = Field(0.0, ge=0, description="perceptual term on the decoded window (needs lambda_pixel's window)")
     lambda_mse: float = Field(1.0, ge=0, description="stage 2: pixel MSE on VAE-decoded x̂0, x in [-1, 1]")
     lambda_lpips: float = Field(1.0, ge=0, description="stage 2: LPIPS-VGG on VAE-decoded x̂0")
     lambda_adversarial: float = Field(0.0, ge=0, description="stage 2: optional hinge-GAN term, off by default")
@@ -158,6 +162,8 @@ class TrainConfig(StrictModel):
                              f"the {self.model.backbone.profile!r} profile's UNet is not trained here")  # type: ignore[union-attr]
         if self.stage != 1 and self.loss.lambda_eps != 1.0:
             raise ValueError("loss.lambda_eps: only a stage-1 warm-up may change the eps-loss weight")
+        if self.loss.lambda_feature > 0 and self.loss.lambda_pixel == 0:
+            raise ValueError("loss.lambda_feature: it judges lambda_pixel's decoded window; set loss.lambda_pixel > 0")
         if self.stage == 1 and self.loss.lambda_adversarial > 0:
             raise ValueError("loss.lambda_adversarial: the adversarial term belongs to stage 2")
         return self

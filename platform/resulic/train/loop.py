@@ -200,9 +200,14 @@ def train_loop_per_worker(loop_config: dict) -> None:
         lpips, lpips_random = build_lpips(cfg.loss.lpips_vgg_weights) if cfg.stage == 2 or rank == 0 else (None, True)
         if lpips is not None:
             lpips.to(device)
+        features = None
+        if cfg.loss.lambda_feature > 0:
+            from .feature_loss import FeatureLoss
+
+            features = FeatureLoss().to(device)
         trainable = TrainableCodec(
             model_cfg, backbone, compressor, cdm, cfg.stage, cfg.loss, cfg.lambda_rate,
-            lpips if cfg.stage == 2 else None,
+            lpips if cfg.stage == 2 else None, features,
         )
     trainable.train()
     optimizers = _optimizers(trainable, cfg)
@@ -286,7 +291,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
             if step % cfg.run.log_every == 0 or step == start + 1:
                 rate = (step - start) / (time.perf_counter() - t_start)
                 eta = (total - step) / rate if rate > 0 else math.inf
-                losses = "  ".join(f"{k} {row[k]:.4g}" for k in ("loss", "loss_eps", "loss_guide", "loss_pixel", "bpp_estimated", "loss_lpips")
+                losses = "  ".join(f"{k} {row[k]:.4g}" for k in ("loss", "loss_eps", "loss_guide", "loss_pixel", "loss_feature", "bpp_estimated",
+                                             "loss_lpips")
                                    if k in row)
                 print(f"[train] step {step}/{total}  {rate:.2f} step/s  {losses}  ETA {eta:.0f} s", flush=True)
             if cfg.run.fail_once_at_step == step:

@@ -1,7 +1,8 @@
 """The trained parts and their losses (RESULIC.md §4), as one ``nn.Module`` whose ``forward``
 returns every loss term, so that one DDP wrapper covers everything that learns.
 
-Stage 1:  L1 = ||eps - eps_theta(z_n, n, z_c, c)||² + λ_R·R + λ_g·||z_c - z_0||² [+ λ_x·||VAE-Dec(z_c) - x||²]
+Stage 1:  L1 = ||eps - eps_theta(z_n, n, z_c, c)||² + λ_R·R + λ_g·||z_c - z_0||²
+              [+ λ_x·||VAE-Dec(z_c) - x||² + λ_f·F(VAE-Dec(z_c), x)]  (F: EfficientNet-Lite0 features)
 Stage 2:  L2 = L1 + λ_d·MSE(x̂, x) + λ_p·LPIPS(x̂, x) [+ λ_adv·hinge-GAN], x̂ = VAE-Dec(x̂_0)
 
 with n ~ U{0..N_r}, z_n from the residual forward process, R the estimated bits per pixel of
@@ -83,6 +84,7 @@ class TrainableCodec(nn.Module):
         loss: LossConfig,
         lambda_rate: float,
         lpips: nn.Module | None = None,
+        features: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.compressor = compressor
@@ -91,6 +93,7 @@ class TrainableCodec(nn.Module):
         # Frozen helpers are kept out of the module tree: DDP then neither syncs nor checks them.
         self.__dict__["backbone"] = backbone
         self.__dict__["lpips"] = lpips
+        self.__dict__["features"] = features
         self.config = config
         self.stage = stage
         self.weights = loss
@@ -99,6 +102,8 @@ class TrainableCodec(nn.Module):
         self.schedule = ResidualSchedule(residual_steps=rp.residual_steps, gamma_variant=rp.gamma, eta=rp.resolved_eta)
         if stage == 2 and lpips is None and loss.lambda_lpips > 0:
             raise ValueError("stage 2 with lambda_lpips > 0 needs an LPIPS module")
+        if loss.lambda_feature > 0 and features is None:
+            raise ValueError("lambda_feature > 0 needs the feature network (train.feature_loss.FeatureLoss)")
 
     # -- parameter groups ----------------------------------------------------------------------
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
@@ -132,6 +137,11 @@ class TrainableCodec(nn.Module):
         """MSE between VAE-Dec(z_c) and the image over one random window (``corner``: its top-left
         latent cell, else drawn) of the first ``pixel_samples`` crops; gradients reach z_c through
         the frozen decoder."""
+        decoded, target = self.decoded_window(z_c, images, corner)
+        return F.mse_loss(decoded, target)
+
+    def decoded_window(self, z_c: Tensor, images: Tensor, corner: tuple[int, int] | None = None) -> tuple[Tensor, Tensor]:
+        """(VAE-Dec of a window of z_c, the same window of the images), both float, [0, 1] scale."""
         w = self.weights
         k = min(w.pixel_samples, z_c.shape[0])
         h, wd = z_c.shape[-2:]
@@ -142,7 +152,7 @@ class TrainableCodec(nn.Module):
         factor = images.shape[-1] // wd
         window = z_c[:k, :, top : top + ch, left : left + cw]
         target = images[:k, :, top * factor : (top + ch) * factor, left * factor : (left + cw) * factor]
-        return F.mse_loss(self.backbone.decode_unclamped(window).float(), target.float())
+        return self.backbone.decode_unclamped(window).float(), target.float()
 
     def forward(
         self, images: Tensor, captions: list[str], latents: Tensor | None = None, draw: LossDraw | None = None
@@ -173,8 +183,12 @@ class TrainableCodec(nn.Module):
             rate_term = (lambdas * bits).mean() / pixels
         loss = rate_term + self.weights.lambda_guide * terms["loss_guide"]
         if self.weights.lambda_pixel > 0:
-            terms["loss_pixel"] = self.pixel_loss(z_c, images)
+            decoded, target = self.decoded_window(z_c, images)
+            terms["loss_pixel"] = F.mse_loss(decoded, target)
             loss = loss + self.weights.lambda_pixel * terms["loss_pixel"]
+            if self.weights.lambda_feature > 0:
+                terms["loss_feature"] = self.features(decoded, target)
+                loss = loss + self.weights.lambda_feature * terms["loss_feature"]
         if self.weights.lambda_eps == 0:  # compressor warm-up: no network pass at all
             terms["loss"] = loss
             terms["loss_aux"] = self.compressor.aux_loss()

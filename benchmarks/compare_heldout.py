@@ -1,0 +1,144 @@
+"""The release gate: a candidate codec against the shipped one on held-out photos, through real
+files, at every rate level; the full decode and the compressor alone (z_c -> TAEF2, no
+diffusion) side by side.
+
+    python benchmarks/compare_heldout.py --candidate ray_results/stage1-small-pixel/model \
+        [--baseline platform/resulic/weights/small-codecs/variable] [--images data/photos/heldout] \
+        [--level 0 14 28 42 85 127] [--max-side 768] [-o outputs/heldout]
+
+Both models must be variable-rate (``--level``). For each photo and level: compress to bytes
+(bpp from the file), decode (the full decode: S - 1 prior passes, then TAEF2) and decode z_c
+alone through TAEF2; PSNR on RGB and ST-LPIPS (the real network of stlpips-pytorch, lower is
+better). Prints the mean per level for each model, then the candidate's BD-rate against the
+baseline (negative = fewer bits for the same quality) for PSNR and ST-LPIPS of the full decode,
+and writes ``<model>.json`` per model (CompressAI's results format) under ``-o``. A model's
+results are reused from ``-o`` when they exist for the same images, levels and fingerprint
+(``--fresh`` recomputes).
+
+``jobs/build_dataset.py --hold-out NAME`` writes the held-out photos: never trained on at any
+scale (the shipped model's own training set did not contain them either).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+LEVELS = (0, 14, 28, 42, 85, 127)
+
+
+def score_model(folder: Path, images: list[tuple[str, "object"]], levels: list[int]) -> dict:
+    import torch
+    from tqdm import tqdm
+
+    from resulic.codec.store import load_codec
+    from resulic.images import tensor_to_image
+    from resulic.metrics.perceptual import build_st_lpips
+    from resulic.roundtrip import psnr
+
+    codec = load_codec(folder)
+    if codec.config.rate_point.variable is None:
+        raise SystemExit(f"error: {folder} is not a variable-rate model (--level needs one)")
+    st_lpips = build_st_lpips()
+
+    def perceptual(a, b) -> float:
+        x, y = (torch.from_numpy(np.asarray(i, dtype=np.float32)).permute(2, 0, 1)[None] / 127.5 - 1 for i in (a, b))
+        with torch.no_grad():
+            return float(st_lpips(x, y).mean())
+
+    rows = {level: [] for level in levels}
+    with tqdm(total=len(images) * len(levels), desc=folder.name, unit="file") as bar:
+        for name, img in images:
+            for level in levels:
+                enc = codec.encode(img, level=level)
+                full = codec.decode(enc.data).image
+                container = codec.check_file(enc.data)[0]
+                with torch.no_grad():
+                    z_only = codec.backbone.decode(codec.decode_latent(container))[..., : img.height, : img.width]
+                alone = tensor_to_image(z_only)
+                rows[level].append({
+                    "image": name, "bpp": enc.bpp, "psnr": psnr(img, full), "st-lpips": perceptual(img, full),
+                    "psnr_zc": psnr(img, alone), "st-lpips_zc": perceptual(img, alone),
+                })
+                bar.update()
+    means = {key: [float(np.mean([r[key] for r in rows[level]])) for level in levels]
+             for key in ("bpp", "psnr", "st-lpips", "psnr_zc", "st-lpips_zc")}
+    return {
+        "name": folder.name, "description": f"{folder} at levels {levels}",
+        "meta": {"fingerprint": codec.fingerprint.hex(),
+                 "images": [n for n, _ in images], "levels": levels},
+        "results": means, "per_image": {str(level): rows[level] for level in levels},
+    }
+
+
+def load_images(folder: Path, max_side: int):
+    from resulic.images import list_images, open_image, shrink_to
+
+    paths = list_images(folder)
+    if not paths:
+        raise SystemExit(f"error: {folder} holds no images (jobs/build_dataset.py --hold-out writes them)")
+    return [(p.name, shrink_to(open_image(p), max_side)) for p in paths]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--candidate", type=Path, help="the trained-codec folder to judge (omit: baseline only)")
+    p.add_argument("--baseline", type=Path, default=REPO / "platform/resulic/weights/small-codecs/variable",
+                   help="the codec it must beat (default: the shipped variable-rate model)")
+    p.add_argument("--images", type=Path, default=REPO / "data/photos/heldout", help="held-out photos")
+    p.add_argument("--level", type=int, nargs="+", default=list(LEVELS), help="rate levels 0..127")
+    p.add_argument("--max-side", type=int, default=768, help="downscale the photos to this longer side first")
+    p.add_argument("-o", "--output", type=Path, default=REPO / "outputs/heldout", help="results folder")
+    p.add_argument("--fresh", action="store_true", help="recompute results already in the output folder")
+    args = p.parse_args(argv)
+    if any(not 0 <= level <= 127 for level in args.level):
+        p.error("--level: each level is in 0..127")
+    for folder in filter(None, (args.baseline, args.candidate)):
+        if not (folder / "manifest.json").is_file():
+            p.error(f"{folder}: not a trained-codec folder (no manifest.json)")
+
+    from resulic.metrics.bd_rate import Curve, bd_rate_curves
+    from resulic.runtime import configure_threads, quiet_libraries
+
+    quiet_libraries()
+    configure_threads()
+    images = load_images(args.images, args.max_side)
+    args.output.mkdir(parents=True, exist_ok=True)
+    results = {}
+    for role, folder in (("baseline", args.baseline), ("candidate", args.candidate)):
+        if folder is None:
+            continue
+        manifest = json.loads((folder / "manifest.json").read_text())
+        out = args.output / f"{role}-{manifest.get('fingerprint', folder.name)}.json"
+        cached = json.loads(out.read_text()) if out.is_file() and not args.fresh else None
+        if cached and cached["meta"]["images"] == [n for n, _ in images] and cached["meta"]["levels"] == args.level:
+            results[role] = cached
+        else:
+            results[role] = score_model(folder, images, args.level)
+            out.write_text(json.dumps(results[role], indent=2) + "\n")
+        print(f"\n{role}: {folder} ({len(images)} photos, longer side {args.max_side} px; {out})")
+        r = results[role]["results"]
+        print("| level | bpp | PSNR dB | PSNR z_c alone | ST-LPIPS | ST-LPIPS z_c alone |")
+        print("|---|---|---|---|---|---|")
+        for i, level in enumerate(args.level):
+            print(f"| {level} | {r['bpp'][i]:.4f} | {r['psnr'][i]:.2f} | {r['psnr_zc'][i]:.2f} | "
+                  f"{r['st-lpips'][i]:.3f} | {r['st-lpips_zc'][i]:.3f} |")
+    if "candidate" in results:
+        print("\nBD-rate of the candidate against the baseline (full decode; negative = fewer bits):")
+        base, cand = results["baseline"]["results"], results["candidate"]["results"]
+        for metric in ("psnr", "st-lpips"):
+            anchor = Curve("baseline", np.array(base["bpp"]), np.array(base[metric]))
+            test = Curve("candidate", np.array(cand["bpp"]), np.array(cand[metric]))
+            bd = bd_rate_curves(anchor, test, metric)
+            print(f"  {metric}: {bd.value:+.1f} % over {bd.overlap_fraction:.0%} of the quality range")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
