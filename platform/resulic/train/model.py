@@ -21,6 +21,7 @@ from ..config import ModelConfig
 from ..diffusion import ResidualSchedule
 from ..models.backbone import Backbone
 from ..models.compressor import GAIN_PARAMETERS, LatentCompressor
+from ..models.kernels import guard
 from .config import LossConfig
 
 AUGMENT_PAD = 15  # px, as in the official stage 2
@@ -99,6 +100,9 @@ class TrainableCodec(nn.Module):
         self.schedule = ResidualSchedule(residual_steps=rp.residual_steps, gamma_variant=rp.gamma, eta=rp.resolved_eta)
         if stage == 2 and lpips is None and loss.lambda_lpips > 0:
             raise ValueError("stage 2 with lambda_lpips > 0 needs an LPIPS module")
+        # Keep every trained layer that oneDNN's 1x1 backward-weights bug hits on the native
+        # kernels (models/kernels.py; the compressor is native throughout already).
+        guard(self)
 
     # -- parameter groups ----------------------------------------------------------------------
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
