@@ -18,7 +18,7 @@ the AVX2 kernels are forced with ONEDNN_MAX_CPU_ISA=AVX2 (what an AMD EPYC witho
 runs by default).
 
     python benchmarks/repro_onednn.py            # the cases below, ~1 s each
-    python benchmarks/repro_onednn.py --sweep    # IC x spatial x batch x threads x ISA (a few minutes)
+    python benchmarks/repro_onednn.py --sweep    # IC x spatial x batch x threads x ISA (~10 minutes)
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def run_case(case: dict, isa: str | None, threads: int, reps: int = 20, timeout:
         return f"error rc={out.returncode}: {out.stderr.strip().splitlines()[-1] if out.stderr.strip() else ''}"
     line = out.stdout.strip().splitlines()[-1]
     error = float(line.rsplit("error ", 1)[1].split()[0])
-    return ("WRONG " if error > 1e-4 else "") + line
+    return f"WRONG: {line[4:]}" if error > 1e-4 else line
 
 
 def cpu_has_avx512() -> bool:
@@ -91,8 +91,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     import torch
 
-    print(f"torch {torch.__version__}, oneDNN {'.'.join(map(str, torch.backends.mkldnn.version())) if hasattr(torch.backends.mkldnn, 'version') else '?'}, "
-          f"CPU {'with' if cpu_has_avx512() else 'without'} AVX-512")
+    onednn = next((w for w in torch.__config__.show().split() if w.startswith("v3") or w.startswith("v2")), "?")
+    print(f"torch {torch.__version__}, oneDNN {onednn}, CPU {'with' if cpu_has_avx512() else 'without'} AVX-512")
     isas = ["AVX2", None] if cpu_has_avx512() else [None]
     name = lambda isa: "AVX2 kernels (ONEDNN_MAX_CPU_ISA=AVX2)" if isa else "this CPU's kernels"  # noqa: E731
     if not args.sweep:
@@ -117,7 +117,7 @@ def main(argv=None) -> int:
     print("IC x HW x batch, 1x1 stride 2, NHWC, oneDNN backward-weights; anything but 'ok' is the bug")
     for isa, threads in itertools.product(isas, args.threads):
         print(f"\n{name(isa)}, {threads} thread(s):")
-        for ic, hw, n in itertools.product([1, 3, 4, 8, 12, 15, 16, 32], [8, 16, 64], [1, 2, 8]):
+        for ic, hw, n in itertools.product([3, 4, 8, 12, 15, 16], [16, 64], [1, 2, 8]):
             verdict = run_case({**BASE, "ic": ic, "hw": hw, "n": n}, isa, threads, reps=5, timeout=60)
             if not verdict.startswith("ok"):
                 print(f"  IC={ic:<3} {hw}x{hw} batch {n}: {verdict}")
