@@ -1,6 +1,7 @@
-"""CPU convolution kernels: encode and decode time of a shipped codec with oneDNN off (the
-default, resulic/models/__init__.py says why) and on (RESULIC_ONEDNN=1), each in a fresh process
-(the switch is process-wide). The table of docs/benchmarks.md "CPU convolutions".
+"""CPU convolution kernels: encode and decode time of a shipped codec with oneDNN on (the
+default; the entropy-model path runs on the native kernels either way, resulic/models/kernels.py
+says why) and off (RESULIC_ONEDNN=0), each in a fresh process (the switch is process-wide). The
+table of docs/benchmarks.md "CPU convolutions".
 
     python benchmarks/bench_kernels.py --image ../shared/datasets/kodak/kodim03.png --crop 384 256
 """
@@ -38,7 +39,7 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=2, help="decodes; the best is kept")
     args = p.parse_args(argv)
     rows = {}
-    for name, value in (("native (oneDNN off, the default)", "0"), ("oneDNN (RESULIC_ONEDNN=1)", "1")):
+    for name, value in (("native (`RESULIC_ONEDNN=0`)", "0"), ("oneDNN (the default)", "1")):
         env = {**os.environ, "RESULIC_ONEDNN": value, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
         out = subprocess.run([sys.executable, "-c", CHILD, args.rate, args.image, *map(str, args.crop), str(args.repeats)],
                              capture_output=True, text=True, env=env, check=True)

@@ -26,6 +26,7 @@ from compressai.models.utils import conv, deconv
 from torch import Tensor, nn
 
 from ..config import CompressorConfig, ModelConfig
+from .kernels import on_native_kernels
 from .rans_stream import SharedRansStream
 
 # exp(linspace(ln 0.11, ln 256, 64)), as in ELIC and the official compressor.
@@ -207,6 +208,7 @@ class LatentCompressor(nn.Module):
     def aux_loss(self) -> Tensor:
         return sum(m.loss() for m in self.modules() if isinstance(m, EntropyBottleneck))
 
+    @on_native_kernels  # the entropy model: one kernel family everywhere (models/kernels.py)
     def update(self, force: bool = True) -> None:
         """Build the integer CDF tables the coder uses (call before compress/decompress)."""
         for m in self.modules():
@@ -223,6 +225,7 @@ class LatentCompressor(nn.Module):
             raise ValueError(f"latent size {latent_hw} must be divisible by 16 (pad images to 128 px)")
         return (h // 4, w // 4), (h // 16, w // 16)
 
+    @on_native_kernels
     @torch.no_grad()
     def estimate_bits(self, z0: Tensor | None = None, y: Tensor | None = None, position: float | None = None) -> float:
         """-log2 likelihood of the symbols compress() codes (eval mode: rounding, not noise).
@@ -237,6 +240,7 @@ class LatentCompressor(nn.Module):
             self.train(was_training)
         return float(sum((-torch.log2(lk)).sum() for lk in out["likelihoods"].values()))
 
+    @on_native_kernels
     @torch.no_grad()
     def compress(self, z0: Tensor, position: float | None = None, y: Tensor | None = None) -> CompressedLatent:
         """Code one latent (at ``position`` along the anchors, for a variable-rate compressor).
@@ -252,11 +256,13 @@ class LatentCompressor(nn.Module):
         z_c = self._synthesis(out["y_hat"], inverse_gain)
         return CompressedLatent(result.data, z_c, self.estimate_bits(y=y))
 
+    @on_native_kernels
     @torch.no_grad()
     def decompress(self, data: bytes, latent_hw: tuple[int, int], position: float | None = None) -> Tensor:
         gains = self.gains(position)
         return self._synthesis(self.decode_symbols(data, latent_hw), None if gains is None else gains[1])
 
+    @on_native_kernels
     @torch.no_grad()
     def decode_symbols(self, data: bytes, latent_hw: tuple[int, int]) -> Tensor:
         """The entropy-decoded ŷ (symbols + predicted means). Two devices decoded the same

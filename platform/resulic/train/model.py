@@ -22,6 +22,7 @@ from ..config import ModelConfig
 from ..diffusion import ResidualSchedule
 from ..models.backbone import Backbone
 from ..models.compressor import GAIN_PARAMETERS, LatentCompressor
+from ..models.kernels import guard
 from .config import LossConfig
 
 AUGMENT_PAD = 15  # px, as in the official stage 2
@@ -104,6 +105,9 @@ class TrainableCodec(nn.Module):
             raise ValueError("stage 2 with lambda_lpips > 0 needs an LPIPS module")
         if loss.lambda_feature > 0 and features is None:
             raise ValueError("lambda_feature > 0 needs the feature network (train.feature_loss.FeatureLoss)")
+        # Keep every trained layer that oneDNN's 1x1 backward-weights bug hits on the native
+        # kernels (models/kernels.py); the rest trains on oneDNN.
+        guard(self)
 
     # -- parameter groups ----------------------------------------------------------------------
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
