@@ -50,6 +50,23 @@ def test_folder_mode_continues_past_bad_files(tmp_path, photo, capsys):
     assert sorted(p.name for p in (tmp_path / "dec").iterdir()) == ["a.png", "b.png"]
 
 
+def test_decompress_never_overwrites_an_image_it_did_not_write(tmp_path, image_file, capsys):
+    """`decompress photo.rslc -o photo.png` next to the photo it was made from: refused, the photo
+    untouched; an image an earlier decompress wrote is replaced; --force replaces anything."""
+    original = image_file.read_bytes()
+    assert main(["compress", str(image_file), "-o", str(tmp_path / "photo.rslc")]) == 0
+    assert main(["decompress", str(tmp_path / "photo.rslc")]) == 2  # default output: photo.png, the original
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--force" in err and "photo.png exists" in err
+    assert image_file.read_bytes() == original
+    assert main(["decompress", str(tmp_path / "photo.rslc"), "-o", str(tmp_path / "dec.png")]) == 0
+    assert main(["decompress", str(tmp_path / "photo.rslc"), "-o", str(tmp_path / "dec.png")]) == 0  # its own: again
+    assert main(["decompress", str(tmp_path / "photo.rslc"), "--force"]) == 0
+    assert image_file.read_bytes() != original and Image.open(image_file).size == (200, 150)
+    (tmp_path / "dec.jpg").write_bytes(original)  # any other format is never ours
+    assert main(["decompress", str(tmp_path / "photo.rslc"), "-o", str(tmp_path / "dec.jpg")]) == 2
+
+
 @pytest.mark.parametrize(
     "payload,message",
     [(b"", "empty"), (b"\x89PNG\r\n\x1a\n0000000000000", "not a ResULIC file"), (None, "truncated")],

@@ -312,8 +312,10 @@ def walk(commands: list[list[str]], home: Path, capsys, monkeypatch) -> list[str
 @pytest.mark.slow
 def test_walk_the_readme(tmp_path, capsys, monkeypatch):
     home = user_folder(tmp_path)
+    inputs = {p: p.read_bytes() for p in [home / "photo.png", *(home / "photos").iterdir()]}
     ran = walk(readme_commands(), home, capsys, monkeypatch)
     assert {"compress", "decompress", "info", "evaluate", "baselines", "bd-rate", "plot"} <= set(ran)
+    assert [p.name for p, data in inputs.items() if p.read_bytes() != data] == [], "the README overwrote a user's photo"
     assert (home / "photo.rslc").is_file() and sorted(p.name for p in (home / "compressed").iterdir())
     assert (home / "outputs/eval/results.json").is_file() and list((home / "outputs/plots").glob("*.png"))
 
@@ -321,5 +323,7 @@ def test_walk_the_readme(tmp_path, capsys, monkeypatch):
 @pytest.mark.slow
 def test_walk_the_help_examples(tmp_path, capsys, monkeypatch):
     home = user_folder(tmp_path)
+    original = (home / "photo.png").read_bytes()
     ran = walk(help_examples(), home, capsys, monkeypatch)
+    assert (home / "photo.png").read_bytes() == original, "a --help example overwrote the user's photo"
     assert {"compress", "decompress", "info"} <= set(ran)

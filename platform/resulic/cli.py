@@ -29,13 +29,13 @@ profile; --model also takes a trained-codec folder, models:/<name>@<alias> or a 
 EPILOG = """\
 examples:
   resulic compress photo.png -o photo.rslc
-  resulic compress photo.png -o photo.rslc --rate r3     # a lower or higher shipped rate point
-  resulic compress photo.png -o photo.rslc --bpp 0.15    # per-image rate control (one model, any rate)
-  resulic decompress photo.rslc -o photo.png --one-pass  # one network evaluation instead of S - 1
-  resulic decompress photo.rslc -o photo.png
+  resulic compress photo.png -o photo-r3.rslc --rate r3     # a lower or higher shipped rate point
+  resulic compress photo.png -o photo-015.rslc --bpp 0.15   # per-image rate control (one model, any rate)
+  resulic decompress photo.rslc -o photo-decoded.png
+  resulic decompress photo-r3.rslc -o photo-r3-fast.png --one-pass   # one network evaluation instead of S - 1
   resulic info photo.rslc
   resulic compress photos/ -o compressed/        # every image in a folder, with a progress bar
-  resulic compress photo.png --model platform/resulic/weights/small-codecs/r1 --steps 4   # a codec folder
+  resulic compress photo.png -o photo-r1.rslc --model platform/resulic/weights/small-codecs/r1 --steps 4   # a codec folder
   resulic compress photo.png --text "a red barn by a pond" --srr     # send the semantic residual
   resulic compress photos/ --captions captions.jsonl --caption      # captions by file name
   resulic compress photo.png --text "a red barn" --srr --pfo --semantics sem.yaml --semantics-set pfo.iterations=100
@@ -124,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--one-pass", action="store_true",
                    help="decode with one network evaluation (S=2, no guidance) whatever the file asks: faster, "
                         "at some cost in quality (docs/benchmarks.md)")
+    d.add_argument("-f", "--force", action="store_true",
+                   help="overwrite existing output images; without it, only images an earlier decompress wrote "
+                        "are replaced (never, say, the photo the file was made from)")
     _model_options(d)
     _decode_limit_options(d)
 
@@ -254,20 +257,22 @@ def cmd_compress(args) -> int:
 def cmd_decompress(args) -> int:
     pairs, is_folder = _pairs(Path(args.input), args.output, lambda p: p.suffix == SUFFIX, ".png", "_decoded")
 
-    from .images import save_image_atomic
-
     from .errors import DecodeLimitError
+    from .images import is_decoded_by_us, save_image_atomic
 
     limits = _decode_limits(args)
     codec_for = _decoder_codecs(args)
 
     def action(src: Path, dst: Path) -> str:
+        if not args.force and dst.exists() and not is_decoded_by_us(dst):
+            raise ResulicError(f"{dst} exists and was not written by resulic decompress (the original photo?): "
+                               "choose another -o, or pass --force to overwrite it")
         data = _read_bytes(src)
         try:
             result = codec_for(data).decode(data, limits=limits, one_pass=args.one_pass)
         except DecodeLimitError as exc:
             raise exc.with_hint("--" + exc.limit.replace("_", "-")) from None
-        save_image_atomic(result.image, dst)
+        save_image_atomic(result.image, dst, mark=True)
         return f"{src} -> {dst}: {result.image.size[0]}x{result.image.size[1]}, {result.seconds:.2f} s"
 
     return _run_many(pairs, is_folder, action, "decompress")
