@@ -34,6 +34,7 @@ examples:
   resulic decompress photo.rslc -o photo-decoded.png
   resulic decompress photo-r3.rslc -o photo-r3-fast.png --one-pass   # one network evaluation instead of S - 1
   resulic info photo.rslc
+  resulic info --rates                           # the shipped rate points and the variable model's levels
   resulic compress photos/ -o compressed/        # every image in a folder, with a progress bar
   resulic compress photo.png -o photo-r1.rslc --model platform/resulic/weights/small-codecs/r1 --steps 4   # a codec folder
   resulic compress photo.png --text "a red barn by a pond" --srr     # send the semantic residual
@@ -94,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("input", help="an image file or a folder of images")
     c.add_argument("-o", "--output", help=f"output file or folder (default: input with {SUFFIX} / a sibling folder)")
     _model_options(c)
-    c.add_argument("--rate", metavar="NAME", help="rate point of the shipped codec (without --model; see 'resulic info --rates')")
+    c.add_argument("--rate", metavar="NAME", help="rate point of the shipped codec, e.g. r1 (lowest) .. r4, or variable "
+                   "(without --model; 'resulic info --rates' lists them)")
     r = c.add_mutually_exclusive_group()
     r.add_argument("--bpp", type=float, metavar="BPP",
                    help="per-image rate control: the file closest to BPP bits per pixel, at most 5%% over it "
@@ -130,9 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
     _model_options(d)
     _decode_limit_options(d)
 
-    i = sub.add_parser("info", help="print a file's header as JSON (no model needed)",
-                       description="Print the header of a file as JSON, or one JSON line per file of a folder.")
-    i.add_argument("input", help=f"a {SUFFIX} file or a folder of them")
+    i = sub.add_parser("info", help="print a file's header as JSON (no model needed); --rates: the shipped rate points",
+                       description="Print the header of a file as JSON, or one JSON line per file of a folder; "
+                                   "with --rates, the shipped codec's rate points instead.")
+    i.add_argument("input", nargs="?", help=f"a {SUFFIX} file or a folder of them")
+    i.add_argument("--rates", action="store_true",
+                   help="list the shipped rate points (for compress --rate) and the variable-rate model's levels "
+                        "(for --level; --bpp picks one per image)")
 
     from . import evaluation_commands, platform_commands
 
@@ -244,12 +250,14 @@ def cmd_compress(args) -> int:
             p = r.semantics["pfo"]
             text += (f" (pfo: {p['metric'].split(' ')[0]} {p['initial_score']:.4g} -> {p['best_score']:.4g}, "
                      f"{p['iterations']} it, {p['stopped_by']})")
-        if args.bpp is not None:
-            text += f", target {args.bpp:g} bpp: level {search.level} ({search.encodes} tries, {search.seconds:.2f} s)"
-        elif r.level is not None:
-            text += f", level {r.level}"
-        return (f"{src} -> {dst}: {len(r.data)} bytes, {r.bpp:.5f} bpp "
-                f"(estimate {r.estimated_bpp:.5f}){text}, {r.seconds:.2f} s")
+        point = codec.config.rate_point.name
+        if r.level is not None:
+            point += f" level {r.level}"
+        if args.bpp is not None:  # the search's time, not only the last encode's
+            return (f"{src} -> {dst}: {len(r.data)} bytes, {r.bpp:.4f} bpp (target {args.bpp:g} bpp), rate point {point}, "
+                    f"found in {search.encodes} encodes{text}, {search.seconds:.1f} s")
+        return (f"{src} -> {dst}: {len(r.data)} bytes, {r.bpp:.4f} bpp (estimate {r.estimated_bpp:.4f}), "
+                f"rate point {point}{text}, {r.seconds:.1f} s")
 
     return _run_many(pairs, is_folder, action, "compress")
 
@@ -342,7 +350,36 @@ def _text_tokens(container) -> list[int]:
     return decode_ids(container.text)
 
 
+def rates_table() -> str:
+    """The shipped rate points, from the shipped index (nothing heavy is loaded)."""
+    from .codec import shipped
+
+    data = shipped.index()
+    lines = [f"shipped rate points ({shipped.SHIPPED_DIR}):",
+             f"  {'name':<9} {'default':<8} {'fingerprint':<12} {'N_r':>4} {'S':>3}  rate"]
+    for p in data["points"]:
+        variable = p.get("variable")
+        if variable:
+            rate = (f"variable: --level 0..127 (default {variable['default_level']}), or --bpp; "
+                    f"anchors at λ_R {', '.join(f'{x:g}' for x in variable['lambda_rates'])} "
+                    f"(N_r {', '.join(map(str, variable['residual_steps']))})")
+        else:
+            rate = f"fixed: trained at λ_R {p.get('trained_lambda_rate', p.get('lambda_rate')):g}"
+        default = "yes" if p["name"] == data.get("default") else ""
+        lines.append(f"  {p['name']:<9} {default:<8} {p['fingerprint']:<12} {p.get('residual_steps', ''):>4} "
+                     f"{p.get('sampling_steps', ''):>3}  {rate}")
+    lines.append("Fixed points are in rate order (r1 lowest); their bpp depends on the image (docs/small-profile.md).")
+    return "\n".join(lines)
+
+
 def cmd_info(args) -> int:
+    if args.rates:
+        if args.input:
+            raise ResulicError("--rates lists the shipped rate points: give it without a file")
+        print(rates_table())
+        return 0
+    if not args.input:
+        raise ResulicError("give a .rslc file or folder, or --rates")
     path = Path(args.input)
     if not path.is_dir():
         if not path.exists():
