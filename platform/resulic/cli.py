@@ -404,13 +404,18 @@ def cmd_remote(args) -> int:
 
 
 COMMANDS = {"compress": cmd_compress, "decompress": cmd_decompress, "info": cmd_info, "remote": cmd_remote}
+# Ctrl-C and SIGTERM stop these at once (exit status 130 and 143); train, sweep and promote keep
+# Ray Train's and Tune's own handling (a first Ctrl-C stops the trials and saves their state).
+STOP_AT_ONCE = {"compress", "decompress", "info", "remote", "evaluate", "baselines", "bd-rate", "plot"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "tracking_uri", None):  # for this process and the Ray workers it starts
         os.environ["MLFLOW_TRACKING_URI"] = args.tracking_uri
-    from .runtime import quiet_libraries, set_verbose
+    import contextlib
+
+    from .runtime import exit_status, quiet_libraries, set_verbose, stop_on_signals, stopping
 
     if args.verbose:
         set_verbose(True)
@@ -420,7 +425,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .evaluation_commands import COMMANDS as EVALUATION_COMMANDS
         from .platform_commands import COMMANDS as PLATFORM_COMMANDS
 
-        return {**COMMANDS, **EVALUATION_COMMANDS, **PLATFORM_COMMANDS}[args.command](args)
+        with stop_on_signals() if args.command in STOP_AT_ONCE else contextlib.nullcontext():
+            return {**COMMANDS, **EVALUATION_COMMANDS, **PLATFORM_COMMANDS}[args.command](args)
     except ResulicError as exc:
         if exc.__cause__ is not None and os.environ.get("RESULIC_VERBOSE", "") not in ("", "0"):
             import traceback  # --verbose: where a wrapped library error came from
@@ -428,9 +434,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exception(exc.__cause__, file=sys.stderr)
         print(f"resulic: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("resulic: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (runtime.Terminated); files are whole or absent
+        code = exit_status(exc)
+        print(f"resulic: {'terminated' if code == 143 else 'interrupted'}", file=sys.stderr)
+        if stopping():
+            # Now, not after the libraries' exit hooks (Ray's shutdown, worker pools' joins: seconds);
+            # Ray's own processes share the fate of the process that started them.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+        return code
 
 
 if __name__ == "__main__":  # pragma: no cover
