@@ -38,8 +38,8 @@ examples:
   resulic compress photos/ -o compressed/        # every image in a folder, with a progress bar
   resulic compress photo.png -o photo-r1.rslc --model platform/resulic/weights/small-codecs/r1 --steps 4   # a codec folder
   resulic compress photo.png --text "a red barn by a pond" --srr     # send the semantic residual
-  resulic compress photos/ --captions captions.jsonl --caption      # captions by file name
-  resulic compress photo.png --text "a red barn" --srr --pfo --semantics sem.yaml --semantics-set pfo.iterations=100
+  resulic compress examples/photos/ -o examples-text/ --captions examples/captions.jsonl --caption   # captions by file name
+  resulic compress photo.png -o photo-pfo.rslc --text "a red barn" --srr --pfo --semantics configs/semantics/example.yaml
   resulic evaluate --model platform/resulic/weights/small-codecs/r1 --model platform/resulic/weights/small-codecs/r2 \\
       --images samples --set 'metrics.names=[psnr,ms-ssim,st-lpips]'     # -> outputs/evaluate/
   resulic evaluate --model models:/resulic@champion --images samples --random-backbones --set 'metrics.names=[psnr,lpips]'
