@@ -10,7 +10,6 @@ then compress and decompress sample photos through real files with it: bpp, timi
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -116,9 +115,9 @@ def main(argv=None) -> int:
     from tqdm import tqdm
 
     from resulic.config import MainJobConfig, load_config
-    from resulic.images import write_atomic
     from resulic.registry import open_codec
-    from resulic.roundtrip import format_table, load_inputs, roundtrip
+    from resulic.results import write_results
+    from resulic.roundtrip import format_table, load_inputs, results_json, roundtrip
     try:
         cfg = load_config(MainJobConfig, args.config, args.overrides)
         items = load_inputs(cfg.images, cfg.max_images, cfg.max_side)  # bad input fails before any training
@@ -135,7 +134,8 @@ def main(argv=None) -> int:
         with tqdm(total=len(items), desc="round trip", unit="img", file=sys.stderr) as bar:
             rows = roundtrip(codec, items, cfg.output_dir, progress=bar)
         print(format_table(rows))
-        write_atomic(Path(cfg.output_dir, "results.json"), (json.dumps([r.as_dict() for r in rows], indent=2) + "\n").encode())
+        write_results(Path(cfg.output_dir, "results.json"),
+                      results_json(rows, f"ResULIC {codec.config.rate_point.name} ({codec.fingerprint.hex()})"))
         if cfg.serve:
             from serve.demo import served_model, serve_and_roundtrip
 

@@ -351,3 +351,22 @@ def test_license_file_and_weights_statement():
     captions = [json.loads(line) for line in (REPO / "examples/captions.jsonl").read_text().splitlines()]
     assert sorted(c["image"] for c in captions) == sorted(p.name for p in (REPO / "examples/photos").iterdir())
     load_config(SemanticsConfig, REPO / "configs/semantics/example.yaml")
+
+
+@pytest.mark.slow
+def test_readme_python_example_runs(tmp_path, monkeypatch):
+    """README's ```python block, as written, on a user's photo.png: a real file's bytes and back."""
+    from PIL import Image
+
+    from resulic.images import sample_images
+
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    assert len(blocks) == 1 and len([line for line in blocks[0].splitlines() if line.strip()]) <= 5
+    monkeypatch.chdir(tmp_path)
+    sample_images(1)[0][1].crop((0, 0, 256, 192)).save("photo.png")
+    scope: dict = {}
+    exec(compile(blocks[0], "README.md", "exec"), scope)
+    assert Image.open("photo-python.png").size == (256, 192)
+    from resulic.codec.container import unpack
+
+    assert unpack(scope["data"]).header.width == 256  # a real file's bytes
