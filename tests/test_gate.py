@@ -24,6 +24,8 @@ def test_judge_needs_no_more_bits_and_a_gain_above_the_noise():
     assert not tiny_gain.better and tiny_gain.margin_db == pytest.approx(0.1)
     costlier = judge(measured("d", [22.0, 23.0, 21.0, 24.0], bits=1001), ref)  # +2 dB bought with bits
     assert not costlier.better and "more bits" in costlier.reason
+    worse = judge(measured("w", [18.0, 19.0, 17.0, 20.0], bits=900), ref)  # fewer bits, 2 dB worse
+    assert not worse.better and "worse" in worse.reason
     same = judge(ref, ref)
     assert not same.better and same.delta_db == 0
     with pytest.raises(ValueError):

@@ -120,6 +120,9 @@ def judge(candidate: Measured, reference: Measured, z: float = 2.0, min_margin_d
     if sum(candidate.bits) > sum(reference.bits):
         reason = f"more bits ({candidate.bpp:.4f} bpp against {reference.bpp:.4f})"
         return Verdict(False, mean, margin, reason, candidate, reference)
+    if mean <= 0:
+        reason = f"PSNR {mean:+.2f} dB: worse"
+        return Verdict(False, mean, margin, reason, candidate, reference)
     if mean <= margin:
         reason = f"PSNR {mean:+.2f} dB is within the noise (needs more than +{margin:.2f} dB)"
         return Verdict(False, mean, margin, reason, candidate, reference)
