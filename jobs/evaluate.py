@@ -27,9 +27,15 @@ def main(argv=None) -> int:
     from resulic.evaluate import EvaluateConfig, evaluate
     from resulic.evaluation_commands import summary
 
+    from resulic.runtime import exit_status, stop_on_signals
+
     try:
-        cfg = load_config(EvaluateConfig, args.config, args.overrides)
-        ev = evaluate(cfg)
+        with stop_on_signals():
+            cfg = load_config(EvaluateConfig, args.config, args.overrides)
+            ev = evaluate(cfg)
+    except KeyboardInterrupt as exc:  # Ctrl-C: 130, SIGTERM: 143; no results.json is written
+        print("interrupted", file=sys.stderr)
+        return exit_status(exc)
     except ResulicError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

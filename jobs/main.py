@@ -1,7 +1,8 @@
 """The main job on the embedded defaults, the whole platform loop: a small sweep that fine-tunes
 the shipped small-profile codec (Ray Tune + Optuna; every trial trains on Ray Train; MLflow parent
-and child runs), promotion of the best trial to the registry's champion, then compress and
-decompress sample photos through real files with the champion and print bpp, timings and PSNR.
+and child runs); the best trial promoted to the registry's champion only if it beats the current
+champion (or the shipped codec) on held-out real files, else the shipped codec (or champion) kept;
+then compress and decompress sample photos through real files with it: bpp, timings and PSNR.
 
     python jobs/main.py --config configs/main.yaml [--set key=value ...]
 """
@@ -9,7 +10,6 @@ decompress sample photos through real files with the champion and print bpp, tim
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -34,12 +34,17 @@ def train_stages(train) -> str | None:
     return model
 
 
-def sweep_and_promote(cfg) -> tuple[str | None, str]:
-    """The sweep, then promotion; returns the champion's models:/ URI (None without promotion) and
-    the folder of the trials' runs (each holds <run>/model, a trained-codec folder)."""
+def sweep_and_promote(cfg) -> tuple[str, str]:
+    """The sweep, then the gated promotion (resulic/tune/gate.py): the best trial replaces the
+    champion, or with none the shipped codec, only when it is better on held-out real files.
+    Returns what to use and serve (the champion's models:/ URI, or the shipped codec's folder)
+    and the folder of the trials' runs (each holds <run>/model, a trained-codec folder)."""
+    from tqdm import tqdm
+
     from resulic.config import load_config
-    from resulic.tune.promote import PromoteConfig, format_promotions, promote
     from resulic.train.config import storage_root
+    from resulic.tune.gate import heldout_images
+    from resulic.tune.promote import PromoteConfig, gated_promotion
     from resulic.tune.sweep import Sweep, results_table, run_sweep
 
     sweep = Sweep.load(cfg.sweep)
@@ -47,12 +52,12 @@ def sweep_and_promote(cfg) -> tuple[str | None, str]:
     outcome = run_sweep(sweep)
     print(results_table(outcome))
     trials = f"{storage_root(sweep.config.storage_path)}/{sweep.config.name}/runs"
-    if cfg.promote is None:
-        return None, trials
     promotion = load_config(PromoteConfig, cfg.promote)
-    promotions = promote(promotion)
-    print(format_promotions(promotions, promotion.model_name))
-    return f"models:/{promotion.model_name}@{promotions[0].alias}", trials
+    images = heldout_images(cfg.heldout)
+    with tqdm(total=2 * len(images), desc="held-out check", unit="img", file=sys.stderr) as bar:
+        gated = gated_promotion(promotion, images, bar)
+    print(gated.report(promotion.model_name))
+    return gated.model, trials
 
 
 def where_things_are(model: str | None, codec, output_dir: str, trials: str | None = None,
@@ -71,7 +76,9 @@ def where_things_are(model: str | None, codec, output_dir: str, trials: str | No
         codec_line = f"{model} (version {version.version}, MLflow run {version.run_id}); its folder: {folder or version.source}"
         experiment_id = tracking.client(tracking.tracking_uri(tracking_uri)).get_run(version.run_id).info.experiment_id
     elif model and Path(model).is_dir():
-        codec_line = str(Path(model).resolve())
+        shipped_folder = shipped.folder_for_fingerprint(codec.fingerprint)
+        codec_line = (f"the shipped codec, {os.path.relpath(shipped_folder)}" if shipped_folder is not None
+                      and Path(model).resolve() == shipped_folder.resolve() else str(Path(model).resolve()))
     elif model and Path(model).is_file():
         codec_line = f"built from {model} (untrained: no folder)"
     else:
@@ -108,9 +115,9 @@ def main(argv=None) -> int:
     from tqdm import tqdm
 
     from resulic.config import MainJobConfig, load_config
-    from resulic.images import write_atomic
     from resulic.registry import open_codec
-    from resulic.roundtrip import format_table, load_inputs, roundtrip
+    from resulic.results import write_results
+    from resulic.roundtrip import format_table, load_inputs, results_json, roundtrip
     try:
         cfg = load_config(MainJobConfig, args.config, args.overrides)
         items = load_inputs(cfg.images, cfg.max_images, cfg.max_side)  # bad input fails before any training
@@ -127,7 +134,8 @@ def main(argv=None) -> int:
         with tqdm(total=len(items), desc="round trip", unit="img", file=sys.stderr) as bar:
             rows = roundtrip(codec, items, cfg.output_dir, progress=bar)
         print(format_table(rows))
-        write_atomic(Path(cfg.output_dir, "results.json"), (json.dumps([r.as_dict() for r in rows], indent=2) + "\n").encode())
+        write_results(Path(cfg.output_dir, "results.json"),
+                      results_json(rows, f"ResULIC {codec.config.rate_point.name} ({codec.fingerprint.hex()})"))
         if cfg.serve:
             from serve.demo import served_model, serve_and_roundtrip
 

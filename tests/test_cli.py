@@ -50,6 +50,23 @@ def test_folder_mode_continues_past_bad_files(tmp_path, photo, capsys):
     assert sorted(p.name for p in (tmp_path / "dec").iterdir()) == ["a.png", "b.png"]
 
 
+def test_decompress_never_overwrites_an_image_it_did_not_write(tmp_path, image_file, capsys):
+    """`decompress photo.rslc -o photo.png` next to the photo it was made from: refused, the photo
+    untouched; an image an earlier decompress wrote is replaced; --force replaces anything."""
+    original = image_file.read_bytes()
+    assert main(["compress", str(image_file), "-o", str(tmp_path / "photo.rslc")]) == 0
+    assert main(["decompress", str(tmp_path / "photo.rslc")]) == 2  # default output: photo.png, the original
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--force" in err and "photo.png exists" in err
+    assert image_file.read_bytes() == original
+    assert main(["decompress", str(tmp_path / "photo.rslc"), "-o", str(tmp_path / "dec.png")]) == 0
+    assert main(["decompress", str(tmp_path / "photo.rslc"), "-o", str(tmp_path / "dec.png")]) == 0  # its own: again
+    assert main(["decompress", str(tmp_path / "photo.rslc"), "--force"]) == 0
+    assert image_file.read_bytes() != original and Image.open(image_file).size == (200, 150)
+    (tmp_path / "dec.jpg").write_bytes(original)  # any other format is never ours
+    assert main(["decompress", str(tmp_path / "photo.rslc"), "-o", str(tmp_path / "dec.jpg")]) == 2
+
+
 @pytest.mark.parametrize(
     "payload,message",
     [(b"", "empty"), (b"\x89PNG\r\n\x1a\n0000000000000", "not a ResULIC file"), (None, "truncated")],
@@ -146,3 +163,46 @@ def test_decode_limit_help_states_the_librarys_defaults():
     helps = {a.dest: a.help for a in sub._actions}
     assert f"{limits.max_pixels:,}" in helps["max_pixels"] and f"{STEPS_FACTOR} x" in helps["max_steps"]
     assert f"{limits.max_guidance:g})" in helps["max_guidance"] and f"{limits.max_text_tokens})" in helps["max_text_tokens"]
+
+
+def test_every_option_of_every_command_has_help_text():
+    import argparse
+
+    from resulic.cli import build_parser
+
+    missing = []
+
+    def walk(parser, name):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub, subparser in action.choices.items():
+                    walk(subparser, f"{name} {sub}")
+            elif not isinstance(action, argparse._HelpAction) and not action.help:
+                missing.append(f"{name} {'/'.join(action.option_strings) or action.dest}")
+
+    walk(build_parser(), "resulic")
+    assert not missing, f"options without help: {missing}"
+
+
+def test_info_rates_lists_the_shipped_points_and_help_points_at_it(capsys):
+    from resulic.cli import build_parser
+    from resulic.codec import shipped
+
+    assert main(["info", "--rates"]) == 0
+    out = capsys.readouterr().out
+    for name in shipped.rate_names():
+        assert f"  {name} " in out
+    assert "--level 0..127" in out and "(default 42)" in out
+    compress_help = build_parser()._subparsers._group_actions[0].choices["compress"].format_help()
+    assert "resulic info --rates" in " ".join(compress_help.split())
+    assert main(["info", "--rates", "x.rslc"]) == 2 and main(["info"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("resulic: error:") == 2 and "--rates" in err
+
+
+def test_compress_says_which_rate_point_it_used(tmp_path, image_file, capsys, monkeypatch):
+    monkeypatch.delenv("RESULIC_MODEL")  # the shipped codec
+    assert main(["compress", str(image_file), "-o", str(tmp_path / "a.rslc"), "--rate", "r1"]) == 0
+    assert ", rate point r1, " in capsys.readouterr().out
+    assert main(["compress", str(image_file), "-o", str(tmp_path / "b.rslc"), "--level", "0"]) == 0
+    assert ", rate point variable level 0, " in capsys.readouterr().out

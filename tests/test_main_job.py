@@ -11,8 +11,10 @@ def test_main_job_round_trips_sample_photos(tmp_path, capsys, ray_cluster):
     assert rc == 0
     out = capsys.readouterr().out
     assert "bpp" in out and "PSNR" in out and "astronaut" in out
-    rows = json.loads((tmp_path / "results.json").read_text())
+    results = json.loads((tmp_path / "results.json").read_text())  # CompressAI's format, as evaluate's
+    rows = results["per_image"]
     assert rows[0]["file_bytes"] == (tmp_path / "astronaut.rslc").stat().st_size
+    assert results["results"]["bpp"] == [rows[0]["bpp"]] and results["results"]["psnr-rgb"] == [rows[0]["psnr"]]
     assert (tmp_path / "astronaut.png").exists()
     # the last step served the model on 127.0.0.1 and wrote the same file over HTTP
     assert (tmp_path / "served" / "astronaut.rslc").read_bytes() == (tmp_path / "astronaut.rslc").read_bytes()

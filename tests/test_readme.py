@@ -4,7 +4,7 @@ drift from the code.
 Every command line of README.md's ```bash blocks, of ``resulic --help``'s examples and of the
 jobs' ``--help`` texts is parsed by the parser that will run it, and every repository path it
 names must exist. Then the README is walked as a new user would, in a fresh folder that holds the
-repository's files and a user's own inputs (photo.png, photos/, captions.jsonl, sem.yaml): the
+repository's files and a user's own inputs (photo.png, photos/): the
 commands that are cheap run for real, in order, each on what the previous ones wrote. What runs
 cheaper than written, and why, is the table ``CHEAPER`` below; what does not run here, and where it
 is tested instead, is ``NOT_RUN_HERE``.
@@ -227,8 +227,14 @@ def cheaper_evaluate(args: list[str]) -> list[str]:
     return out + (["--model", "tiny"] if models else []) + ["--max-images", "1", "--crop", "64", "--workers", "0"]
 
 
+def cheaper_compress(args: list[str]) -> list[str]:
+    # Pfo runs for its iterations (20 in configs/semantics/example.yaml); two show the loop works.
+    return args + ["--semantics-set", "pfo.iterations=2"] if "--pfo" in args else args
+
+
 # subcommand -> how the walk makes it cheap (later options override earlier ones in argparse)
 CHEAPER = {
+    "compress": cheaper_compress,
     "evaluate": cheaper_evaluate,
     "baselines": lambda args: args + ["--max-images", "1", "--crop", "64", "--workers", "1"],
 }
@@ -236,7 +242,6 @@ NOT_RUN_HERE = {
     # what the line contains -> why it is not run here (and where it is tested)
     "models:/": "needs make run's registry (tests/test_promote.py, test_registry.py)",
     "sd21": "needs Stable Diffusion 2.1's weights (tests/test_shipped.py covers the other profiles)",
-    "--pfo": "Pfo runs for its time budget (tests/test_pfo.py)",
     "remote": "needs a running service (tests/test_serve.py)",
     "sweep": "minutes of Ray Tune (tests/test_sweep_ray.py)",
     "promote": "needs a sweep (tests/test_promote.py)",
@@ -248,7 +253,8 @@ BD_RATE_DATA_LIMITS = ("needs at least 2 rate points", "monotonic", "share no", 
 
 
 def user_folder(tmp_path: Path) -> Path:
-    """A folder as a user's: the repository's files, and their own photos, captions and semantics YAML."""
+    """A folder as a user's: the repository's files (examples/ and configs/semantics/ among them: the
+    text commands use those as written) and their own photos."""
     from resulic.images import sample_images
 
     home = tmp_path / "clone"
@@ -261,9 +267,6 @@ def user_folder(tmp_path: Path) -> Path:
         small.save(home / "photos" / f"{name}.png")
         if i == 0:  # a photo the size of a small picture: a bpp target of a few tenths is in the model's range
             img.convert("RGB").crop((0, 0, 384, 256)).save(home / "photo.png")
-    (home / "captions.jsonl").write_text("".join(f'{{"image": "{p.name}", "caption": "a photo"}}\n'
-                                                  for p in (home / "photos").iterdir()))
-    (home / "sem.yaml").write_text("pfo:\n  iterations: 2\n")
     return home
 
 
@@ -312,8 +315,10 @@ def walk(commands: list[list[str]], home: Path, capsys, monkeypatch) -> list[str
 @pytest.mark.slow
 def test_walk_the_readme(tmp_path, capsys, monkeypatch):
     home = user_folder(tmp_path)
+    inputs = {p: p.read_bytes() for p in [home / "photo.png", *(home / "photos").iterdir()]}
     ran = walk(readme_commands(), home, capsys, monkeypatch)
     assert {"compress", "decompress", "info", "evaluate", "baselines", "bd-rate", "plot"} <= set(ran)
+    assert [p.name for p, data in inputs.items() if p.read_bytes() != data] == [], "the README overwrote a user's photo"
     assert (home / "photo.rslc").is_file() and sorted(p.name for p in (home / "compressed").iterdir())
     assert (home / "outputs/eval/results.json").is_file() and list((home / "outputs/plots").glob("*.png"))
 
@@ -321,5 +326,47 @@ def test_walk_the_readme(tmp_path, capsys, monkeypatch):
 @pytest.mark.slow
 def test_walk_the_help_examples(tmp_path, capsys, monkeypatch):
     home = user_folder(tmp_path)
+    original = (home / "photo.png").read_bytes()
     ran = walk(help_examples(), home, capsys, monkeypatch)
+    assert (home / "photo.png").read_bytes() == original, "a --help example overwrote the user's photo"
     assert {"compress", "decompress", "info"} <= set(ran)
+
+
+def test_license_file_and_weights_statement():
+    """LICENSE is the licence pyproject names; README's License section links the weights' terms,
+    and the example files the text commands use exist and parse."""
+    import json
+    import tomllib
+
+    from resulic.config import SemanticsConfig, load_config
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert project["license"]["text"] == "Apache-2.0"
+    assert "Apache License" in (REPO / "LICENSE").read_text()[:200] and "Version 2.0" in (REPO / "LICENSE").read_text()[:200]
+    section = README.read_text().split("## License", 1)[1].split("\n## ", 1)[0]
+    assert "platform/resulic/weights/README.md" in section and "(LICENSE)" in section
+    weights = (REPO / "platform/resulic/weights/README.md").read_text()
+    for folder in ("taef2", "small-prior", "small-codecs"):
+        assert (REPO / "platform/resulic/weights" / folder).is_dir() and f"`{folder}/`" in weights
+    captions = [json.loads(line) for line in (REPO / "examples/captions.jsonl").read_text().splitlines()]
+    assert sorted(c["image"] for c in captions) == sorted(p.name for p in (REPO / "examples/photos").iterdir())
+    load_config(SemanticsConfig, REPO / "configs/semantics/example.yaml")
+
+
+@pytest.mark.slow
+def test_readme_python_example_runs(tmp_path, monkeypatch):
+    """README's ```python block, as written, on a user's photo.png: a real file's bytes and back."""
+    from PIL import Image
+
+    from resulic.images import sample_images
+
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    assert len(blocks) == 1 and len([line for line in blocks[0].splitlines() if line.strip()]) <= 5
+    monkeypatch.chdir(tmp_path)
+    sample_images(1)[0][1].crop((0, 0, 256, 192)).save("photo.png")
+    scope: dict = {}
+    exec(compile(blocks[0], "README.md", "exec"), scope)
+    assert Image.open("photo-python.png").size == (256, 192)
+    from resulic.codec.container import unpack
+
+    assert unpack(scope["data"]).header.width == 256  # a real file's bytes

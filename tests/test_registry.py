@@ -31,7 +31,8 @@ def test_register_alias_fetch_load(store, folder, codec, tmp_path):
     mv = resolve("models:/resulic-tiny@champion")
     assert str(mv.version) == "1" and mv.tags["fingerprint"] == codec.fingerprint.hex() and mv.tags["stage"] == "test"
     fetched = fetch_codec("models:/resulic-tiny@champion", tmp_path / "fetched")
-    assert sorted(p.name for p in fetched.iterdir()) == sorted(p.name for p in folder.iterdir())
+    # the codec folder, plus the pyfunc flavour's MLmodel (tests/test_pyfunc.py)
+    assert sorted(p.name for p in fetched.iterdir()) == sorted([*(p.name for p in folder.iterdir()), "MLmodel"])
     assert load_codec(fetched).fingerprint == codec.fingerprint
     assert (fetch_codec("models:/resulic-tiny/2", tmp_path / "v2") / "manifest.json").is_file()
     _assert_one_artifact_root_and_training_kind(store, tmp_path, "resulic-registry")

@@ -353,7 +353,7 @@ def test_cli_bpp_and_one_pass_round_trip(tmp_path, vcodec, small_photo):
     assert out.returncode == 0, out.stderr
     assert "level" in out.stdout and f"target {float(f'{target:.6f}'):g} bpp" in out.stdout
     assert (tmp_path / "a.rslc").stat().st_size * 8 / (128 * 128) <= target * 1.05 + 1e-9
-    out = _resulic("decompress", "a.rslc", "-o", "a.png", "--model", "vr", "--one-pass", cwd=tmp_path)
+    out = _resulic("decompress", "a.rslc", "-o", "a-decoded.png", "--model", "vr", "--one-pass", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     out = _resulic("compress", "a.png", "-o", "b.rslc", "--bpp", "0.1", cwd=tmp_path)  # tiny: fixed rate
     assert out.returncode == 2 and "fixed rate" in out.stderr

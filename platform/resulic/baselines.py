@@ -250,7 +250,10 @@ def run_baselines(images: list[tuple[str, Image.Image]], codecs: list[str], targ
             runnable.append(name)
     jobs = [(stem, img, target) for stem, img in images for target in targets]
     # spawn, not fork: the parent may hold torch's threads (learned metrics), which fork can deadlock
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) if workers > 1 else None
+    from .runtime import ignore_interrupts_in_child
+
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=ignore_interrupts_in_child) if workers > 1 else None
     out: dict[str, CodecRun] = {}
     try:
         width = max((len(n) for n in runnable), default=0)
@@ -279,6 +282,16 @@ def run_baselines(images: list[tuple[str, Image.Image]], codecs: list[str], targ
                     from .images import save_image_atomic
                     save_image_atomic(enc.image, Path(decoded_dir, name, f"{stem}-{target:g}.png"))
             out[name] = CodecRun(rows, time.perf_counter() - t0)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: stop the encodes in flight, not wait for them
+        if pool is not None:
+            for process in list((pool._processes or {}).values()):
+                process.kill()
+            pool.shutdown(wait=True, cancel_futures=True)  # quick now: its processes are gone
+            pool = None
+            import gc
+
+            gc.collect()  # its queues' semaphores, which the exit would otherwise report as leaked
+        raise
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)

@@ -29,16 +29,17 @@ profile; --model also takes a trained-codec folder, models:/<name>@<alias> or a 
 EPILOG = """\
 examples:
   resulic compress photo.png -o photo.rslc
-  resulic compress photo.png -o photo.rslc --rate r3     # a lower or higher shipped rate point
-  resulic compress photo.png -o photo.rslc --bpp 0.15    # per-image rate control (one model, any rate)
-  resulic decompress photo.rslc -o photo.png --one-pass  # one network evaluation instead of S - 1
-  resulic decompress photo.rslc -o photo.png
+  resulic compress photo.png -o photo-r3.rslc --rate r3     # a lower or higher shipped rate point
+  resulic compress photo.png -o photo-015.rslc --bpp 0.15   # per-image rate control (one model, any rate)
+  resulic decompress photo.rslc -o photo-decoded.png
+  resulic decompress photo-r3.rslc -o photo-r3-fast.png --one-pass   # one network evaluation instead of S - 1
   resulic info photo.rslc
+  resulic info --rates                           # the shipped rate points and the variable model's levels
   resulic compress photos/ -o compressed/        # every image in a folder, with a progress bar
-  resulic compress photo.png --model platform/resulic/weights/small-codecs/r1 --steps 4   # a codec folder
+  resulic compress photo.png -o photo-r1.rslc --model platform/resulic/weights/small-codecs/r1 --steps 4   # a codec folder
   resulic compress photo.png --text "a red barn by a pond" --srr     # send the semantic residual
-  resulic compress photos/ --captions captions.jsonl --caption      # captions by file name
-  resulic compress photo.png --text "a red barn" --srr --pfo --semantics sem.yaml --semantics-set pfo.iterations=100
+  resulic compress examples/photos/ -o examples-text/ --captions examples/captions.jsonl --caption   # captions by file name
+  resulic compress photo.png -o photo-pfo.rslc --text "a red barn" --srr --pfo --semantics configs/semantics/example.yaml
   resulic evaluate --model platform/resulic/weights/small-codecs/r1 --model platform/resulic/weights/small-codecs/r2 \\
       --images samples --set 'metrics.names=[psnr,ms-ssim,st-lpips]'     # -> outputs/evaluate/
   resulic evaluate --model models:/resulic@champion --images samples --random-backbones --set 'metrics.names=[psnr,lpips]'
@@ -94,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("input", help="an image file or a folder of images")
     c.add_argument("-o", "--output", help=f"output file or folder (default: input with {SUFFIX} / a sibling folder)")
     _model_options(c)
-    c.add_argument("--rate", metavar="NAME", help="rate point of the shipped codec (without --model; see 'resulic info --rates')")
+    c.add_argument("--rate", metavar="NAME", help="rate point of the shipped codec, e.g. r1 (lowest) .. r4, or variable "
+                   "(without --model; 'resulic info --rates' lists them)")
     r = c.add_mutually_exclusive_group()
     r.add_argument("--bpp", type=float, metavar="BPP",
                    help="per-image rate control: the file closest to BPP bits per pixel, at most 5%% over it "
@@ -124,12 +126,19 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--one-pass", action="store_true",
                    help="decode with one network evaluation (S=2, no guidance) whatever the file asks: faster, "
                         "at some cost in quality (docs/benchmarks.md)")
+    d.add_argument("-f", "--force", action="store_true",
+                   help="overwrite existing output images; without it, only images an earlier decompress wrote "
+                        "are replaced (never, say, the photo the file was made from)")
     _model_options(d)
     _decode_limit_options(d)
 
-    i = sub.add_parser("info", help="print a file's header as JSON (no model needed)",
-                       description="Print the header of a file as JSON, or one JSON line per file of a folder.")
-    i.add_argument("input", help=f"a {SUFFIX} file or a folder of them")
+    i = sub.add_parser("info", help="print a file's header as JSON (no model needed); --rates: the shipped rate points",
+                       description="Print the header of a file as JSON, or one JSON line per file of a folder; "
+                                   "with --rates, the shipped codec's rate points instead.")
+    i.add_argument("input", nargs="?", help=f"a {SUFFIX} file or a folder of them")
+    i.add_argument("--rates", action="store_true",
+                   help="list the shipped rate points (for compress --rate) and the variable-rate model's levels "
+                        "(for --level; --bpp picks one per image)")
 
     from . import evaluation_commands, platform_commands
 
@@ -241,12 +250,14 @@ def cmd_compress(args) -> int:
             p = r.semantics["pfo"]
             text += (f" (pfo: {p['metric'].split(' ')[0]} {p['initial_score']:.4g} -> {p['best_score']:.4g}, "
                      f"{p['iterations']} it, {p['stopped_by']})")
-        if args.bpp is not None:
-            text += f", target {args.bpp:g} bpp: level {search.level} ({search.encodes} tries, {search.seconds:.2f} s)"
-        elif r.level is not None:
-            text += f", level {r.level}"
-        return (f"{src} -> {dst}: {len(r.data)} bytes, {r.bpp:.5f} bpp "
-                f"(estimate {r.estimated_bpp:.5f}){text}, {r.seconds:.2f} s")
+        point = codec.config.rate_point.name
+        if r.level is not None:
+            point += f" level {r.level}"
+        if args.bpp is not None:  # the search's time, not only the last encode's
+            return (f"{src} -> {dst}: {len(r.data)} bytes, {r.bpp:.4f} bpp (target {args.bpp:g} bpp), rate point {point}, "
+                    f"found in {search.encodes} encodes{text}, {search.seconds:.1f} s")
+        return (f"{src} -> {dst}: {len(r.data)} bytes, {r.bpp:.4f} bpp (estimate {r.estimated_bpp:.4f}), "
+                f"rate point {point}{text}, {r.seconds:.1f} s")
 
     return _run_many(pairs, is_folder, action, "compress")
 
@@ -254,20 +265,22 @@ def cmd_compress(args) -> int:
 def cmd_decompress(args) -> int:
     pairs, is_folder = _pairs(Path(args.input), args.output, lambda p: p.suffix == SUFFIX, ".png", "_decoded")
 
-    from .images import save_image_atomic
-
     from .errors import DecodeLimitError
+    from .images import is_decoded_by_us, save_image_atomic
 
     limits = _decode_limits(args)
     codec_for = _decoder_codecs(args)
 
     def action(src: Path, dst: Path) -> str:
+        if not args.force and dst.exists() and not is_decoded_by_us(dst):
+            raise ResulicError(f"{dst} exists and was not written by resulic decompress (the original photo?): "
+                               "choose another -o, or pass --force to overwrite it")
         data = _read_bytes(src)
         try:
             result = codec_for(data).decode(data, limits=limits, one_pass=args.one_pass)
         except DecodeLimitError as exc:
             raise exc.with_hint("--" + exc.limit.replace("_", "-")) from None
-        save_image_atomic(result.image, dst)
+        save_image_atomic(result.image, dst, mark=True)
         return f"{src} -> {dst}: {result.image.size[0]}x{result.image.size[1]}, {result.seconds:.2f} s"
 
     return _run_many(pairs, is_folder, action, "decompress")
@@ -337,7 +350,36 @@ def _text_tokens(container) -> list[int]:
     return decode_ids(container.text)
 
 
+def rates_table() -> str:
+    """The shipped rate points, from the shipped index (nothing heavy is loaded)."""
+    from .codec import shipped
+
+    data = shipped.index()
+    lines = [f"shipped rate points ({shipped.SHIPPED_DIR}):",
+             f"  {'name':<9} {'default':<8} {'fingerprint':<12} {'N_r':>4} {'S':>3}  rate"]
+    for p in data["points"]:
+        variable = p.get("variable")
+        if variable:
+            rate = (f"variable: --level 0..127 (default {variable['default_level']}), or --bpp; "
+                    f"anchors at λ_R {', '.join(f'{x:g}' for x in variable['lambda_rates'])} "
+                    f"(N_r {', '.join(map(str, variable['residual_steps']))})")
+        else:
+            rate = f"fixed: trained at λ_R {p.get('trained_lambda_rate', p.get('lambda_rate')):g}"
+        default = "yes" if p["name"] == data.get("default") else ""
+        lines.append(f"  {p['name']:<9} {default:<8} {p['fingerprint']:<12} {p.get('residual_steps', ''):>4} "
+                     f"{p.get('sampling_steps', ''):>3}  {rate}")
+    lines.append("Fixed points are in rate order (r1 lowest); their bpp depends on the image (docs/small-profile.md).")
+    return "\n".join(lines)
+
+
 def cmd_info(args) -> int:
+    if args.rates:
+        if args.input:
+            raise ResulicError("--rates lists the shipped rate points: give it without a file")
+        print(rates_table())
+        return 0
+    if not args.input:
+        raise ResulicError("give a .rslc file or folder, or --rates")
     path = Path(args.input)
     if not path.is_dir():
         if not path.exists():
@@ -362,13 +404,18 @@ def cmd_remote(args) -> int:
 
 
 COMMANDS = {"compress": cmd_compress, "decompress": cmd_decompress, "info": cmd_info, "remote": cmd_remote}
+# Ctrl-C and SIGTERM stop these at once (exit status 130 and 143); train, sweep and promote keep
+# Ray Train's and Tune's own handling (a first Ctrl-C stops the trials and saves their state).
+STOP_AT_ONCE = {"compress", "decompress", "info", "remote", "evaluate", "baselines", "bd-rate", "plot"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "tracking_uri", None):  # for this process and the Ray workers it starts
         os.environ["MLFLOW_TRACKING_URI"] = args.tracking_uri
-    from .runtime import quiet_libraries, set_verbose
+    import contextlib
+
+    from .runtime import exit_status, quiet_libraries, set_verbose, stop_on_signals, stopping
 
     if args.verbose:
         set_verbose(True)
@@ -378,7 +425,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .evaluation_commands import COMMANDS as EVALUATION_COMMANDS
         from .platform_commands import COMMANDS as PLATFORM_COMMANDS
 
-        return {**COMMANDS, **EVALUATION_COMMANDS, **PLATFORM_COMMANDS}[args.command](args)
+        with stop_on_signals() if args.command in STOP_AT_ONCE else contextlib.nullcontext():
+            return {**COMMANDS, **EVALUATION_COMMANDS, **PLATFORM_COMMANDS}[args.command](args)
     except ResulicError as exc:
         if exc.__cause__ is not None and os.environ.get("RESULIC_VERBOSE", "") not in ("", "0"):
             import traceback  # --verbose: where a wrapped library error came from
@@ -386,9 +434,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exception(exc.__cause__, file=sys.stderr)
         print(f"resulic: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("resulic: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (runtime.Terminated); files are whole or absent
+        code = exit_status(exc)
+        print(f"resulic: {'terminated' if code == 143 else 'interrupted'}", file=sys.stderr)
+        if stopping():
+            # Now, not after the libraries' exit hooks (Ray's shutdown, worker pools' joins: seconds);
+            # Ray's own processes share the fate of the process that started them.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+        return code
 
 
 if __name__ == "__main__":  # pragma: no cover

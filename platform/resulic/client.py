@@ -141,6 +141,9 @@ def add_parser(sub) -> None:
         p.add_argument("input", help="a file or a folder")
         p.add_argument("-o", "--output", help="output file or folder (default: beside the input)")
         p.add_argument("--url", default="http://127.0.0.1:8000", help="the service (default: http://127.0.0.1:8000)")
+        if verb == "decompress":
+            p.add_argument("-f", "--force", action="store_true",
+                           help="overwrite existing output images (default: only images a decompress wrote)")
         if verb == "compress":
             p.add_argument("--rate-point", help="a rate point of the service (GET /v1/models)")
             p.add_argument("--text", help="the original's caption (sent whole, or the source of --srr)")
@@ -162,6 +165,13 @@ def cmd_remote(args) -> int:
         lines = compress_files(args.url, *zip(*pairs), **options)
     else:
         pairs, _ = _pairs(Path(args.input), args.output, lambda p: p.suffix == SUFFIX, ".png", "_decoded")
+        if not args.force:
+            from .images import is_decoded_by_us
+
+            for _, dst in pairs:
+                if dst.exists() and not is_decoded_by_us(dst):
+                    raise ResulicError(f"{dst} exists and was not written by a decompress (the original photo?): "
+                                       "choose another -o, or pass --force to overwrite it")
         lines = decompress_files(args.url, *zip(*pairs))
     print("\n".join(lines))
     return 0

@@ -345,7 +345,9 @@ class MainJobConfig(StrictModel):
     sample images through real files with the champion."""
 
     sweep: str | None = Field("configs/sweep/small-finetune.yaml", description="sweep YAML; null = train with `train`")
-    promote: str | None = Field("configs/promote/small.yaml", description="promotion YAML (after the sweep)")
+    promote: str = Field("configs/promote/small.yaml", description="promotion YAML (after the sweep; one rate band)")
+    heldout: str = Field("heldout", description="the files the sweep's best trial must win on: 'heldout' "
+                         "(scikit-learn's photos, not in the sweep's data) or an image folder")
     train: MainTrainingConfig = Field(default_factory=MainTrainingConfig)
     model: str | None = Field(
         None, description="a trained-codec folder, models:/ URI or model YAML; none = what the loop made"

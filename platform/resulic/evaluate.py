@@ -189,6 +189,9 @@ def _start_ray(cfg: EvaluateConfig):
     else:
         cpus = min(os.cpu_count() or 1, max(1, int(round(cfg.num_workers * cfg.cpus_per_worker))))
         ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+    from .runtime import restore_stop_handlers
+
+    restore_stop_handlers()  # ray.init replaced SIGTERM's handler with one that aborts
     return ray, True
 
 
@@ -260,7 +263,9 @@ def evaluate(cfg: EvaluateConfig, progress: bool = True) -> Evaluation:
                 feats.append(([r["real"] for r in done], [r["fake"] for r in done]))
         bar.close()
     finally:
-        if ray is not None:
+        from .runtime import stopping
+
+        if ray is not None and not stopping():  # Ctrl-C in the command: it exits now, Ray with it
             for w in workers:  # free the metric networks even when the cluster outlives this call
                 ray.kill(w)
         if started:

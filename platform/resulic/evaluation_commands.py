@@ -21,26 +21,31 @@ def add_parsers(sub) -> None:
     e.add_argument("--level", type=int, action="append", dest="levels", metavar="0..127",
                    help="a variable-rate model's rate level, each its own rate point (repeatable; "
                         "default: its default level)")
-    e.add_argument("--images", help="image folder (or 'samples')")
-    e.add_argument("-o", "--output", help="output folder")
-    e.add_argument("--workers", type=int, help="Ray actors (0: in this process)")
-    e.add_argument("--max-images", type=int)
-    e.add_argument("--crop", type=int, help="center-crop images to at most N x N")
+    e.add_argument("--images", metavar="FOLDER", help="image folder, or 'samples' (the photos inside scikit-image; the default)")
+    e.add_argument("-o", "--output", metavar="FOLDER",
+                   help="where results.json (CompressAI format), per-image JSON, files, decoded images and RD plots go "
+                        "(default: outputs/evaluate)")
+    e.add_argument("--workers", type=int, metavar="N", help="Ray actors (default 1; 0: in this process, without Ray)")
+    e.add_argument("--max-images", type=int, metavar="N", help="only the first N images of the folder (default: all)")
+    e.add_argument("--crop", type=int, metavar="N", help="center-crop images to at most N x N (default: native size)")
     from .cli import tracking_uri_option
 
     tracking_uri_option(e)
     e.add_argument("--random-backbones", action="store_true", help="seeded random metric backbones (marked '-random')")
     e.add_argument("--track", action="store_true", help="log to MLflow (default store sqlite:///mlflow.db)")
-    e.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    e.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override an evaluate-config key (configs/evaluate.yaml), e.g. --set 'metrics.names=[psnr,st-lpips]' "
+                        "(repeatable)")
 
     b = sub.add_parser("baselines", help="JPEG/WebP/AVIF/JPEG 2000/VVC at target bpps, same JSON format",
                        description="Bisect each classical codec's knob to each target bpp (real bytes) over a folder.")
     b.add_argument("images", help="image folder (or 'samples')")
     b.add_argument("--bpp", type=float, nargs="+", default=[0.03, 0.05, 0.1], help="target bpps")
     b.add_argument("--codec", action="append", dest="codecs", help="jpeg, webp, avif, jpeg2000, vvc (default: all)")
-    b.add_argument("-o", "--output", default="outputs/baselines")
-    b.add_argument("--max-images", type=int)
-    b.add_argument("--crop", type=int)
+    b.add_argument("-o", "--output", default="outputs/baselines", metavar="FOLDER",
+                   help="where <codec>.json (CompressAI format) and the RD plots go (default: outputs/baselines)")
+    b.add_argument("--max-images", type=int, metavar="N", help="only the first N images of the folder (default: all)")
+    b.add_argument("--crop", type=int, metavar="N", help="center-crop images to at most N x N (default: native size)")
     b.add_argument("--vvc-preset", default="faster",
                    help="libvvenc preset: faster (default), fast, medium, slow, slower (~9x the time of faster; "
                         "its rate gain: docs/evaluation.md)")
@@ -56,12 +61,16 @@ def add_parsers(sub) -> None:
     d.add_argument("files", nargs="+", help="ANCHOR TEST, or TEST with --against")
     d.add_argument("--against", nargs="+", metavar="ANCHOR", help="anchors for a table")
     d.add_argument("--metric", action="append", required=True, help="psnr, ms-ssim, lpips, dists, fid, kid, … (repeatable)")
-    d.add_argument("--method", default="pchip", choices=["pchip", "akima", "cubic"])
+    d.add_argument("--method", default="pchip", choices=["pchip", "akima", "cubic"],
+                   help="interpolation of log10(bpp) over quality (default: pchip, the JVET common-test-condition method; cubic: VCEG-M33)")
 
-    p = sub.add_parser("plot", help="RD curves of any JSON files, one PNG per metric (log-scale bpp)")
-    p.add_argument("files", nargs="+")
-    p.add_argument("-o", "--output", default="outputs/plots")
-    p.add_argument("--metric", action="append", help="default: every metric found")
+    p = sub.add_parser("plot", help="RD curves of any JSON files, one PNG per metric (log-scale bpp)",
+                       description="Draw the RD curves of results files (CompressAI format: evaluate's results.json, "
+                                   "baselines' <codec>.json), one PNG per metric, bpp on a log scale.")
+    p.add_argument("files", nargs="+", metavar="FILE", help="results JSON files, one curve each")
+    p.add_argument("-o", "--output", default="outputs/plots", metavar="FOLDER",
+                   help="where rd-<metric>.png go (default: outputs/plots)")
+    p.add_argument("--metric", action="append", help="a metric to plot, e.g. psnr (repeatable; default: every metric found)")
 
 
 def cmd_evaluate(args) -> int:

@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # torch is imported where tensors are made: reading and writi
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 DEFAULT_MAX_PIXELS = 64_000_000  # a decompression-bomb guard; configurable by callers
+DECODED_MARK = ("Software", "resulic decompress")  # a PNG text chunk: this image was decoded by us
 
 
 def open_image(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
@@ -124,20 +125,42 @@ def write_atomic(path: str | Path, data: bytes) -> None:
         raise
 
 
-def png_bytes(img: Image.Image) -> bytes:
+def png_bytes(img: Image.Image, mark: bool = False) -> bytes:
+    """PNG bytes; ``mark``: with :data:`DECODED_MARK` (a decoded image, see :func:`is_decoded_by_us`)."""
     buf = io.BytesIO()
-    img.save(buf, format="PNG")
+    if mark:
+        from PIL.PngImagePlugin import PngInfo
+
+        info = PngInfo()
+        info.add_text(*DECODED_MARK)
+        img.save(buf, format="PNG", pnginfo=info)
+    else:
+        img.save(buf, format="PNG")
     return buf.getvalue()
 
 
-def save_image_atomic(img: Image.Image, path: str | Path) -> None:
+def save_image_atomic(img: Image.Image, path: str | Path, mark: bool = False) -> None:
+    """Write ``img`` in the format its suffix names (PNG otherwise), atomically. ``mark``: a PNG
+    carries :data:`DECODED_MARK`, so a later decode knows the file is its own (:func:`is_decoded_by_us`)."""
     path = Path(path)
     fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF"}.get(
         path.suffix.lower(), "PNG"
     )
+    if fmt == "PNG":
+        write_atomic(path, png_bytes(img, mark=mark))
+        return
     buf = io.BytesIO()
     img.save(buf, format=fmt, **({"quality": 95} if fmt in ("JPEG", "WEBP") else {}))
     write_atomic(path, buf.getvalue())
+
+
+def is_decoded_by_us(path: str | Path) -> bool:
+    """Whether ``path`` is a PNG that ``resulic decompress`` wrote (it carries :data:`DECODED_MARK`)."""
+    try:
+        with Image.open(path) as img:
+            return img.format == "PNG" and img.text.get(DECODED_MARK[0]) == DECODED_MARK[1]
+    except (OSError, SyntaxError, ValueError, UnidentifiedImageError):
+        return False
 
 
 def list_images(folder: str | Path) -> list[Path]:

@@ -8,8 +8,10 @@ the version links to the run with its losses, parameters and grids. ``register_c
 folder that no run logged (it logs one). MLflow's ``register_model`` insists on an MLflow
 "logged model" (an MLmodel file); ``MlflowClient.create_model_version(name, source, run_id)``
 registers any artifact folder, and ``models:/<name>@<alias>`` / ``models:/<name>/<version>``
-then download it like any model. Nothing in the folder is executable, so fetching a version never
-runs code.
+then download it like any model. Registration adds an ``MLmodel`` file to the folder (the
+``pyfunc`` flavour, resulic/pyfunc.py: image bytes <-> file bytes, loaded by the installed
+``resulic``, no pickle), so ``mlflow.pyfunc.load_model`` works on a version too. Nothing in the
+folder is executable, so fetching a version never runs code.
 
 Version tags: ``fingerprint`` (the model's 4-byte id, as in every file it writes), ``rate_point``,
 ``backbone`` (profile), plus the caller's. Promotion is an alias (``champion``), never a stage.
@@ -75,6 +77,7 @@ def register_codec(folder: str | Path, name: str, tags: dict[str, str] | None = 
     run = client.create_run(experiment_id, run_name=f"register-{name}", tags={"resulic.kind": "register", **version_tags})
     try:
         client.log_artifacts(run.info.run_id, str(folder), ARTIFACT_DIR)
+        _log_pyfunc_flavour(client, run.info.run_id)
         client.set_terminated(run.info.run_id)
     except BaseException:
         client.set_terminated(run.info.run_id, status="FAILED")
@@ -97,8 +100,18 @@ def register_run_codec(run_id: str, name: str, tags: dict[str, str] | None = Non
     except MlflowException as exc:
         raise ModelLoadError(f"run {run_id} holds no trained codec under {ARTIFACT_DIR}/ ({exc.message})") from None
     version_tags = {**_version_tags(manifest), **{k: str(v) for k, v in (tags or {}).items()}}
+    _log_pyfunc_flavour(client, run_id)
     source = f"{run.info.artifact_uri.rstrip('/')}/{ARTIFACT_DIR}"
     return _create_version(client, name, source, run_id, version_tags, manifest)
+
+
+def _log_pyfunc_flavour(client, run_id: str) -> None:
+    """An ``MLmodel`` beside the codec in the run's ``codec/``: the version is then an MLflow
+    pyfunc model too (``mlflow.pyfunc.load_model``, ``mlflow models serve``; resulic/pyfunc.py)."""
+    from .pyfunc import write_mlmodel
+
+    with tempfile.TemporaryDirectory() as tmp:
+        client.log_artifact(run_id, str(write_mlmodel(tmp)), ARTIFACT_DIR)
 
 
 def _version_tags(manifest: dict) -> dict[str, str]:

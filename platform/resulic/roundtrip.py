@@ -66,6 +66,24 @@ def roundtrip(codec: Codec, items: Iterable[tuple[str, Image.Image]], output_dir
     return rows
 
 
+def results_json(rows: list[RoundTripRow], name: str, description: str = "") -> dict:
+    """The round trip in CompressAI's results format (resulic.results): one rate point, the means
+    over images (``bpp`` from the files, ``psnr-rgb``, times), and each image's row beside it, so
+    ``resulic plot`` and ``resulic bd-rate`` read it like evaluate's and baselines' files."""
+    from .results import mean_or_none
+
+    return {
+        "name": name,
+        "description": description or "round trip through real files: bpp from the written .rslc files, "
+                                      "PSNR on the decoded 8-bit images, means over images",
+        "num_images": len(rows),
+        "results": {"bpp": [mean_or_none(r.bpp for r in rows)], "psnr-rgb": [mean_or_none(r.psnr for r in rows)],
+                    "encoding_time": [mean_or_none(r.encode_s for r in rows)],
+                    "decoding_time": [mean_or_none(r.decode_s for r in rows)]},
+        "per_image": [r.as_dict() for r in rows],
+    }
+
+
 def format_table(rows: list[RoundTripRow]) -> str:
     head = f"{'image':<14} {'size':>9} {'bytes':>7} {'bpp':>8} {'est.bpp':>8} {'enc s':>6} {'dec s':>6} {'PSNR dB':>8}"
     lines = [head, "-" * len(head)]

@@ -10,9 +10,12 @@ fraction of a second, and importing diffusers alone takes seconds.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import sys
+import threading
 import warnings
 
 VERBOSE_ENV = "RESULIC_VERBOSE"
@@ -80,3 +83,93 @@ def configure_threads() -> None:
     n = os.environ.get("OMP_NUM_THREADS")
     if n and n.isdigit() and int(n) > 0:
         torch.set_num_threads(int(n))
+
+
+# -- stopping on Ctrl-C and SIGTERM -----------------------------------------------------------------
+
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell's status for Ctrl-C
+EXIT_TERMINATED = 143  # 128 + SIGTERM
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl-C's KeyboardInterrupt, so cleanups run
+    (``write_atomic`` removes its temporary file) and the process exits with status 143."""
+
+
+_stopping: int | None = None  # the signal that a command's handler turned into an exception
+_raised = False
+STOP_DEADLINE_S = 10.0  # a stop that no code saw (swallowed somewhere) ends the process after this
+
+
+def _in_finalizer(frame) -> bool:
+    """Whether the signal arrived inside a ``__del__``: Python prints and drops an exception raised
+    there ("Exception ignored in ..."), and the command would go on as if nothing happened."""
+    while frame is not None:
+        if frame.f_code.co_name == "__del__":
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _stop(signum, frame):
+    global _stopping, _raised
+    if _raised:  # a second Ctrl-C while cleaning up: leave now
+        os._exit(128 + signum)
+    if _stopping is None:
+        _stopping = signum
+        deadline = threading.Timer(STOP_DEADLINE_S, os._exit, (128 + signum,))
+        deadline.daemon = True
+        deadline.start()
+    if _in_finalizer(frame):  # deliver it again in a moment, outside the finalizer
+        threading.Timer(0.05, signal.pthread_kill, (threading.main_thread().ident, signum)).start()
+        return
+    _raised = True
+    raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+@contextlib.contextmanager
+def stop_on_signals():
+    """While inside: Ctrl-C and SIGTERM stop the command at once. Both raise in the main thread
+    (KeyboardInterrupt, :class:`Terminated`), and what catches them may skip slow, graceful
+    teardown (see :func:`stopping`). The previous handlers come back on leaving. Ray's ``ray.init()``
+    installs its own SIGTERM handler (an abort, status 134): :func:`restore_stop_handlers` after it."""
+    global _stopping
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    global _raised
+    previous = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    _stopping, _raised = None, False
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous[0])
+        signal.signal(signal.SIGTERM, previous[1])
+
+
+def restore_stop_handlers() -> None:
+    """After ``ray.init()`` replaced SIGTERM's handler: :func:`stop_on_signals`' again, where it was called."""
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is _stop:
+        signal.signal(signal.SIGTERM, _stop)
+
+
+def stopping() -> bool:
+    """True once a command's Ctrl-C/SIGTERM handler fired: the process is about to exit, so a
+    cleanup may skip what only a long-lived process needs (shutting Ray down gracefully...)."""
+    return _stopping is not None
+
+
+def exit_status(exc: BaseException) -> int:
+    """130 for Ctrl-C, 143 for SIGTERM: from the signal the handler saw (a library may have turned
+    :class:`Terminated` into a plain KeyboardInterrupt on its way up), else from the exception."""
+    if _stopping is not None:
+        return 128 + _stopping
+    return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
+
+
+def ignore_interrupts_in_child() -> None:
+    """A worker process's initializer: Ctrl-C (sent to the whole process group) is the parent's to
+    handle; it stops the workers itself, without a traceback from each."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -536,7 +536,7 @@ def decompress_reply(codec, rp: RatePoint, data: bytes, limits: ServeLimits | No
     except ResulicError as exc:
         return _error_reply(exc)
     w, h = result.image.size
-    return Reply(png_bytes(result.image), _headers(rp, width=w, height=h, seconds=f"{result.seconds:.4f}"))
+    return Reply(png_bytes(result.image, mark=True), _headers(rp, width=w, height=h, seconds=f"{result.seconds:.4f}"))
 
 
 def decompress_replies(codec, rp: RatePoint, files: list[bytes], limits: ServeLimits | None = None) -> list[Reply]:
@@ -550,7 +550,7 @@ def decompress_replies(codec, rp: RatePoint, files: list[bytes], limits: ServeLi
             replies.append(_error_reply(result))
             continue
         w, h = result.image.size
-        replies.append(Reply(png_bytes(result.image), _headers(rp, width=w, height=h, seconds=f"{result.seconds:.4f}",
+        replies.append(Reply(png_bytes(result.image, mark=True), _headers(rp, width=w, height=h, seconds=f"{result.seconds:.4f}",
                                                                batched="true")))
     return replies
 

@@ -186,3 +186,67 @@ def format_promotions(promotions: list[Promotion], model_name: str) -> str:
         lines.append(f"{p.band}: trial {p.trial_id} -> models:/{model_name}/{p.version} ({p.metric} {p.value:.4g} vs champion {before}): "
                      f"{verdict}; models:/{model_name}@{p.alias}")
     return "\n".join(lines)
+
+
+# -- the main job's gated promotion ------------------------------------------------------------
+
+@dataclass
+class GatedPromotion:
+    model: str  # what to use and serve: the champion's models:/ URI, or the shipped codec's folder
+    verdict: object  # gate.Verdict
+    promotion: Promotion | None  # when the candidate was promoted
+    kept: str  # "" when promoted; else what was kept ("the shipped codec", "the champion")
+
+    def report(self, model_name: str) -> str:
+        from .gate import table
+
+        lines = [table(self.verdict)]
+        if self.promotion is not None:
+            lines.append(f"promoted: {self.verdict.reason}; " + format_promotions([self.promotion], model_name))
+        else:
+            lines.append(f"kept {self.kept}: the best trial is not better ({self.verdict.reason}); serving {self.model}")
+        return "\n".join(lines)
+
+
+def gated_promotion(cfg: PromoteConfig, images, progress=None) -> GatedPromotion:
+    """The sweep's best trial (lowest objective among finished trials) against the current champion
+    or, with none, the shipped codec, on ``images`` (held out from the sweep's data) through real
+    files; promoted only when ``gate.judge`` says it is better (tune/gate.py: equal or lower bpp,
+    PSNR gain above the noise). The shipped codec is the baseline: evaluated, never trained."""
+    import mlflow
+
+    from ..codec import shipped
+    from ..codec.store import load_codec
+    from . import gate
+
+    if len(cfg.bands) != 1:
+        raise ConfigError("the gated promotion compares one champion: use one rate band")
+    uri = tracking.tracking_uri(cfg.tracking_uri)
+    client = tracking.client(uri)
+    rows = [r for r in sweep_rows(client, cfg) if r.get("final_run") and r.get("objective") is not None]
+    if not rows:
+        raise ResulicError(f"sweep {cfg.sweep!r}: no trial finished with a result")
+    best = min(rows, key=lambda r: r["objective"])
+    alias = alias_for(cfg, cfg.bands[0])
+    champion = f"models:/{cfg.model_name}@{alias}"
+    try:
+        version = registry.resolve(champion, uri)
+        reference_model, kept = champion, f"the champion ({champion}, version {version.version})"
+        reference_codec = registry.open_codec(champion, tracking_uri=uri)
+        label = f"champion, version {version.version}"
+    except ModelLoadError:
+        reference_codec = shipped.load()
+        reference_model, kept = str(shipped.folder_for(None)), "the shipped codec"
+        label = f"the shipped codec ({reference_codec.config.rate_point.name}, not trained)"
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = mlflow.artifacts.download_artifacts(run_id=best["final_run"], artifact_path=registry.ARTIFACT_DIR,
+                                                     dst_path=tmp, tracking_uri=uri)
+        candidate_codec = load_codec(folder)
+    candidate = gate.measure(candidate_codec, images, f"trial {best['trial_id']} (best objective)", progress)
+    reference = gate.measure(reference_codec, images, label, progress)
+    verdict = gate.judge(candidate, reference)
+    if not verdict.better:
+        return GatedPromotion(reference_model, verdict, None, kept)
+    promotion = _register_and_maybe_promote(client, uri, cfg.model_copy(update={"force": True}), cfg.bands[0], best,
+                                            "objective", "")
+    return GatedPromotion(champion, verdict, promotion, "")
