@@ -146,3 +146,36 @@ def test_decode_limit_help_states_the_librarys_defaults():
     helps = {a.dest: a.help for a in sub._actions}
     assert f"{limits.max_pixels:,}" in helps["max_pixels"] and f"{STEPS_FACTOR} x" in helps["max_steps"]
     assert f"{limits.max_guidance:g})" in helps["max_guidance"] and f"{limits.max_text_tokens})" in helps["max_text_tokens"]
+
+
+@pytest.mark.parametrize("option,value,message", [
+    ("--seed", "1099511627776", "--seed 1099511627776: must be in 0..4294967295"),
+    ("--seed", "-1", "--seed -1: must be in 0..4294967295"),
+    ("--seed", "4294967296", "--seed 4294967296: must be in 0..4294967295"),
+    ("--steps", "0", "--steps 0: must be in 1..999"),
+    ("--steps", "1000", "--steps 1000: must be in 1..999"),
+    ("--guidance", "nan", "--guidance nan: must be in 0..100"),
+    ("--guidance", "-0.5", "--guidance -0.5: must be in 0..100"),
+])
+def test_header_fields_out_of_range_are_refused_before_any_model_loads(tmp_path, image_file, capsys, monkeypatch,
+                                                                       option, value, message):
+    """The issue's seed 2^40 used to exit 0 with a file every decoder refuses."""
+    import resulic.registry
+
+    def no_model(*a, **k):
+        raise AssertionError("a model was loaded before the options were checked")
+
+    monkeypatch.setattr(resulic.registry, "open_codec", no_model)
+    out = tmp_path / "p.rslc"
+    assert main(["compress", str(image_file), "-o", str(out), option, value]) == 2
+    err = capsys.readouterr().err
+    assert err == f"resulic: error: {message}\n" and not out.exists()
+
+
+def test_the_largest_seed_round_trips(tmp_path, image_file, capsys):
+    out = tmp_path / "p.rslc"
+    assert main(["compress", str(image_file), "-o", str(out), "--model", "tiny", "--seed", str(2**32 - 1)]) == 0
+    capsys.readouterr()
+    assert main(["info", str(out)]) == 0
+    assert json.loads(capsys.readouterr().out)["seed"] == 2**32 - 1
+    assert main(["decompress", str(out), "--model", "tiny", "-o", str(tmp_path / "p.png")]) == 0

@@ -177,6 +177,23 @@ def _run_many(pairs, is_folder: bool, action: Callable[[Path, Path], str], verb:
     return 2 if failures else 0
 
 
+def _check_header_options(args) -> None:
+    """Refuse, before any model loads, a --seed/--steps/--guidance the file's header cannot hold
+    (the container's FIELD_RANGES: the reader's ranges, so no file is written that no decoder
+    reads). The model's own bounds (steps <= N_r) are checked once it is loaded."""
+    from .codec.container import FIELD_RANGES, check_field
+
+    for name in ("seed", "steps", "guidance"):
+        value = getattr(args, name)
+        if value is None:
+            continue
+        try:
+            check_field(name, value)
+        except ValueError:
+            low, high = FIELD_RANGES[name]
+            raise ResulicError(f"--{name} {value}: must be in {low}..{high}") from None
+
+
 def cmd_compress(args) -> int:
     from .images import IMAGE_SUFFIXES, open_image, write_atomic
 
@@ -188,6 +205,7 @@ def cmd_compress(args) -> int:
         raise ResulicError(f"--bpp {args.bpp:g}: must be a positive number of bits per pixel, e.g. 0.05")
     if args.level is not None and not 0 <= args.level <= 127:
         raise ResulicError(f"--level {args.level}: must be in 0..127")
+    _check_header_options(args)
     if (args.bpp is not None or args.level is not None) and args.rate is not None:
         raise ResulicError("--rate picks a fixed-rate shipped point; --bpp and --level set the variable-rate "
                            "model's rate: use one or the other")

@@ -111,6 +111,10 @@ class ControlConfig(StrictModel):
 # A variable-rate model's rate knob is a level 0..RATE_LEVELS (one varint byte in the file):
 # level / RATE_LEVELS runs along the anchors, from the first (lowest rate) to the last.
 RATE_LEVELS = 127
+# The decoder's seed is a 32-bit unsigned integer: the file stores it as a varint the reader
+# bounds to this, so a config or a command line may not ask for more (it would write a file no
+# decoder reads back).
+MAX_SEED = 2**32 - 1
 
 
 class VariableRateConfig(StrictModel):
@@ -176,7 +180,7 @@ class RatePointConfig(StrictModel):
     sampling_steps: int = Field(3, ge=1, description="S, DDIM steps")
     guidance: float = Field(2.5, ge=0, description="classifier-free guidance scale")
     gamma: Literal["constant", "time_varying"] = "constant"
-    seed: int = Field(42, ge=0, description="seed of the decoder's starting noise")
+    seed: int = Field(42, ge=0, le=MAX_SEED, description="seed of the decoder's starting noise (0..2^32 - 1)")
     eta: float | None = Field(
         None, ge=0, le=1,
         description="DDIM η of the decoder; null = the γ variant's own (0 constant, 1 time_varying)",

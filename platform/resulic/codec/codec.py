@@ -29,7 +29,7 @@ from ..models.compressor import LatentCompressor, build_compressor
 from ..models.control import build_control_unet, control_state_dict
 from ..semantics.prompt import check_clip_vocabulary, ids_to_text, prompt_input_ids, special_ids, text_token_ids
 from ..semantics.text_coding import decode_ids, encode_ids
-from .container import MAX_SIDE, TEXT_MODES, Container, Header, pack, unpack
+from .container import MAX_SIDE, TEXT_MODES, Container, Header, check_field, pack, unpack
 from .limits import DEFAULT_LIMITS, DecodeLimits
 
 VAE_FACTOR = 8
@@ -205,6 +205,9 @@ class Codec:
             raise ValueError(f"steps must be in 1..{n_r} (the rate point's N_r)")
         if guidance is not None and not 0 <= guidance <= 100:
             raise ValueError("guidance must be in 0..100")
+        for name, value in (("steps", steps), ("guidance", guidance), ("seed", seed)):
+            if value is not None:  # what the header cannot hold is refused before the encode
+                check_field(name, value)
         self._warn_over_default_limits(steps, guidance)
         with torch.no_grad():
             z0 = latent if latent is not None else self.latent_of(image)
