@@ -53,12 +53,19 @@ class BackboneConfig(StrictModel):
     seed: int = 0
 
 
+# Widths a config may ask for. A codec folder's config.yaml chooses how much memory the loader
+# allocates before any weight is compared with it; 1024 is 5x the sd21 profile's widest layer and
+# bounds one 5x5 convolution at 100 MB (docs/security.md).
+MAX_WIDTH = 1024
+MAX_GROUPS = 16
+
+
 class CompressorConfig(StrictModel):
     """The ELIC-style latent codec (RESULIC.md §2). Defaults are the tiny profile's sizes."""
 
-    latent_channels: int = Field(4, gt=0)
-    channels: int = Field(32, gt=0, description="N: width of g_a/g_s and of the hyper-latent z")
-    latent_dim: int = Field(48, gt=0, description="M: channels of y")
+    latent_channels: int = Field(4, gt=0, le=MAX_WIDTH)
+    channels: int = Field(32, gt=0, le=MAX_WIDTH, description="N: width of g_a/g_s and of the hyper-latent z")
+    latent_dim: int = Field(48, gt=0, le=MAX_WIDTH, description="M: channels of y")
     groups: list[int] = Field(default_factory=lambda: [4, 4, 8, 8, 24])
     channel_context: list[int] = Field(default_factory=lambda: [32, 32])
     # Variable rate (one model for every rate): gain vectors on y's channels at this many
@@ -85,8 +92,8 @@ class CompressorConfig(StrictModel):
     @field_validator("groups")
     @classmethod
     def _groups_sum_to_latent_dim(cls, groups: list[int], info: ValidationInfo) -> list[int]:
-        if not groups or any(g <= 0 for g in groups):
-            raise ValueError("must be a non-empty list of positive channel counts")
+        if not groups or len(groups) > MAX_GROUPS or any(g <= 0 for g in groups):
+            raise ValueError(f"must be a list of 1..{MAX_GROUPS} positive channel counts")
         latent_dim = info.data.get("latent_dim")
         if latent_dim is not None and sum(groups) != latent_dim:
             raise ValueError(f"{groups} sum to {sum(groups)}, but latent_dim is {latent_dim}")
@@ -95,8 +102,8 @@ class CompressorConfig(StrictModel):
     @field_validator("channel_context")
     @classmethod
     def _two_widths(cls, widths: list[int]) -> list[int]:
-        if len(widths) != 2 or any(c <= 0 for c in widths):
-            raise ValueError("must be two positive widths, e.g. [224, 128]")
+        if len(widths) != 2 or any(not 0 < c <= MAX_WIDTH for c in widths):
+            raise ValueError(f"must be two widths in 1..{MAX_WIDTH}, e.g. [224, 128]")
         return widths
 
 
@@ -104,7 +111,7 @@ class ControlConfig(StrictModel):
     """The ControlNet-XS-style control module fed by z_c (RESULIC.md §3.5)."""
 
     size_ratio: float = Field(0.25, gt=0, le=1)
-    conditioning_channels: int = Field(16, gt=0, description="width of the z_c embedding")
+    conditioning_channels: int = Field(16, gt=0, le=MAX_WIDTH, description="width of the z_c embedding")
     seed: int = 2
 
 
@@ -377,9 +384,9 @@ def parse_overrides(overrides: Sequence[str]) -> list[tuple[list[str], Any]]:
         if not sep or not key or any(not part for part in key.split(".")):
             raise ConfigError(f"override {item!r}: expected key.path=value")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"override {item!r}: value is not valid YAML ({exc})") from None
+            value = parse_yaml(raw, "value") if raw.strip() else ""
+        except ConfigError as exc:
+            raise ConfigError(f"override {item!r}: {str(exc).removeprefix('value: ')}") from None
         parsed.append((key.split("."), value))
     return parsed
 
@@ -412,26 +419,91 @@ def _describe(exc: ValidationError, source: str) -> str:
         key = ".".join(str(p) for p in err["loc"])
         # A whole-object rule names its own key in the message, after the object's path.
         lines.append(f"{source}: {key}: {msg}" if key else f"{source}: {msg}")
-    return "\n".join(lines)
+    return "; ".join(lines)  # one line, however many keys are wrong: errors are one line on stderr
+
+
+# A config file is a few KiB (a codec folder's config.yaml is ~0.5 KiB); the cap keeps a hostile
+# file from costing more than a second of parsing. YAML nesting deeper than this is no config
+# (and PyYAML's recursive composer would end in a RecursionError).
+MAX_YAML_BYTES = 1 << 20
+MAX_YAML_DEPTH = 32
+
+
+class _SafeYamlLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` (no Python objects) that also refuses anchors and aliases: a
+    900-byte "billion laughs" document expands aliases to ~10^9 nodes and held the loader for
+    minutes. No config needs them, so they are refused outright, not bounded."""
+
+    _depth = 0
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise yaml.MarkedYAMLError(problem="anchors and aliases (&, *) are not allowed", problem_mark=event.start_mark)
+        if self._depth >= MAX_YAML_DEPTH:
+            raise yaml.MarkedYAMLError(problem=f"nested deeper than {MAX_YAML_DEPTH} levels", problem_mark=event.start_mark)
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _refuse_tag(loader: yaml.SafeLoader, node: yaml.Node):
+    raise yaml.MarkedYAMLError(problem=f"the tag {node.tag} is not allowed", problem_mark=node.start_mark)
+
+
+# Configs are JSON-like data: bytes, sets and ordered pairs are refused (they are no config value
+# and broke the code after the loader), a date is kept as the text it was written as.
+for _tag in ("binary", "set", "omap", "pairs"):
+    _SafeYamlLoader.add_constructor(f"tag:yaml.org,2002:{_tag}", _refuse_tag)
+_SafeYamlLoader.add_constructor("tag:yaml.org,2002:timestamp", yaml.SafeLoader.construct_scalar)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's message (several lines, with a context snippet) as one line."""
+    problem = getattr(exc, "problem", None) or getattr(exc, "context", None) or str(exc).splitlines()[0]
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return " ".join(str(problem).split()) + where
+
+
+def parse_yaml(text: str, source: str):
+    """``text`` parsed by the safe loader above; any problem is a one-line ConfigError naming
+    ``source``. For every YAML the project reads: configs, codec folders, --set values."""
+    if len(text) > MAX_YAML_BYTES:
+        raise ConfigError(f"{source}: {len(text):,} characters of YAML, over the limit of {MAX_YAML_BYTES:,}")
+    try:
+        return yaml.load(text, Loader=_SafeYamlLoader)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML ({_yaml_problem(exc)})") from None
+    except RecursionError:  # flow-style nesting is parsed recursively before compose_node sees it
+        raise ConfigError(f"{source}: not valid YAML (nested deeper than {MAX_YAML_DEPTH} levels)") from None
+
+
+def yaml_mapping(text: str, source: str) -> dict:
+    """A config document: a mapping (an empty document is ``{}``)."""
+    data = parse_yaml(text, source)
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of keys, not {type(data).__name__}")
+    return data
 
 
 def read_yaml(path: str | Path) -> dict:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            raw = f.read(MAX_YAML_BYTES + 1)
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read config ({exc})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of keys, not {type(data).__name__}")
-    return data
+    if len(raw) > MAX_YAML_BYTES:
+        raise ConfigError(f"{path}: over the limit of {MAX_YAML_BYTES:,} bytes for a config file")
+    return yaml_mapping(text, str(path))
 
 
 def build_config(schema: type[T], data: dict, overrides: Sequence[str] = (), source: str = "<config>") -> T:
