@@ -422,34 +422,25 @@ def _describe(exc: ValidationError, source: str) -> str:
     return "; ".join(lines)  # one line, however many keys are wrong: errors are one line on stderr
 
 
-# A config file is a few KiB (a codec folder's config.yaml is ~0.5 KiB); the cap keeps a hostile
-# file from costing more than a second of parsing. YAML nesting deeper than this is no config
-# (and PyYAML's recursive composer would end in a RecursionError).
-MAX_YAML_BYTES = 1 << 20
+# A config file is a few KiB (the project's largest is 2 KiB, a codec folder's config.yaml 0.4 KiB
+# and capped at 16 KiB by codec/store.py); the cap bounds a hostile file's parsing at a few
+# seconds (7 s for 256 KiB of nested mappings on a busy 2-core machine). YAML nesting deeper than
+# this is no config.
+MAX_YAML_BYTES = 256 << 10
 MAX_YAML_DEPTH = 32
 
 
-class _SafeYamlLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` (no Python objects) that also refuses anchors and aliases: a
-    900-byte "billion laughs" document expands aliases to ~10^9 nodes and held the loader for
-    minutes. No config needs them, so they are refused outright, not bounded."""
-
-    _depth = 0
-
-    def compose_node(self, parent, index):
-        event = self.peek_event()
-        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
-            raise yaml.MarkedYAMLError(problem="anchors and aliases (&, *) are not allowed", problem_mark=event.start_mark)
-        if self._depth >= MAX_YAML_DEPTH:
-            raise yaml.MarkedYAMLError(problem=f"nested deeper than {MAX_YAML_DEPTH} levels", problem_mark=event.start_mark)
-        self._depth += 1
-        try:
-            return super().compose_node(parent, index)
-        finally:
-            self._depth -= 1
+# libyaml (C) when PyYAML has it: the pure-Python loader took 45 s for 1 MiB of small items on a
+# busy 2-core machine, libyaml about a second.
+_BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-def _refuse_tag(loader: yaml.SafeLoader, node: yaml.Node):
+class _SafeYamlLoader(_BaseLoader):
+    """``yaml.SafeLoader`` (no Python objects; libyaml's when available) whose documents have been
+    checked by ``_check_events`` first, and whose constructors keep configs JSON-like."""
+
+
+def _refuse_tag(loader, node):
     raise yaml.MarkedYAMLError(problem=f"the tag {node.tag} is not allowed", problem_mark=node.start_mark)
 
 
@@ -458,6 +449,24 @@ def _refuse_tag(loader: yaml.SafeLoader, node: yaml.Node):
 for _tag in ("binary", "set", "omap", "pairs"):
     _SafeYamlLoader.add_constructor(f"tag:yaml.org,2002:{_tag}", _refuse_tag)
 _SafeYamlLoader.add_constructor("tag:yaml.org,2002:timestamp", yaml.SafeLoader.construct_scalar)
+
+
+def _check_events(text: str) -> None:
+    """Refuse anchors and aliases, and nesting deeper than MAX_YAML_DEPTH, from the parser's
+    events, before any node is built: a 900-byte "billion laughs" document expands aliases to
+    ~10^9 nodes and held the loader for minutes, and PyYAML's composer is recursive (50,000 '['
+    ended in a RecursionError). No config needs either, so they are refused, not bounded."""
+    depth = 0
+    for event in yaml.parse(text, Loader=_BaseLoader):
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise yaml.MarkedYAMLError(problem="anchors and aliases (&, *) are not allowed", problem_mark=event.start_mark)
+        if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+            depth += 1
+            if depth > MAX_YAML_DEPTH:
+                raise yaml.MarkedYAMLError(problem=f"nested deeper than {MAX_YAML_DEPTH} levels",
+                                           problem_mark=event.start_mark)
+        elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+            depth -= 1
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:
@@ -474,6 +483,7 @@ def parse_yaml(text: str, source: str):
     if len(text) > MAX_YAML_BYTES:
         raise ConfigError(f"{source}: {len(text):,} characters of YAML, over the limit of {MAX_YAML_BYTES:,}")
     try:
+        _check_events(text)
         return yaml.load(text, Loader=_SafeYamlLoader)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: not valid YAML ({_yaml_problem(exc)})") from None
