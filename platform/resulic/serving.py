@@ -143,10 +143,11 @@ class RatePoint:
 
 
 def _manifest_fingerprint(folder: Path) -> str:
+    from .codec.store import read_manifest  # inside the folder, size-limited, one-line errors
+
     try:
-        manifest = json.loads((folder / "manifest.json").read_text())
-        return str(manifest["fingerprint"])
-    except (OSError, ValueError, KeyError, TypeError):
+        return str(read_manifest(folder)["fingerprint"])[:64]
+    except (ModelLoadError, KeyError):
         raise ModelLoadError(f"{folder}: not a trained-codec folder (no readable manifest.json)") from None
 
 
