@@ -121,13 +121,13 @@ def _crc(data: bytes) -> bytes:
 # -- field checks ----------------------------------------------------------------------------
 def check_field(name: str, value) -> int | float:
     """``value`` if header field ``name`` can hold it (FIELD_RANGES), else a one-line ValueError
-    naming the field and its range. Integers only, except guidance: a finite number whose
-    hundredths (what the file stores) are in range."""
+    naming the field and its range. Integers only, except guidance: a finite number (the file
+    stores its hundredths)."""
     low, high = FIELD_RANGES[name]
     if name == "guidance":
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise ValueError(f"guidance {value!r} is not a finite number in {low}..{high}")
-        if not low * GUIDANCE_SCALE <= round(value * GUIDANCE_SCALE) <= high * GUIDANCE_SCALE:
+        if not low <= value <= high:  # then its hundredths (what the file stores) are in range too
             raise ValueError(f"guidance {value:g} is outside {low}..{high}")
         return value
     try:
