@@ -13,7 +13,6 @@ from (an alias swap) still decode while that version is remembered.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
