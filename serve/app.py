@@ -28,11 +28,43 @@ from ray.serve.handle import DeploymentHandle
 from resulic.errors import ResulicError
 from resulic.http_docs import add_offline_docs, error_responses
 from resulic.serving import (
-    Catalog, CompressOptions, RatePoint, Reply, RequestError, ServeAppConfig, ServeLimits, check_body_size,
-    check_image_header, compress_reply, decompress_replies, decompress_reply, fingerprint_of, load_rate_point,
-    parse_compress_options, parse_flag, rate_points_config, refuse_bitstream, replica_cache_dir, resolve_rate_points,
-    split_multipart, status_for,
+    Catalog, CompressOptions, RatePoint, Reply, RequestError, ServeAppConfig, ServeLimits, bitstream_header,
+    check_body_size, check_header_settings, check_image_header, compress_reply, decompress_replies, decompress_reply,
+    load_rate_point, model_settings, parse_compress_options, parse_flag, rate_points_config, refuse_bitstream,
+    replica_cache_dir, resolve_rate_points, split_multipart, status_for,
 )
+
+def bind_replica_grpc_to_loopback() -> bool:
+    """Ray Serve 2.60 starts an inter-deployment gRPC server in every replica on ``[::]:0`` — all
+    interfaces — with no option to change it (issue 25 found the Ingress and CodecDeployment
+    replicas listening on ``*:port``). Where the Ray node address is the loopback (a local Ray:
+    resulic.cluster sets it; docs/serving.md "Network surface") every caller is on this machine
+    and reaches the replica at that address, so the bind is made 127.0.0.1. On a cluster node
+    (another address) replicas of other nodes call it: nothing is changed. Runs in each replica
+    process when Serve imports this module; returns whether it applied."""
+    try:
+        import ray
+        from ray.serve._private import replica as replica_module
+
+        if not ray.is_initialized() or ray.util.get_node_ip_address() not in ("127.0.0.1", "::1"):
+            return False
+    except Exception:  # noqa: BLE001  (another Ray version: leave Serve as it is)
+        return False
+    original = replica_module.add_port_to_grpc_server
+    if getattr(original, "resulic_loopback", False):
+        return True
+
+    def add_port(server, address: str):
+        if address.startswith("[::]:"):
+            address = "127.0.0.1:" + address.rsplit(":", 1)[1]
+        return original(server, address)
+
+    add_port.resulic_loopback = True
+    replica_module.add_port_to_grpc_server = add_port
+    return True
+
+
+bind_replica_grpc_to_loopback()  # at import in a replica; again in each deployment's __init__
 
 # How many rate points (pinned model ids) one replica keeps loaded; LRU beyond (a backbone is
 # shared, so each costs only a compressor and a control module). Read when Serve imports this file.
@@ -110,7 +142,9 @@ async def read_upload(request: Request, field: str, limits: ServeLimits) -> tupl
     body = b"".join(chunks)
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
-        return split_multipart(body, content_type, field)
+        # On a worker thread: the event loop keeps answering other requests (and /healthz) while
+        # a body of up to max_body_bytes is parsed.
+        return await asyncio.to_thread(split_multipart, body, content_type, field)
     return body, {}
 
 
@@ -133,6 +167,7 @@ class CodecDeployment:
     def __init__(self, models: dict, device: str = "cpu", limits: dict | None = None) -> None:
         from resulic.runtime import configure_threads, quiet_libraries
 
+        bind_replica_grpc_to_loopback()  # before Serve starts this replica's gRPC server
         quiet_libraries()
         configure_threads()
         self.device = device
@@ -144,6 +179,7 @@ class CodecDeployment:
         first = load_rate_point(default.model_id, None, device, self.cache_dir, self.catalog.config.tracking_uri)
         self.backbone = first.backbone
         self._preloaded = {default.model_id: first}  # handed to the multiplexer on first use
+        self._settings = {first.fingerprint.hex(): model_settings(first)}  # for the ingress's header checks
         self._follower: asyncio.Task | None = None
 
     # -- models ----------------------------------------------------------------------------------
@@ -154,8 +190,10 @@ class CodecDeployment:
         if not self.catalog.allows(model_id):
             raise RequestError(f"model {model_id} is not one this service serves", 404)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor, load_rate_point, model_id, self.backbone, self.device,
-                                          self.cache_dir, self.catalog.config.tracking_uri)
+        codec = await loop.run_in_executor(self.executor, load_rate_point, model_id, self.backbone, self.device,
+                                           self.cache_dir, self.catalog.config.tracking_uri)
+        self._settings[codec.fingerprint.hex()] = model_settings(codec)
+        return codec
 
     async def reconfigure(self, user_config: dict) -> None:
         """Serve's ``user_config``: a new ``RatePointsConfig`` (aliases, versions, folders). The
@@ -190,7 +228,7 @@ class CodecDeployment:
     # -- requests --------------------------------------------------------------------------------
     async def catalog_snapshot(self) -> dict:
         self._follow_aliases()
-        return {**self.catalog.as_dict(), "replica_loaded": self._loaded()}
+        return {**self.catalog.as_dict(), "replica_loaded": self._loaded(), "settings": dict(self._settings)}
 
     async def _codec_call(self, rate_point: dict, work, *args) -> Reply:
         self._follow_aliases()
@@ -256,6 +294,7 @@ class Ingress:
     """HTTP: checks every upload before a codec replica sees it, routes by rate point."""
 
     def __init__(self, codec: DeploymentHandle, limits: dict | None = None) -> None:
+        bind_replica_grpc_to_loopback()  # before Serve starts this replica's gRPC server
         self.codec = codec
         self.limits = ServeLimits.model_validate(limits or {})
         self._catalog: Catalog | None = None
@@ -311,7 +350,11 @@ class Ingress:
         if unknown:
             raise RequestError(f"unknown option(s) {unknown}; known: ['one_pass']")
         one_pass = parse_flag("one_pass", {**request.query_params, **fields}.get("one_pass", "false"))
-        rp = await self._lookup(Catalog.for_fingerprint, fingerprint_of(data, self.limits))
+        header = bitstream_header(data, self.limits)
+        rp = await self._lookup(Catalog.for_fingerprint, header.fingerprint.hex())
+        # The model's own checks too (its S, N_r, rate level), here rather than after the file has
+        # queued for a replica behind running decodes.
+        check_header_settings(header, (await self.catalog()).settings.get(rp.fingerprint), self.limits)
         reply = await self._remote(self.codec.decompress, asdict(rp), data, one_pass, model_id=rp.model_id)
         return respond(reply, "image/png")
 
@@ -320,6 +363,7 @@ class Ingress:
     async def models(self) -> dict:
         snapshot = await self._remote(self.codec.catalog_snapshot)
         snapshot.pop("config", None)
+        snapshot.pop("settings", None)
         return {**snapshot, "limits": self.limits.model_dump()}
 
     @api.get("/healthz", summary="the ingress answers and knows the catalog", responses=error_responses(UNAVAILABLE))

@@ -206,3 +206,83 @@ def test_compress_says_which_rate_point_it_used(tmp_path, image_file, capsys, mo
     assert ", rate point r1, " in capsys.readouterr().out
     assert main(["compress", str(image_file), "-o", str(tmp_path / "b.rslc"), "--level", "0"]) == 0
     assert ", rate point variable level 0, " in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("option,value,message", [
+    ("--seed", "1099511627776", "--seed 1099511627776: must be in 0..4294967295"),
+    ("--seed", "-1", "--seed -1: must be in 0..4294967295"),
+    ("--seed", "4294967296", "--seed 4294967296: must be in 0..4294967295"),
+    ("--steps", "0", "--steps 0: must be in 1..999"),
+    ("--steps", "1000", "--steps 1000: must be in 1..999"),
+    ("--guidance", "nan", "--guidance nan: must be in 0..100"),
+    ("--guidance", "-0.5", "--guidance -0.5: must be in 0..100"),
+])
+def test_header_fields_out_of_range_are_refused_before_any_model_loads(tmp_path, image_file, capsys, monkeypatch,
+                                                                       option, value, message):
+    """The issue's seed 2^40 used to exit 0 with a file every decoder refuses."""
+    import resulic.registry
+
+    def no_model(*a, **k):
+        raise AssertionError("a model was loaded before the options were checked")
+
+    monkeypatch.setattr(resulic.registry, "open_codec", no_model)
+    out = tmp_path / "p.rslc"
+    assert main(["compress", str(image_file), "-o", str(out), option, value]) == 2
+    err = capsys.readouterr().err
+    assert err == f"resulic: error: {message}\n" and not out.exists()
+
+
+def test_the_largest_seed_round_trips(tmp_path, image_file, capsys):
+    out = tmp_path / "p.rslc"
+    assert main(["compress", str(image_file), "-o", str(out), "--model", "tiny", "--seed", str(2**32 - 1)]) == 0
+    capsys.readouterr()
+    assert main(["info", str(out)]) == 0
+    assert json.loads(capsys.readouterr().out)["seed"] == 2**32 - 1
+    assert main(["decompress", str(out), "--model", "tiny", "-o", str(tmp_path / "p.png")]) == 0
+
+
+def _no_model(monkeypatch):
+    import resulic.registry
+
+    def no_model(*a, **k):
+        raise AssertionError("a model was loaded before the paths were checked")
+
+    monkeypatch.setattr(resulic.registry, "open_codec", no_model)
+
+
+@pytest.mark.parametrize("output,message", [
+    ("taken", "cannot write {tmp}/taken: it is a folder"),
+    ("photo.png/x.rslc", "cannot write {tmp}/photo.png/x.rslc: {tmp}/photo.png is not a folder"),
+    ("/proc/x.rslc", "cannot write /proc/x.rslc: cannot create files in /proc"),
+])
+def test_output_path_errors_come_before_any_model_loads(tmp_path, image_file, capsys, monkeypatch, output, message):
+    """They used to appear only after the encode (8 s on the shipped model)."""
+    (tmp_path / "taken").mkdir()
+    _no_model(monkeypatch)
+    out = output if output.startswith("/") else str(tmp_path / output)
+    assert main(["compress", str(image_file), "-o", out]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("resulic: error: " + message.format(tmp=tmp_path)) and err.count("\n") == 1
+
+
+def test_decompress_and_info_refuse_files_over_the_size_limit_unread(tmp_path, capsys, monkeypatch):
+    big = tmp_path / "big.rslc"
+    big.write_bytes(b"\xc5" * 2000)
+    _no_model(monkeypatch)
+    assert main(["decompress", str(big), "-o", str(tmp_path / "big.png"), "--max-file-bytes", "1000"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"resulic: error: {big}: 2,000 bytes, over the limit of 1,000 (raise it with --max-file-bytes)\n"
+    assert not (tmp_path / "big.png").exists()
+    assert main(["info", str(big), "--max-file-bytes", "1000"]) == 2
+    assert "over the limit of 1,000" in capsys.readouterr().err
+
+
+def test_decompress_default_file_limit_is_documented():
+    from resulic.cli import DEFAULT_MAX_FILE_BYTES, build_parser
+
+    assert DEFAULT_MAX_FILE_BYTES == 16 * 1024 * 1024
+    assert "16,777,216" in build_parser()._subparsers._group_actions[0].choices["decompress"].format_help()
+    assert "--max-file-bytes" in (REPO_DOCS / "security.md").read_text()
+
+
+REPO_DOCS = Path(__file__).resolve().parents[1] / "docs"

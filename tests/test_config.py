@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from resulic.config import MainJobConfig, ModelConfig, build_config, load_config, parse_overrides
+from resulic.config import MainJobConfig, ModelConfig, build_config, load_config, parse_overrides, read_yaml
 from resulic.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -86,3 +86,40 @@ def test_every_shipped_config_loads(path, monkeypatch):
         load_config(MainJobConfig, path)
     else:
         load_config(EvaluateConfig, path)
+
+
+@pytest.mark.parametrize("text,message", [
+    ("a: &x [1, 2]\nb: *x\n", "anchors and aliases (&, *) are not allowed at line 1, column 4"),
+    ("b: *x\n", "anchors and aliases"),
+    ("a: " + "[" * 100 + "]" * 100 + "\n", "nested deeper than 32 levels"),
+    ("a: " + "[" * 50_000 + "]" * 50_000 + "\n", "nesting depth"),  # libyaml's own limit comes first
+    ("a: !!python/object/apply:os.system [ls]\n", "could not determine a constructor for the tag"),
+    ("a: !!binary AAAA\n", "the tag tag:yaml.org,2002:binary is not allowed"),
+    ("a: !!set {x, y}\n", "the tag tag:yaml.org,2002:set is not allowed"),
+    ("a: !foo bar\n", "could not determine a constructor for the tag '!foo'"),
+])
+def test_hostile_yaml_is_one_line(tmp_path, text, message):
+    """Issue 25: a 900-byte alias bomb held the loader for minutes; tags gave four lines."""
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        read_yaml(path)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_dated_value_stays_text_and_sizes_are_capped(tmp_path):
+    from resulic.config import MAX_YAML_BYTES, parse_yaml
+
+    assert parse_yaml("d: 2024-01-01", "s") == {"d": "2024-01-01"}
+    path = tmp_path / "big.yaml"
+    path.write_text("a: '" + "x" * MAX_YAML_BYTES + "'\n")
+    with pytest.raises(ConfigError, match=f"over the limit of {MAX_YAML_BYTES:,} bytes"):
+        read_yaml(path)
+
+
+def test_several_schema_errors_are_one_line(tmp_path):
+    path = tmp_path / "m.yaml"
+    path.write_text("rate_point:\n  sampling_step: 3\ncompressor:\n  channels: many\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(ModelConfig, path)
+    assert "\n" not in str(info.value) and "; " in str(info.value)

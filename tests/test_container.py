@@ -1,21 +1,36 @@
 """The file format: every field round-trips; damaged or foreign data only raises BitstreamError."""
 
+import dataclasses
+import math
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from resulic.codec.container import Container, Header, pack, read_varint, unpack, write_varint
+from resulic.codec.container import (
+    FIELD_RANGES, GUIDANCE_SCALE, Container, Header, pack, read_varint, unpack, write_varint,
+)
 from resulic.errors import BitstreamError
+
+
+def _in_range(name):
+    low, high = FIELD_RANGES[name]
+    if name == "guidance":
+        return st.integers(low * GUIDANCE_SCALE, high * GUIDANCE_SCALE).map(lambda g: g / GUIDANCE_SCALE)
+    # the ends of every range are drawn often: that is where the writer and the reader disagreed
+    return st.sampled_from([low, high]) | st.integers(low, high)
+
 
 headers = st.builds(
     Header,
     fingerprint=st.binary(min_size=4, max_size=4),
-    width=st.integers(1, 1 << 16),
-    height=st.integers(1, 1 << 16),
-    text_mode=st.integers(0, 3),
-    steps=st.none() | st.integers(1, 999),
-    guidance=st.none() | st.integers(0, 10000).map(lambda g: g / 100),
-    seed=st.none() | st.integers(0, 2**32 - 1),
+    width=_in_range("width"),
+    height=_in_range("height"),
+    text_mode=_in_range("text_mode"),
+    steps=st.none() | _in_range("steps"),
+    guidance=st.none() | _in_range("guidance"),
+    seed=st.none() | _in_range("seed"),
+    level=st.none() | _in_range("level"),
 )
 
 
@@ -35,6 +50,52 @@ def test_varint_round_trip(value):
 @given(containers())
 def test_every_field_round_trips(container):
     assert unpack(pack(container)) == container
+
+
+def test_the_ranges_are_the_readers():
+    """FIELD_RANGES is what the file holds: the documented 32-bit seed, S up to N_r's 999, ..."""
+    assert FIELD_RANGES["seed"] == (0, 2**32 - 1) and FIELD_RANGES["steps"] == (1, 999)
+    assert FIELD_RANGES["width"] == (1, 1 << 16) and FIELD_RANGES["level"] == (0, 127)
+
+
+# Any integer a caller might pass, far past every range and below zero (the issue's seed 2^40).
+wide_ints = st.integers(-(2**70), 2**70) | st.sampled_from([-1, 0, 2**32, 2**35, 2**40, 1 << 16 + 1, 1000, 128])
+
+
+@settings(max_examples=600)
+@given(headers, st.sampled_from(["width", "height", "text_mode", "steps", "seed", "level"]), wide_ints)
+def test_every_value_the_writer_accepts_the_reader_reads_back(header, name, value):
+    """The issue's silent data loss: pack() wrote seeds that unpack() refused. Now every field
+    value either fails pack() with a one-line ValueError or round-trips exactly."""
+    header = dataclasses.replace(header, **{name: value})
+    container = Container(header, b"\x01" if header.text_mode else b"", b"\x00\x01")
+    try:
+        data = pack(container)
+    except ValueError as exc:
+        low, high = FIELD_RANGES[name]
+        assert not low <= value <= high and "\n" not in str(exc)
+        return
+    assert unpack(data) == container
+
+
+@settings(max_examples=300)
+@given(headers, st.floats(allow_nan=True, allow_infinity=True) | st.floats(-1, 101))
+def test_every_guidance_the_writer_accepts_the_reader_reads_back(header, guidance):
+    container = Container(dataclasses.replace(header, guidance=guidance), b"", b"\x00")
+    container = Container(dataclasses.replace(container.header, text_mode=0), b"", b"\x00")
+    try:
+        data = pack(container)
+    except ValueError as exc:
+        assert "\n" not in str(exc)
+        assert not (math.isfinite(guidance) and 0 <= guidance <= 100)
+        return
+    assert unpack(data).header.guidance == round(guidance * GUIDANCE_SCALE) / GUIDANCE_SCALE
+
+
+@pytest.mark.parametrize("value", [True, 1.5, "3", None.__class__])
+def test_non_integers_are_refused_not_truncated(value):
+    with pytest.raises(ValueError, match="not an integer"):
+        pack(Container(Header(b"\x00" * 4, 8, 8, seed=value), b"", b"\x00"))
 
 
 def test_default_header_is_twelve_bytes():

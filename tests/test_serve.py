@@ -142,7 +142,7 @@ def test_bad_input_is_refused_and_the_service_keeps_answering(client, codec, upl
         (lambda: client.decompress(good[:-5]), 400, ""),
         (lambda: client.decompress(foreign), 422, "does not serve"),
         (lambda: client._request("POST", "/v1/decompress", b"--x\r\n", content_type="multipart/form-data; boundary=x"),
-         400, "bitstream"),
+         400, "malformed multipart/form-data body"),
     ]
     for call, status, words in cases:
         with pytest.raises(RemoteError) as refused:
@@ -160,6 +160,39 @@ def test_docs_and_their_assets_come_from_the_service(url):
     for name in ("swagger-ui-bundle.js", "swagger-ui.css"):
         with urllib.request.urlopen(f"{url}/docs/assets/{name}", timeout=60) as answer:
             assert answer.status == 200 and len(answer.read()) > 1000
+
+
+def listening_sockets() -> list[tuple[str, int, str]]:
+    """(address, port, process) of every listening socket of this process and the processes it
+    started (the local Ray: GCS, raylet, dashboard and agents, workers, Serve's controller, proxy
+    and replicas)."""
+    import os
+
+    import psutil
+
+    me = psutil.Process(os.getpid())
+    found = []
+    for p in [me, *me.children(recursive=True)]:
+        try:
+            title = " ".join(p.cmdline()) or p.name()
+            found += [(c.laddr.ip, c.laddr.port, title[:80]) for c in p.net_connections(kind="inet")
+                      if c.status == psutil.CONN_LISTEN]
+        except psutil.Error:  # a worker that ended while we looked
+            continue
+    return found
+
+
+def test_every_listener_is_on_the_loopback(url, client, upload):
+    """Issue 25: the Ingress and CodecDeployment replicas listened on *:port (Serve binds each
+    replica's inter-deployment gRPC server to [::]); serve/app.py binds them to 127.0.0.1 when
+    the Ray node address is the loopback, as it is here."""
+    client.decompress(client.compress(upload).data)  # every replica has started and answered
+    sockets = listening_sockets()
+    replicas = {title for _, _, title in sockets if "ServeReplica" in title}
+    assert any("CodecDeployment" in t for t in replicas) and any("Ingress" in t for t in replicas), sockets
+    assert any(port == int(url.rsplit(":", 1)[1]) for _, port, _ in sockets)  # the proxy is among them
+    off = [s for s in sockets if s[0] not in ("127.0.0.1", "::ffff:127.0.0.1", "::1")]
+    assert not off, off
 
 
 def run_load(url: str, upload: bytes, seconds: float, clients: int, on_tick=None, until=None,

@@ -56,6 +56,38 @@ def test_multipart_split():
         split_multipart(body, "multipart/form-data; boundary=b", "bitstream")
 
 
+def _form(*parts: tuple[str, bytes], end: bool = True) -> bytes:
+    body = b"".join(b'--b\r\nContent-Disposition: form-data; name="%s"\r\n\r\n%s\r\n' % (n.encode(), v) for n, v in parts)
+    return body + (b"--b--\r\n" if end else b"")
+
+
+@pytest.mark.parametrize("body,status,message", [
+    # issue 25: 10,000 fields (559 KB) held the ingress's event loop for 11 s
+    (_form(*[(f"f{i}", b"v") for i in range(10_000)], ("image", b"x")), 413, "more than 16 parts"),
+    (_form(("text", b"x" * 20_000), ("image", b"x")), 413, "field 'text' is over the limit of 16,384 bytes"),
+    (_form(("srr", b"true"), ("srr", b"false"), ("image", b"x")), 400, "field 'srr' is repeated"),
+    (_form(("image", b"x"), ("image", b"y")), 400, "more than one 'image' part"),
+    (_form(("image", b"x"), end=False), 400, "ends before its closing boundary"),
+    (b"--other\r\n", 400, "malformed multipart/form-data body"),
+    (b"", 400, "malformed multipart/form-data body"),
+])
+def test_multipart_limits_and_malformed_bodies(body, status, message):
+    with pytest.raises(RequestError) as refused:
+        split_multipart(body, "multipart/form-data; boundary=b", "image")
+    assert refused.value.status == status and message in str(refused.value), str(refused.value)
+
+
+def test_multipart_needs_a_boundary():
+    with pytest.raises(RequestError, match="no boundary"):
+        split_multipart(_form(("image", b"x")), "multipart/form-data", "image")
+
+
+def test_a_large_upload_part_is_not_limited_by_the_field_limit():
+    data = bytes(range(256)) * 40_000  # 10 MB, every byte value, CRLFs and dashes included
+    got, fields = split_multipart(_form(("level", b"3"), ("image", data)), "multipart/form-data; boundary=b", "image")
+    assert got == data and fields == {"level": "3"}
+
+
 def test_catalog_from_folders(codec, photo, tmp_path):
     folder = save_codec(codec, tmp_path / "r300")
     catalog = Catalog(rate_points_config({"rate_points": {"r300": str(folder)}}))
@@ -97,6 +129,31 @@ def test_decode_limits_are_checked_from_the_header(codec, photo):
     assert reply.status == 422 and "limits.max_steps" in reply.error
     assert refuse_bitstream(codec, slow, ServeLimits(max_steps=4 * S + 1)) is None
     assert decompress_reply(codec, None, big, ServeLimits(max_decode_pixels=2048 * 2048 - 1)).status == 413  # refused: no rate point needed
+
+
+def test_the_ingress_checks_a_header_against_the_models_settings(codec):
+    """Issue 25: under load a bad file waited 40-90 s behind running decodes for its 4xx, because
+    only the replica knew the model's S. The replica now reports each loaded model's settings and
+    the ingress refuses the same files, before queueing."""
+    from resulic.codec import Container, Header, pack
+    from resulic.serving import bitstream_header, check_header_settings, model_settings
+
+    settings = model_settings(codec)
+    S = codec.config.rate_point.sampling_steps
+    for header, status, words in [
+        (Header(codec.fingerprint, 64, 64, steps=4 * S + 1), 422, "limits.max_steps"),
+        (Header(codec.fingerprint, 64, 64, steps=999), 422, "limits.max_steps"),
+        (Header(codec.fingerprint, 64, 64, level=3), 400, "has a fixed rate"),
+    ]:
+        data = pack(Container(header, b"", b"\x00" * 8))
+        replica = refuse_bitstream(codec, data, ServeLimits())
+        with pytest.raises(RequestError) as refused:
+            check_header_settings(bitstream_header(data, ServeLimits()), settings, ServeLimits())
+        assert (refused.value.status, str(refused.value)) == (replica.status, replica.error) and words in replica.error
+    big_s = pack(Container(Header(codec.fingerprint, 64, 64, steps=999), b"", b"\x00" * 8))
+    ok = pack(Container(Header(codec.fingerprint, 64, 64), b"", b"\x00" * 8))
+    check_header_settings(bitstream_header(ok), settings, ServeLimits())  # the model's own settings pass
+    check_header_settings(bitstream_header(big_s), None, ServeLimits())  # unknown model: the replica checks
 
 
 def test_config_errors_name_the_key():

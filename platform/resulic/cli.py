@@ -73,6 +73,16 @@ def _decode_limit_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-text-tokens", type=int, help="the most text tokens a file may hold (default: 75)")
 
 
+# What decompress and info read of one file. A real file is bytes to kilobytes (the largest image
+# the default limits admit, at a high 1 bpp, is 2 MB); a 50 MB text section took 42-55 s to refuse.
+DEFAULT_MAX_FILE_BYTES = 16 * 1024 * 1024
+
+
+def _file_size_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-file-bytes", type=int, default=DEFAULT_MAX_FILE_BYTES, metavar="N",
+                   help=f"refuse larger {SUFFIX} files before reading them (default: {DEFAULT_MAX_FILE_BYTES:,})")
+
+
 def _decode_limits(args):
     from .codec.limits import DecodeLimits
 
@@ -131,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "are replaced (never, say, the photo the file was made from)")
     _model_options(d)
     _decode_limit_options(d)
+    _file_size_option(d)
 
     i = sub.add_parser("info", help="print a file's header as JSON (no model needed); --rates: the shipped rate points",
                        description="Print the header of a file as JSON, or one JSON line per file of a folder; "
@@ -139,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--rates", action="store_true",
                    help="list the shipped rate points (for compress --rate) and the variable-rate model's levels "
                         "(for --level; --bpp picks one per image)")
+    _file_size_option(i)
 
     from . import evaluation_commands, platform_commands
 
@@ -161,6 +173,37 @@ def _pairs(inp: Path, out: str | None, pattern: Callable[[Path], bool], suffix: 
     if not inp.exists():
         raise ResulicError(f"{inp}: no such file or folder")
     return [(inp, Path(out) if out else inp.with_suffix(suffix))], False
+
+
+def _check_outputs(pairs) -> None:
+    """Refuse, before any model loads or any encode runs, outputs that cannot be written: an
+    existing folder in a file's place, a parent that is a file, a folder we cannot create files
+    in (probed by creating one: permissions, read-only mounts and quotas all show up)."""
+    import tempfile
+
+    probed: dict[Path, str | None] = {}
+    for _, dst in pairs:
+        if dst.is_dir():
+            raise ResulicError(f"cannot write {dst}: it is a folder")
+        if dst.exists() and not dst.is_file():
+            raise ResulicError(f"cannot write {dst}: it is not a regular file")
+        parent = dst.parent
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent  # the folder that write_atomic's mkdir would create it in
+        if parent not in probed:
+            problem = None
+            if not parent.is_dir():
+                problem = f"{parent} is not a folder"
+            else:
+                try:
+                    fd, tmp = tempfile.mkstemp(dir=parent, prefix=".resulic-probe-")
+                    os.close(fd)
+                    os.unlink(tmp)
+                except OSError as exc:
+                    problem = f"cannot create files in {parent} ({exc.strerror or exc})"
+            probed[parent] = problem
+        if probed[parent]:
+            raise ResulicError(f"cannot write {dst}: {probed[parent]}")
 
 
 def _run_many(pairs, is_folder: bool, action: Callable[[Path, Path], str], verb: str) -> int:
@@ -186,6 +229,23 @@ def _run_many(pairs, is_folder: bool, action: Callable[[Path, Path], str], verb:
     return 2 if failures else 0
 
 
+def _check_header_options(args) -> None:
+    """Refuse, before any model loads, a --seed/--steps/--guidance the file's header cannot hold
+    (the container's FIELD_RANGES: the reader's ranges, so no file is written that no decoder
+    reads). The model's own bounds (steps <= N_r) are checked once it is loaded."""
+    from .codec.container import FIELD_RANGES, check_field
+
+    for name in ("seed", "steps", "guidance"):
+        value = getattr(args, name)
+        if value is None:
+            continue
+        try:
+            check_field(name, value)
+        except ValueError:
+            low, high = FIELD_RANGES[name]
+            raise ResulicError(f"--{name} {value}: must be in {low}..{high}") from None
+
+
 def cmd_compress(args) -> int:
     from .images import IMAGE_SUFFIXES, open_image, write_atomic
 
@@ -197,11 +257,13 @@ def cmd_compress(args) -> int:
         raise ResulicError(f"--bpp {args.bpp:g}: must be a positive number of bits per pixel, e.g. 0.05")
     if args.level is not None and not 0 <= args.level <= 127:
         raise ResulicError(f"--level {args.level}: must be in 0..127")
+    _check_header_options(args)
     if (args.bpp is not None or args.level is not None) and args.rate is not None:
         raise ResulicError("--rate picks a fixed-rate shipped point; --bpp and --level set the variable-rate "
                            "model's rate: use one or the other")
     # The inputs are checked before anything heavy (torch, diffusers: seconds) is imported.
     pairs, is_folder = _pairs(Path(args.input), args.output, lambda p: p.suffix.lower() in IMAGE_SUFFIXES, SUFFIX, "_rslc")
+    _check_outputs(pairs)
 
     from .config import SemanticsConfig, load_config
     from .registry import open_codec
@@ -264,18 +326,23 @@ def cmd_compress(args) -> int:
 
 def cmd_decompress(args) -> int:
     pairs, is_folder = _pairs(Path(args.input), args.output, lambda p: p.suffix == SUFFIX, ".png", "_decoded")
+    _check_outputs(pairs)
 
     from .errors import DecodeLimitError
     from .images import is_decoded_by_us, save_image_atomic
 
     limits = _decode_limits(args)
+    if args.max_file_bytes < 1:
+        raise ResulicError("--max-file-bytes must be at least 1")
+    if not is_folder:  # one file: its size is refused before any model loads (a folder goes on past it)
+        _read_bytes(pairs[0][0], args.max_file_bytes)
     codec_for = _decoder_codecs(args)
 
     def action(src: Path, dst: Path) -> str:
         if not args.force and dst.exists() and not is_decoded_by_us(dst):
             raise ResulicError(f"{dst} exists and was not written by resulic decompress (the original photo?): "
                                "choose another -o, or pass --force to overwrite it")
-        data = _read_bytes(src)
+        data = _read_bytes(src, args.max_file_bytes)
         try:
             result = codec_for(data).decode(data, limits=limits, one_pass=args.one_pass)
         except DecodeLimitError as exc:
@@ -318,17 +385,35 @@ def _decoder_codecs(args) -> Callable[[bytes], object]:
     return codec_for
 
 
-def _read_bytes(path: Path) -> bytes:
+def _read_bytes(path: Path, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> bytes:
+    """The file's bytes, refused unread when over ``max_bytes`` (opened non-blocking: a FIFO in
+    a folder of files does not hold the command)."""
+    import stat
+
     try:
-        return path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as exc:
         raise ResulicError(f"{path}: cannot read ({exc.strerror})") from None
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ResulicError(f"{path}: cannot read (not a regular file)")
+        if info.st_size > max_bytes:
+            raise ResulicError(f"{path}: {info.st_size:,} bytes, over the limit of {max_bytes:,} "
+                               "(raise it with --max-file-bytes)")
+        try:
+            data = f.read(max_bytes + 1)
+        except OSError as exc:
+            raise ResulicError(f"{path}: cannot read ({exc.strerror})") from None
+    if len(data) > max_bytes:  # grew while we read it
+        raise ResulicError(f"{path}: over the limit of {max_bytes:,} bytes (raise it with --max-file-bytes)")
+    return data
 
 
-def _header_info(path: Path) -> dict:
+def _header_info(path: Path, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> dict:
     from .codec.container import unpack
 
-    data = _read_bytes(path)
+    data = _read_bytes(path, max_bytes)
     c = unpack(data)
     info = {"file": str(path), **c.header.as_dict()}
     info.update(
@@ -384,13 +469,13 @@ def cmd_info(args) -> int:
     if not path.is_dir():
         if not path.exists():
             raise ResulicError(f"{path}: no such file or folder")
-        print(json.dumps(_header_info(path), indent=2))
+        print(json.dumps(_header_info(path, args.max_file_bytes), indent=2))
         return 0
     # A folder: one JSON object per line, errors as objects too, so the output stays parseable.
     failures = 0
     for p in sorted(q for q in path.iterdir() if q.suffix == SUFFIX):
         try:
-            print(json.dumps(_header_info(p)))
+            print(json.dumps(_header_info(p, args.max_file_bytes)))
         except ResulicError as exc:
             failures += 1
             print(json.dumps({"file": str(p), "error": str(exc)}))

@@ -53,12 +53,19 @@ class BackboneConfig(StrictModel):
     seed: int = 0
 
 
+# Widths a config may ask for. A codec folder's config.yaml chooses how much memory the loader
+# allocates before any weight is compared with it; 1024 is 5x the sd21 profile's widest layer and
+# bounds one 5x5 convolution at 100 MB (docs/security.md).
+MAX_WIDTH = 1024
+MAX_GROUPS = 16
+
+
 class CompressorConfig(StrictModel):
     """The ELIC-style latent codec (RESULIC.md §2). Defaults are the tiny profile's sizes."""
 
-    latent_channels: int = Field(4, gt=0)
-    channels: int = Field(32, gt=0, description="N: width of g_a/g_s and of the hyper-latent z")
-    latent_dim: int = Field(48, gt=0, description="M: channels of y")
+    latent_channels: int = Field(4, gt=0, le=MAX_WIDTH)
+    channels: int = Field(32, gt=0, le=MAX_WIDTH, description="N: width of g_a/g_s and of the hyper-latent z")
+    latent_dim: int = Field(48, gt=0, le=MAX_WIDTH, description="M: channels of y")
     groups: list[int] = Field(default_factory=lambda: [4, 4, 8, 8, 24])
     channel_context: list[int] = Field(default_factory=lambda: [32, 32])
     # Variable rate (one model for every rate): gain vectors on y's channels at this many
@@ -85,8 +92,8 @@ class CompressorConfig(StrictModel):
     @field_validator("groups")
     @classmethod
     def _groups_sum_to_latent_dim(cls, groups: list[int], info: ValidationInfo) -> list[int]:
-        if not groups or any(g <= 0 for g in groups):
-            raise ValueError("must be a non-empty list of positive channel counts")
+        if not groups or len(groups) > MAX_GROUPS or any(g <= 0 for g in groups):
+            raise ValueError(f"must be a list of 1..{MAX_GROUPS} positive channel counts")
         latent_dim = info.data.get("latent_dim")
         if latent_dim is not None and sum(groups) != latent_dim:
             raise ValueError(f"{groups} sum to {sum(groups)}, but latent_dim is {latent_dim}")
@@ -95,8 +102,8 @@ class CompressorConfig(StrictModel):
     @field_validator("channel_context")
     @classmethod
     def _two_widths(cls, widths: list[int]) -> list[int]:
-        if len(widths) != 2 or any(c <= 0 for c in widths):
-            raise ValueError("must be two positive widths, e.g. [224, 128]")
+        if len(widths) != 2 or any(not 0 < c <= MAX_WIDTH for c in widths):
+            raise ValueError(f"must be two widths in 1..{MAX_WIDTH}, e.g. [224, 128]")
         return widths
 
 
@@ -104,13 +111,17 @@ class ControlConfig(StrictModel):
     """The ControlNet-XS-style control module fed by z_c (RESULIC.md §3.5)."""
 
     size_ratio: float = Field(0.25, gt=0, le=1)
-    conditioning_channels: int = Field(16, gt=0, description="width of the z_c embedding")
+    conditioning_channels: int = Field(16, gt=0, le=MAX_WIDTH, description="width of the z_c embedding")
     seed: int = 2
 
 
 # A variable-rate model's rate knob is a level 0..RATE_LEVELS (one varint byte in the file):
 # level / RATE_LEVELS runs along the anchors, from the first (lowest rate) to the last.
 RATE_LEVELS = 127
+# The decoder's seed is a 32-bit unsigned integer: the file stores it as a varint the reader
+# bounds to this, so a config or a command line may not ask for more (it would write a file no
+# decoder reads back).
+MAX_SEED = 2**32 - 1
 
 
 class VariableRateConfig(StrictModel):
@@ -176,7 +187,7 @@ class RatePointConfig(StrictModel):
     sampling_steps: int = Field(3, ge=1, description="S, DDIM steps")
     guidance: float = Field(2.5, ge=0, description="classifier-free guidance scale")
     gamma: Literal["constant", "time_varying"] = "constant"
-    seed: int = Field(42, ge=0, description="seed of the decoder's starting noise")
+    seed: int = Field(42, ge=0, le=MAX_SEED, description="seed of the decoder's starting noise (0..2^32 - 1)")
     eta: float | None = Field(
         None, ge=0, le=1,
         description="DDIM η of the decoder; null = the γ variant's own (0 constant, 1 time_varying)",
@@ -375,9 +386,9 @@ def parse_overrides(overrides: Sequence[str]) -> list[tuple[list[str], Any]]:
         if not sep or not key or any(not part for part in key.split(".")):
             raise ConfigError(f"override {item!r}: expected key.path=value")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"override {item!r}: value is not valid YAML ({exc})") from None
+            value = parse_yaml(raw, "value") if raw.strip() else ""
+        except ConfigError as exc:
+            raise ConfigError(f"override {item!r}: {str(exc).removeprefix('value: ')}") from None
         parsed.append((key.split("."), value))
     return parsed
 
@@ -410,26 +421,101 @@ def _describe(exc: ValidationError, source: str) -> str:
         key = ".".join(str(p) for p in err["loc"])
         # A whole-object rule names its own key in the message, after the object's path.
         lines.append(f"{source}: {key}: {msg}" if key else f"{source}: {msg}")
-    return "\n".join(lines)
+    return "; ".join(lines)  # one line, however many keys are wrong: errors are one line on stderr
+
+
+# A config file is a few KiB (the project's largest is 2 KiB, a codec folder's config.yaml 0.4 KiB
+# and capped at 16 KiB by codec/store.py); the cap bounds a hostile file's parsing at a few
+# seconds (7 s for 256 KiB of nested mappings on a busy 2-core machine). YAML nesting deeper than
+# this is no config.
+MAX_YAML_BYTES = 256 << 10
+MAX_YAML_DEPTH = 32
+
+
+# libyaml (C) when PyYAML has it: the pure-Python loader took 45 s for 1 MiB of small items on a
+# busy 2-core machine, libyaml about a second.
+_BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _SafeYamlLoader(_BaseLoader):
+    """``yaml.SafeLoader`` (no Python objects; libyaml's when available) whose documents have been
+    checked by ``_check_events`` first, and whose constructors keep configs JSON-like."""
+
+
+def _refuse_tag(loader, node):
+    raise yaml.MarkedYAMLError(problem=f"the tag {node.tag} is not allowed", problem_mark=node.start_mark)
+
+
+# Configs are JSON-like data: bytes, sets and ordered pairs are refused (they are no config value
+# and broke the code after the loader), a date is kept as the text it was written as.
+for _tag in ("binary", "set", "omap", "pairs"):
+    _SafeYamlLoader.add_constructor(f"tag:yaml.org,2002:{_tag}", _refuse_tag)
+_SafeYamlLoader.add_constructor("tag:yaml.org,2002:timestamp", yaml.SafeLoader.construct_scalar)
+
+
+def _check_events(text: str) -> None:
+    """Refuse anchors and aliases, and nesting deeper than MAX_YAML_DEPTH, from the parser's
+    events, before any node is built: a 900-byte "billion laughs" document expands aliases to
+    ~10^9 nodes and held the loader for minutes, and PyYAML's composer is recursive (50,000 '['
+    ended in a RecursionError). No config needs either, so they are refused, not bounded."""
+    depth = 0
+    for event in yaml.parse(text, Loader=_BaseLoader):
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise yaml.MarkedYAMLError(problem="anchors and aliases (&, *) are not allowed", problem_mark=event.start_mark)
+        if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+            depth += 1
+            if depth > MAX_YAML_DEPTH:
+                raise yaml.MarkedYAMLError(problem=f"nested deeper than {MAX_YAML_DEPTH} levels",
+                                           problem_mark=event.start_mark)
+        elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+            depth -= 1
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's message (several lines, with a context snippet) as one line."""
+    problem = getattr(exc, "problem", None) or getattr(exc, "context", None) or str(exc).splitlines()[0]
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return " ".join(str(problem).split()) + where
+
+
+def parse_yaml(text: str, source: str):
+    """``text`` parsed by the safe loader above; any problem is a one-line ConfigError naming
+    ``source``. For every YAML the project reads: configs, codec folders, --set values."""
+    if len(text) > MAX_YAML_BYTES:
+        raise ConfigError(f"{source}: {len(text):,} characters of YAML, over the limit of {MAX_YAML_BYTES:,}")
+    try:
+        _check_events(text)
+        return yaml.load(text, Loader=_SafeYamlLoader)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML ({_yaml_problem(exc)})") from None
+    except RecursionError:  # flow-style nesting is parsed recursively before compose_node sees it
+        raise ConfigError(f"{source}: not valid YAML (nested deeper than {MAX_YAML_DEPTH} levels)") from None
+
+
+def yaml_mapping(text: str, source: str) -> dict:
+    """A config document: a mapping (an empty document is ``{}``)."""
+    data = parse_yaml(text, source)
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of keys, not {type(data).__name__}")
+    return data
 
 
 def read_yaml(path: str | Path) -> dict:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            raw = f.read(MAX_YAML_BYTES + 1)
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read config ({exc})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of keys, not {type(data).__name__}")
-    return data
+    if len(raw) > MAX_YAML_BYTES:
+        raise ConfigError(f"{path}: over the limit of {MAX_YAML_BYTES:,} bytes for a config file")
+    return yaml_mapping(text, str(path))
 
 
 def build_config(schema: type[T], data: dict, overrides: Sequence[str] = (), source: str = "<config>") -> T:

@@ -23,7 +23,6 @@ that says how to point at the right one (an empty new database could only answer
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import tempfile
@@ -48,13 +47,10 @@ def _client(tracking_uri: str | None = None):
 
 
 def _manifest(folder: Path) -> dict:
-    try:
-        manifest = json.loads((folder / "manifest.json").read_text())
-    except FileNotFoundError:
-        raise ModelLoadError(f"{folder}: not a trained-codec folder (no manifest.json)") from None
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"{folder / 'manifest.json'}: unreadable ({exc})") from None
-    if not isinstance(manifest, dict) or "fingerprint" not in manifest:
+    from .codec.store import read_manifest  # inside the folder, size-limited, one-line errors
+
+    manifest = read_manifest(folder)
+    if "fingerprint" not in manifest:
         raise ModelLoadError(f"{folder / 'manifest.json'}: not a ResULIC trained-codec manifest")
     return manifest
 

@@ -13,15 +13,12 @@ from (an alias swap) still decode while that version is remembered.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
 import tempfile
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
-from email.parser import BytesParser
-from email.policy import HTTP
 from pathlib import Path
 
 from pydantic import Field, field_validator, model_validator
@@ -143,10 +140,11 @@ class RatePoint:
 
 
 def _manifest_fingerprint(folder: Path) -> str:
+    from .codec.store import read_manifest  # inside the folder, size-limited, one-line errors
+
     try:
-        manifest = json.loads((folder / "manifest.json").read_text())
-        return str(manifest["fingerprint"])
-    except (OSError, ValueError, KeyError, TypeError):
+        return str(read_manifest(folder)["fingerprint"])[:64]
+    except (ModelLoadError, KeyError):
         raise ModelLoadError(f"{folder}: not a trained-codec folder (no readable manifest.json)") from None
 
 
@@ -178,6 +176,7 @@ class Catalog:
         self.config = config
         self.current: dict[str, RatePoint] = {}
         self._by_fingerprint: OrderedDict[str, RatePoint] = OrderedDict()
+        self.settings: dict[str, dict] = {}  # fingerprint -> model_settings() of models a replica loaded
         if resolve:
             self.refresh(config)
 
@@ -187,6 +186,7 @@ class Catalog:
         catalog = cls(RatePointsConfig.model_validate(snapshot["config"]), resolve=False)
         catalog.current = {d["name"]: RatePoint(**d) for d in snapshot["rate_points"]}
         catalog._by_fingerprint = OrderedDict((d["fingerprint"], RatePoint(**d)) for d in snapshot["decodable"])
+        catalog.settings = dict(snapshot.get("settings") or {})
         return catalog
 
     def refresh(self, config: RatePointsConfig | None = None) -> None:
@@ -343,21 +343,86 @@ def check_body_size(length: int, limits: ServeLimits) -> None:
         raise RequestError(f"request body is over the limit of {limits.max_body_bytes:,} bytes", 413)
 
 
-def split_multipart(body: bytes, content_type: str, file_field: str) -> tuple[bytes, dict[str, str]]:
-    """(the file part, the other fields as strings) of a multipart/form-data body (stdlib parser)."""
-    message = BytesParser(policy=HTTP).parsebytes(b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body)
-    if not message.is_multipart():
-        raise RequestError("malformed multipart/form-data body")
+# Multipart bodies. A form holds one upload and at most the few options above (OPTION_NAMES); the
+# stdlib parser used before took 11 s on the event loop for a 559 KB body of 10,000 fields (the
+# 16 MB body limit admitted ~290,000), so parts, header sizes and each option's size are bounded
+# and the parsing (python-multipart, streaming, linear) runs on a worker thread.
+MAX_MULTIPART_PARTS = 16
+MAX_FIELD_BYTES = 16 * 1024  # an option's value (text= is at most max_text_chars characters)
+
+
+def split_multipart(body: bytes, content_type: str, file_field: str, max_parts: int = MAX_MULTIPART_PARTS,
+                    max_field_bytes: int = MAX_FIELD_BYTES) -> tuple[bytes, dict[str, str]]:
+    """(the file part, the other fields as strings) of a multipart/form-data body, parsed by
+    python-multipart; more than ``max_parts`` parts, a field over ``max_field_bytes``, a repeated
+    name or a malformed body is a RequestError (413 / 400) as soon as the parser reaches it."""
+    import logging
+
+    from python_multipart.exceptions import MultipartParseError
+    from python_multipart.multipart import MultipartParser, parse_options_header
+
+    logging.getLogger("python_multipart").setLevel(logging.CRITICAL)  # its refusals are our 400s, not log lines
+
+    media, params = parse_options_header(content_type)
+    boundary = params.get(b"boundary")
+    if media != b"multipart/form-data" or not boundary or len(boundary) > 200:
+        raise RequestError("malformed multipart/form-data body (no boundary)")
+    parts: list[tuple[str | None, list[bytes]]] = []
+    state = {"field": b"", "value": b"", "headers": {}, "size": 0, "ended": False}
+
+    def on_part_begin() -> None:
+        if len(parts) >= max_parts:
+            raise RequestError(f"multipart body has more than {max_parts} parts", 413)
+        state.update(headers={}, size=0)
+        parts.append((None, []))
+
+    def on_header_field(data: bytes, start: int, end: int) -> None:
+        state["field"] += data[start:end]
+
+    def on_header_value(data: bytes, start: int, end: int) -> None:
+        state["value"] += data[start:end]
+
+    def on_header_end() -> None:
+        state["headers"][state["field"].lower()] = state["value"]
+        state.update(field=b"", value=b"")
+
+    def on_headers_finished() -> None:
+        _, disposition = parse_options_header(state["headers"].get(b"content-disposition", b""))
+        name = disposition.get(b"name")
+        parts[-1] = (name.decode("utf-8", errors="replace") if name is not None else None, parts[-1][1])
+
+    def on_part_data(data: bytes, start: int, end: int) -> None:
+        name, chunks = parts[-1]
+        state["size"] += end - start
+        if name != file_field and state["size"] > max_field_bytes:
+            raise RequestError(f"multipart field {str(name)[:40]!r} is over the limit of {max_field_bytes:,} bytes", 413)
+        chunks.append(data[start:end])
+
+    def on_end() -> None:
+        state["ended"] = True
+
+    callbacks = dict(on_end=on_end, on_part_begin=on_part_begin, on_header_field=on_header_field, on_header_value=on_header_value,
+                     on_header_end=on_header_end, on_headers_finished=on_headers_finished, on_part_data=on_part_data)
+    parser = MultipartParser(boundary, callbacks)
+    try:
+        parser.write(body)
+        parser.finalize()
+    except MultipartParseError as exc:
+        raise RequestError(f"malformed multipart/form-data body ({' '.join(str(exc).split())[:100]})") from None
+    if not state["ended"]:
+        raise RequestError("malformed multipart/form-data body (it ends before its closing boundary)")
     data, fields = None, {}
-    for part in message.iter_parts():
-        name = part.get_param("name", header="content-disposition")
-        if not name:
+    for name, chunks in parts:
+        if name is None:
             continue
-        payload = part.get_payload(decode=True) or b""
         if name == file_field:
-            data = payload
+            if data is not None:
+                raise RequestError(f"multipart body has more than one {file_field!r} part")
+            data = b"".join(chunks)
+        elif name in fields:
+            raise RequestError(f"multipart field {name[:40]!r} is repeated")
         else:
-            fields[name] = payload.decode("utf-8", errors="replace")
+            fields[name] = b"".join(chunks).decode("utf-8", errors="replace")
     if data is None:
         raise RequestError(f"multipart body has no {file_field!r} part")
     return data, fields
@@ -405,10 +470,10 @@ def open_upload(data: bytes, limits: ServeLimits):
         raise _image_error(exc) from None
 
 
-def fingerprint_of(data: bytes, limits: ServeLimits | None = None) -> str:
-    """The model fingerprint a bitstream names (its header only; a corrupt header is a 400).
-    With ``limits``, a header over the decode limits that need no model (size, stated steps and
-    guidance) is refused here too (413/422), so the ingress answers before any replica works."""
+def bitstream_header(data: bytes, limits: ServeLimits | None = None):
+    """A bitstream's header (a corrupt header is a 400). With ``limits``, a header over the
+    decode limits that need no model (size, stated steps and guidance) is refused here too
+    (413/422), so the ingress answers before any replica works."""
     from .codec.container import unpack
 
     try:
@@ -420,7 +485,37 @@ def fingerprint_of(data: bytes, limits: ServeLimits | None = None) -> str:
             limits.decode_limits().check_header(header, STRIDE)
         except DecodeLimitError as exc:
             raise _limit_error(exc) from None
-    return header.fingerprint.hex()
+    return header
+
+
+def fingerprint_of(data: bytes, limits: ServeLimits | None = None) -> str:
+    """The model fingerprint a bitstream names (``bitstream_header``'s checks)."""
+    return bitstream_header(data, limits).fingerprint.hex()
+
+
+def model_settings(codec) -> dict:
+    """What the ingress needs of a loaded model to check a header as the replica would: its rate
+    point and stride (``check_settings``), as plain data for the catalog snapshot."""
+    return {"rate_point": codec.config.rate_point.model_dump(mode="json"), "stride": codec.config.stride}
+
+
+def check_header_settings(header, settings: dict | None, limits: ServeLimits) -> None:
+    """Refuse, in the ingress, a header the model's settings refuse (its own S over the steps
+    limit, S over N_r, a rate level for a fixed-rate model): the same check a replica runs, but
+    before the file queues behind running decodes (issue 25: p95 40-90 s for a 4xx under load).
+    Without ``settings`` (a model no replica has reported yet) the replica checks it."""
+    if not settings:
+        return
+    from .codec.limits import check_settings
+    from .config import RatePointConfig
+
+    try:
+        check_settings(header, RatePointConfig.model_validate(settings["rate_point"]), int(settings["stride"]),
+                       limits.decode_limits())
+    except DecodeLimitError as exc:
+        raise _limit_error(exc) from None
+    except BitstreamError as exc:
+        raise RequestError(str(exc), status_for(exc)) from None
 
 
 # What each DecodeLimits field is called in ServeLimits.

@@ -29,8 +29,8 @@ from ..models.compressor import LatentCompressor, build_compressor
 from ..models.control import build_control_unet, control_state_dict
 from ..semantics.prompt import check_clip_vocabulary, ids_to_text, prompt_input_ids, special_ids, text_token_ids
 from ..semantics.text_coding import decode_ids, encode_ids
-from .container import MAX_SIDE, TEXT_MODES, Container, Header, pack, unpack
-from .limits import DEFAULT_LIMITS, DecodeLimits
+from .container import MAX_SIDE, TEXT_MODES, Container, Header, check_field, pack, unpack
+from .limits import DEFAULT_LIMITS, DecodeLimits, check_settings
 
 VAE_FACTOR = 8
 # One-pass decoding: S = 2 without guidance — the step from t = N_r needs no network (x0 = z_c
@@ -205,6 +205,9 @@ class Codec:
             raise ValueError(f"steps must be in 1..{n_r} (the rate point's N_r)")
         if guidance is not None and not 0 <= guidance <= 100:
             raise ValueError("guidance must be in 0..100")
+        for name, value in (("steps", steps), ("guidance", guidance), ("seed", seed)):
+            if value is not None:  # what the header cannot hold is refused before the encode
+                check_field(name, value)
         self._warn_over_default_limits(steps, guidance)
         with torch.no_grad():
             z0 = latent if latent is not None else self.latent_of(image)
@@ -282,17 +285,9 @@ class Codec:
         before any work when it is malformed, made by another model, or over ``limits`` (the
         defaults when None)."""
         container = unpack(data)
-        header = container.header
-        self.check_model(header)
-        rp = self.config.rate_point
-        if header.level is not None and rp.variable is None:
-            raise BitstreamError("the file states a rate level, but its model has a fixed rate")
-        steps, guidance = (limits or DEFAULT_LIMITS).check(header, rp, self.config.stride)
-        n_r = rp.residual_steps_for(header.level)
-        if steps > n_r:
-            raise BitstreamError(f"steps = {steps} exceeds this model's N_r = {n_r}")
-        seed = header.seed if header.seed is not None else rp.seed
-        return FileSettings(container, steps, guidance, seed, header.level)
+        self.check_model(container.header)
+        steps, guidance, seed = check_settings(container.header, self.config.rate_point, self.config.stride, limits)
+        return FileSettings(container, steps, guidance, seed, container.header.level)
 
     def decode_text(self, container: Container, limits: DecodeLimits | None = None) -> list[int]:
         """The text section's token ids (none without text), checked against this model's vocabulary."""

@@ -11,7 +11,10 @@ from __future__ import annotations
 import binascii
 from dataclasses import dataclass
 
-from ..config import RATE_LEVELS
+import math
+import operator
+
+from ..config import MAX_SEED, RATE_LEVELS
 from ..errors import BitstreamError
 
 MAGIC = 0xC5
@@ -25,10 +28,27 @@ FLAG_OVERRIDES = 0x1
 TEXT_MODE_SHIFT, TEXT_MODE_MASK = 1, 0x6
 FLAG_RESERVED = 0x8
 
+TEXT_MODES = {0: "none", 1: "caption", 2: "residual", 3: "residual+pfo"}
+
 OVR_STEPS, OVR_GUIDANCE, OVR_SEED, OVR_LEVEL = 0x1, 0x2, 0x4, 0x8
 GUIDANCE_SCALE = 100  # guidance is stored as round(guidance * 100)
+MAX_STEPS = 999  # N_r is at most 999 (RatePointConfig.residual_steps), so S never needs more
+MAX_GUIDANCE = 100
 
-TEXT_MODES = {0: "none", 1: "caption", 2: "residual", 3: "residual+pfo"}
+# Every header field's range, the writer's and the reader's alike: ``pack`` refuses a value
+# outside it (ValueError) and ``unpack`` a file holding one (BitstreamError), so nothing is
+# written that cannot be read back. The CLI checks its options against these before any work.
+FIELD_RANGES = {
+    "width": (1, MAX_SIDE),
+    "height": (1, MAX_SIDE),
+    "text_mode": (0, max(TEXT_MODES)),
+    "steps": (1, MAX_STEPS),
+    "guidance": (0, MAX_GUIDANCE),
+    "seed": (0, MAX_SEED),
+    "level": (0, RATE_LEVELS),
+}
+MAX_VARINT_BYTES = 5  # 35 bits: more than any bounded field needs (the text length is ≤ the file)
+
 
 
 @dataclass(frozen=True)
@@ -78,7 +98,7 @@ def write_varint(value: int) -> bytes:
 
 def read_varint(data: bytes, pos: int, what: str, limit: int) -> tuple[int, int]:
     value = shift = 0
-    for i in range(5):  # 35 bits is more than any field needs
+    for i in range(MAX_VARINT_BYTES):
         if pos >= len(data):
             raise BitstreamError(f"file is truncated (inside {what})")
         byte = data[pos]
@@ -98,21 +118,50 @@ def _crc(data: bytes) -> bytes:
     return binascii.crc_hqx(data, 0xFFFF).to_bytes(2, "big")
 
 
-# -- pack / unpack ---------------------------------------------------------------------------
-def pack(container: Container) -> bytes:
-    h = container.header
-    if len(h.fingerprint) != FINGERPRINT_BYTES:
+# -- field checks ----------------------------------------------------------------------------
+def check_field(name: str, value) -> int | float:
+    """``value`` if header field ``name`` can hold it (FIELD_RANGES), else a one-line ValueError
+    naming the field and its range. Integers only, except guidance: a finite number (the file
+    stores its hundredths)."""
+    low, high = FIELD_RANGES[name]
+    if name == "guidance":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"guidance {value!r} is not a finite number in {low}..{high}")
+        if not low <= value <= high:  # then its hundredths (what the file stores) are in range too
+            raise ValueError(f"guidance {value:g} is outside {low}..{high}")
+        return value
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        number = operator.index(value)  # ints and numpy integers; never a float silently truncated
+    except TypeError:
+        raise ValueError(f"{name} {value!r} is not an integer in {low}..{high}") from None
+    if not low <= number <= high:
+        raise ValueError(f"{name} {number} is outside {low}..{high}")
+    return number
+
+
+def check_header(h: Header) -> None:
+    """Refuse (ValueError, one line) a header the reader would not read back."""
+    if not isinstance(h.fingerprint, (bytes, bytearray)) or len(h.fingerprint) != FINGERPRINT_BYTES:
         raise ValueError("fingerprint must be 4 bytes")
     if not (1 <= h.width <= MAX_SIDE and 1 <= h.height <= MAX_SIDE):
         raise ValueError(f"image size {h.width}x{h.height} is outside 1..{MAX_SIDE}")
     if h.text_mode not in TEXT_MODES:
         raise ValueError(f"unknown text mode {h.text_mode}")
+    for name in ("width", "height", "steps", "guidance", "seed", "level"):
+        if getattr(h, name) is not None:
+            check_field(name, getattr(h, name))
+
+
+# -- pack / unpack ---------------------------------------------------------------------------
+def pack(container: Container) -> bytes:
+    h = container.header
+    check_header(h)
     if h.text_mode == 0 and container.text:
         raise ValueError("text given with text mode 'none'")
     if not container.latent:
         raise ValueError("empty latent stream")
-    if h.level is not None and not 0 <= h.level <= RATE_LEVELS:
-        raise ValueError(f"rate level {h.level} is outside 0..{RATE_LEVELS}")
     mask = (OVR_STEPS if h.steps is not None else 0) | (OVR_GUIDANCE if h.guidance is not None else 0) | (
         OVR_SEED if h.seed is not None else 0) | (OVR_LEVEL if h.level is not None else 0)
     flags = (FLAG_OVERRIDES if mask else 0) | (h.text_mode << TEXT_MODE_SHIFT)
@@ -168,14 +217,14 @@ def unpack(data: bytes) -> Container:
         if mask == 0:
             raise BitstreamError("override flag set without overrides")
         if mask & OVR_STEPS:
-            steps, pos = read_varint(body, pos, "steps", 999)
+            steps, pos = read_varint(body, pos, "steps", MAX_STEPS)
             if steps == 0:
                 raise BitstreamError("steps = 0")
         if mask & OVR_GUIDANCE:
-            g, pos = read_varint(body, pos, "guidance", 100 * GUIDANCE_SCALE)
+            g, pos = read_varint(body, pos, "guidance", MAX_GUIDANCE * GUIDANCE_SCALE)
             guidance = g / GUIDANCE_SCALE
         if mask & OVR_SEED:
-            seed, pos = read_varint(body, pos, "seed", 2**32 - 1)
+            seed, pos = read_varint(body, pos, "seed", MAX_SEED)
         if mask & OVR_LEVEL:
             level, pos = read_varint(body, pos, "rate level", RATE_LEVELS)
     text_mode = (flags & TEXT_MODE_MASK) >> TEXT_MODE_SHIFT

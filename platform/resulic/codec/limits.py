@@ -78,3 +78,19 @@ class DecodeLimits:
 
 
 DEFAULT_LIMITS = DecodeLimits()
+
+
+def check_settings(header: Header, rate_point: RatePointConfig, stride: int,
+                   limits: DecodeLimits | None = None) -> tuple[int, float, int]:
+    """(S, guidance, seed) a header asks of a model with this rate point, refused when over
+    ``limits`` or the model's N_r. Needs the model's config only, not its weights: Serve's ingress
+    runs it before a file queues for a codec replica (``Codec.check_file`` runs it too)."""
+    from ..errors import BitstreamError
+
+    if header.level is not None and rate_point.variable is None:
+        raise BitstreamError("the file states a rate level, but its model has a fixed rate")
+    steps, guidance = (limits or DEFAULT_LIMITS).check(header, rate_point, stride)
+    n_r = rate_point.residual_steps_for(header.level)
+    if steps > n_r:
+        raise BitstreamError(f"steps = {steps} exceeds this model's N_r = {n_r}")
+    return steps, guidance, header.seed if header.seed is not None else rate_point.seed

@@ -16,6 +16,8 @@ import json
 import os
 import re
 import shutil
+import stat
+import struct
 import tempfile
 from pathlib import Path
 
@@ -24,7 +26,7 @@ import yaml
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ..config import ModelConfig, build_config, load_config
+from ..config import ModelConfig, build_config, load_config, yaml_mapping
 from ..errors import ModelLoadError
 from ..images import current_umask
 from ..models.backbone import Backbone, load_backbone
@@ -46,6 +48,110 @@ CDF_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
 # weights only. Older folders that hold them still load.
 DERIVED_BUFFERS = (*CDF_BUFFERS, "mask")
 GAIN_PARAMETERS = ("log_gain", "log_inverse_gain")
+
+# Size limits on what a codec folder may make the loader read (docs/security.md). Each is far
+# above what a real folder holds (the shipped ones: config 0.4 KiB, manifest 0.5 KiB, weights
+# 2-5 MiB with headers of 21-39 KiB and 208-338 tensors) and far below what stalls the loader:
+# a 61 MB safetensors header of 900k empty tensors took 138 s to load.
+MAX_MANIFEST_BYTES = 64 << 10
+MAX_CONFIG_BYTES = 16 << 10
+MAX_WEIGHTS_BYTES = 4 << 30  # per weights file; each is hashed whole before it is loaded
+MAX_SAFETENSORS_HEADER_BYTES = 1 << 20
+MAX_TENSORS = 10_000
+LIMITS = {"manifest.json": MAX_MANIFEST_BYTES, "config.yaml": MAX_CONFIG_BYTES,
+          "compressor.safetensors": MAX_WEIGHTS_BYTES, "control.safetensors": MAX_WEIGHTS_BYTES}
+
+
+# -- reading a folder's files ---------------------------------------------------------------
+def member_path(folder: Path, name: str) -> Path:
+    """The file ``folder/name`` really is, refused (one line) when it is a link that leaves the
+    folder. The check comes before anything about the target is looked at, so a link to a
+    root-only file and a link to nothing get the same answer: a folder cannot probe the disk."""
+    path = Path(folder) / name
+    real, root = Path(os.path.realpath(path)), Path(os.path.realpath(folder))
+    if real != root and not real.is_relative_to(root):
+        raise ModelLoadError(f"{folder}: {name} is a link out of the folder (refused)")
+    return real
+
+
+def _missing(folder: Path, name: str) -> ModelLoadError:
+    # One message for a missing file, an unreadable one and one that is no regular file (a
+    # folder, a FIFO, a device): which of them it is tells a caller nothing it needs.
+    return ModelLoadError(f"{folder}: {name} is missing or unreadable")
+
+
+def open_member(folder: Path, name: str):
+    """``folder/name`` opened for reading (a binary file object): inside the folder, a regular
+    file, at most its size limit. Opened non-blocking so that a FIFO cannot hold the loader."""
+    real = member_path(folder, name)
+    try:
+        fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        raise _missing(folder, name) from None
+    info = os.fstat(fd)
+    limit = LIMITS.get(name, MAX_WEIGHTS_BYTES)
+    if not stat.S_ISREG(info.st_mode) or info.st_size > limit:
+        os.close(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise _missing(folder, name)
+        raise ModelLoadError(f"{folder}: {name} is {info.st_size:,} bytes, over the limit of {limit:,}")
+    return os.fdopen(fd, "rb")
+
+
+def read_member(folder: Path, name: str) -> bytes:
+    with open_member(folder, name) as f:
+        try:
+            return f.read(LIMITS.get(name, MAX_WEIGHTS_BYTES) + 1)
+        except OSError:
+            raise _missing(folder, name) from None
+
+
+def read_manifest(folder: Path) -> dict:
+    """A folder's manifest.json as a dict, or a one-line ModelLoadError."""
+    data = read_member(folder, "manifest.json")
+    try:
+        manifest = json.loads(data)
+    except (ValueError, RecursionError):
+        raise ModelLoadError(f"{Path(folder) / 'manifest.json'}: not valid JSON") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FOLDER_FORMAT:
+        raise ModelLoadError(f"{Path(folder) / 'manifest.json'}: not a ResULIC trained-codec manifest")
+    return manifest
+
+
+def _member_sha256(folder: Path, name: str) -> str:
+    h = hashlib.sha256()
+    with open_member(folder, name) as f:
+        try:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        except OSError:
+            raise _missing(folder, name) from None
+    return h.hexdigest()
+
+
+def check_safetensors_header(folder: Path, name: str) -> None:
+    """Refuse a weights file whose header is over the limits before safetensors parses it:
+    safetensors itself admits a 100 MB header, and every tensor in it costs time even empty."""
+    path = Path(folder) / name
+    with open_member(folder, name) as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise ModelLoadError(f"{path}: not a readable safetensors file (too short)")
+        (n,) = struct.unpack("<Q", head)
+        if n > MAX_SAFETENSORS_HEADER_BYTES:
+            raise ModelLoadError(f"{path}: not a readable safetensors file (a header of {n:,} bytes, over the "
+                                 f"limit of {MAX_SAFETENSORS_HEADER_BYTES:,})")
+        raw = f.read(n)
+    try:
+        header = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise ModelLoadError(f"{path}: not a readable safetensors file (its header is not JSON)") from None
+    if not isinstance(header, dict):
+        raise ModelLoadError(f"{path}: not a readable safetensors file (its header is not a JSON object)")
+    count = len(header) - ("__metadata__" in header)
+    if count > MAX_TENSORS:
+        raise ModelLoadError(f"{path}: not a readable safetensors file ({count:,} tensors, over the limit of "
+                             f"{MAX_TENSORS:,})")
 
 
 def _sha256(path: Path) -> str:
@@ -103,8 +209,9 @@ def _replaceable(folder: Path) -> bool:
     if not any(folder.iterdir()):
         return True
     try:
-        return json.loads((folder / "manifest.json").read_text()).get("format") == FOLDER_FORMAT
-    except (OSError, ValueError, AttributeError):
+        read_manifest(folder)
+        return True
+    except ModelLoadError:
         return False
 
 
@@ -112,6 +219,7 @@ def load_compressor_state(compressor: LatentCompressor, state: dict[str, torch.T
     """Load a saved compressor state. Coding tables left out of it are rebuilt from the weights
     (bit-exact: ``update()`` is what made them); ``new_gains`` lets a variable-rate compressor
     start from a fixed-rate one's state (its gains keep their initial values)."""
+    check_compressor_state(compressor, state, new_gains)
     # The CDF tables' sizes depend on training; give each buffer the saved size first.
     for key, tensor in state.items():
         prefix, _, name = key.rpartition(".")
@@ -127,35 +235,93 @@ def load_compressor_state(compressor: LatentCompressor, state: dict[str, torch.T
         compressor.update(force=True)
 
 
+def check_compressor_state(compressor: LatentCompressor, state: dict[str, torch.Tensor], new_gains: bool = False) -> None:
+    """Refuse (ValueError, one line) a saved state that is not this compressor's: an unknown
+    key, a wrong shape or dtype kind, non-finite weights, or coding tables the C++ encoder could
+    not use safely (out-of-range lengths, a CDF that is not strictly increasing from 0 to 2^16:
+    a zero-width symbol would stall the rANS encoder). Checked before anything is loaded."""
+    expected = compressor.state_dict()
+    tables: dict[str, dict[str, torch.Tensor]] = {}
+    for key, tensor in state.items():
+        prefix, _, name = key.rpartition(".")
+        if key not in expected:
+            raise ValueError(f"unknown tensor {key!r}")
+        if name in CDF_BUFFERS:
+            tables.setdefault(prefix, {})[name] = tensor
+            continue
+        want = expected[key]
+        if tuple(tensor.shape) != tuple(want.shape) or tensor.is_floating_point() != want.is_floating_point():
+            raise ValueError(f"tensor {key!r} is {tensor.dtype} {tuple(tensor.shape)}, the model config needs "
+                             f"{want.dtype} {tuple(want.shape)}")
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ValueError(f"tensor {key!r} holds non-finite values")
+    if not tables:
+        return  # the tables are rebuilt from the weights
+    modules = dict(compressor.named_modules())
+    wanted = {k.rpartition(".")[0] for k in expected if k.rpartition(".")[2] == "_quantized_cdf"}
+    if set(tables) != wanted:
+        raise ValueError("the coding tables are saved for some entropy models only")
+    for prefix, t in tables.items():
+        need = {"_quantized_cdf", "_offset", "_cdf_length"} | ({"scale_table"} if f"{prefix}.scale_table" in expected else set())
+        if set(t) != need:
+            raise ValueError(f"coding tables of {prefix!r}: expected {sorted(need)}, got {sorted(t)}")
+        cdf, length, offset = t["_quantized_cdf"], t["_cdf_length"], t["_offset"]
+        if any(x.dtype != torch.int32 for x in (cdf, length, offset)) or cdf.ndim != 2 or length.ndim != 1 or offset.ndim != 1:
+            raise ValueError(f"coding tables of {prefix!r}: expected int32 [rows, n], [rows], [rows]")
+        rows, cols = cdf.shape
+        module = modules[prefix]
+        channels = t["scale_table"].numel() if "scale_table" in t else getattr(module, "quantiles", cdf).shape[0]
+        if not (rows == channels == length.numel() == offset.numel()) or cols < 2 or cols > 1 << 16:
+            raise ValueError(f"coding tables of {prefix!r} have inconsistent sizes")
+        if "scale_table" in t and not bool((torch.isfinite(t["scale_table"]) & (t["scale_table"] > 0)).all()):
+            raise ValueError(f"scale table of {prefix!r} is not finite and positive")
+        if not bool(((length >= 2) & (length <= cols)).all()):
+            raise ValueError(f"coding tables of {prefix!r}: a CDF length outside 2..{cols}")
+        for i in range(rows):
+            row = cdf[i, : int(length[i])]
+            if int(row[0]) != 0 or int(row[-1]) != 1 << 16 or not bool((row[1:] > row[:-1]).all()):
+                raise ValueError(f"coding tables of {prefix!r}: row {i} is not a CDF from 0 to 65536")
+
+
 def load_trained_parts(
     folder: Path, config: ModelConfig, backbone: Backbone, new_gains: bool = False
 ) -> tuple[LatentCompressor, torch.nn.Module]:
     """The compressor and control module saved in ``folder``, built for ``config`` (whose
     compressor and control sizes must be the saved ones; its rate point may differ).
     ``new_gains``: ``config`` adds gain vectors to the saved fixed-rate compressor."""
-    compressor_state = _read_safetensors(folder / "compressor.safetensors")
-    control_state = _read_safetensors(folder / "control.safetensors")
+    compressor_state = _read_safetensors(folder, "compressor.safetensors")
+    control_state = _read_safetensors(folder, "control.safetensors")
     try:
         compressor = LatentCompressor(config.compressor)
         load_compressor_state(compressor, compressor_state, new_gains)
         cdm = build_control_unet(backbone.unet, config.control)
         load_control_state(cdm, control_state)
-    except (KeyError, RuntimeError, ValueError, OSError) as exc:
-        raise ModelLoadError(f"{folder}: weights do not fit the model config ({exc})") from None
+    except (KeyError, RuntimeError, ValueError, OSError, AttributeError, TypeError) as exc:
+        detail = " ".join(str(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc).split())
+        raise ModelLoadError(f"{folder}: weights do not fit the model config ({detail[:300]})") from None
     return compressor, cdm
 
 
 def folder_config(folder: Path) -> ModelConfig:
-    """The model config a trained-codec folder was saved with."""
-    return load_config(ModelConfig, Path(folder) / "config.yaml")
+    """The model config a trained-codec folder was saved with (read as any folder file: inside
+    the folder, size-limited, safe YAML without aliases)."""
+    folder = Path(folder)
+    source = str(folder / "config.yaml")
+    try:
+        text = read_member(folder, "config.yaml").decode("utf-8")
+    except UnicodeDecodeError:
+        raise ModelLoadError(f"{source}: not UTF-8 text") from None
+    return build_config(ModelConfig, yaml_mapping(text, source), source=source)
 
 
-def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+def _read_safetensors(folder: Path, name: str) -> dict[str, torch.Tensor]:
+    check_safetensors_header(folder, name)
+    path = member_path(folder, name)
     try:
         return load_file(path)
     except (SafetensorError, OSError, ValueError) as exc:
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelLoadError(f"{path}: not a readable safetensors file ({detail})") from None
+        raise ModelLoadError(f"{Path(folder) / name}: not a readable safetensors file ({detail})") from None
 
 
 def backbone_roots() -> list[Path]:
@@ -194,24 +360,16 @@ def load_codec(folder: str | Path, backbone: Backbone | None = None, device="cpu
     if not folder.is_dir():
         raise ModelLoadError(f"{folder}: no such trained-codec folder")
     manifest_path = folder / "manifest.json"
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except FileNotFoundError:
-        raise ModelLoadError(f"{folder}: not a trained-codec folder (no manifest.json)") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ModelLoadError(f"{manifest_path}: unreadable ({exc})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FOLDER_FORMAT:
-        raise ModelLoadError(f"{manifest_path}: not a ResULIC trained-codec manifest")
+    manifest = read_manifest(folder)
     if manifest.get("version") != FOLDER_VERSION:
-        raise ModelLoadError(f"{manifest_path}: folder version {manifest.get('version')} is not supported")
+        raise ModelLoadError(f"{manifest_path}: folder version {str(manifest.get('version'))[:20]!r} is not supported")
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        raise ModelLoadError(f"{manifest_path}: no 'files' mapping")
     for name in FILES:
-        path = folder / name
-        if not path.is_file():
-            raise ModelLoadError(f"{folder}: missing {name}")
-        expected = manifest.get("files", {}).get(name)
-        if expected != _sha256(path):
-            raise ModelLoadError(f"{path}: contents do not match manifest.json (corrupt or edited)")
-    config = load_config(ModelConfig, folder / "config.yaml")
+        if files.get(name) != _member_sha256(folder, name):
+            raise ModelLoadError(f"{folder / name}: contents do not match manifest.json (corrupt or edited)")
+    config = folder_config(folder)
     if backbone is None:
         check_backbone_source(config, folder)
         backbone = load_backbone(config.backbone)
@@ -220,7 +378,7 @@ def load_codec(folder: str | Path, backbone: Backbone | None = None, device="cpu
     if codec.fingerprint.hex() != manifest.get("fingerprint"):
         raise ModelLoadError(
             f"{folder}: the loaded model's fingerprint {codec.fingerprint.hex()} differs from the manifest's "
-            f"{manifest.get('fingerprint')} (a different backbone than the one it was saved with?)"
+            f"{str(manifest.get('fingerprint'))[:16]} (a different backbone than the one it was saved with?)"
         )
     return codec
 
