@@ -66,7 +66,7 @@ def test_broken_files(tmp_path, text, message):
 def test_every_shipped_config_loads(path, monkeypatch):
     """Each YAML under configs/ is valid for its schema (sweeps: their spaces too), run from the
     repository root as the README's commands are."""
-    from resulic.config import MainJobConfig, load_config
+    from resulic.config import MainJobConfig, SemanticsConfig, load_config
     from resulic.evaluate import EvaluateConfig
     from resulic.train.config import TrainConfig
     from resulic.tune.promote import PromoteConfig
@@ -82,6 +82,8 @@ def test_every_shipped_config_loads(path, monkeypatch):
         Sweep.from_config(load_config(SweepConfig, path))
     elif kind == "promote":
         load_config(PromoteConfig, path)
+    elif kind == "semantics":
+        load_config(SemanticsConfig, path)
     elif Path(path).name == "main.yaml":
         load_config(MainJobConfig, path)
     else:
