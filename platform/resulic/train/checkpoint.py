@@ -16,7 +16,7 @@ import torch
 import yaml
 
 from ..codec import Codec
-from ..codec.store import load_compressor_state, load_trained_parts, save_codec
+from ..codec.store import CDF_BUFFERS, load_compressor_state, load_trained_parts, save_codec
 from ..config import ModelConfig
 from ..errors import ConfigError, ModelLoadError
 from ..models.backbone import Backbone, save_prior
@@ -66,8 +66,11 @@ def snapshot_codec(trainable: TrainableCodec, device: torch.device | str) -> Cod
     training mode afterwards."""
     # A new instance rather than deepcopy: DDP hooks on the live parameters cannot be copied.
     compressor = LatentCompressor(trainable.config.compressor).to(next(trainable.compressor.parameters()).device)
-    load_compressor_state(compressor, {k: v.detach().clone() for k, v in trainable.compressor.state_dict().items()})
-    compressor.update(force=True)
+    # The live coding tables are stale (or never built, in a fresh model): left out, they are
+    # rebuilt from the current weights.
+    state = {k: v.detach().clone() for k, v in trainable.compressor.state_dict().items()
+             if k.rpartition(".")[2] not in CDF_BUFFERS}
+    load_compressor_state(compressor, state)
     return Codec(trainable.config, trainable.backbone, compressor, trainable.cdm, device)
 
 
