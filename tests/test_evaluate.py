@@ -99,7 +99,7 @@ def test_worker_errors_reach_the_caller_as_themselves(ray_cluster, tmp_path, mon
     (tmp_path / "not-a-codec").mkdir()
     cfg = EvaluateConfig(models=[str(tmp_path / "not-a-codec")], images="samples", max_images=1, max_side=64,
                          num_workers=1, metrics={"names": ["psnr"]}, output_dir=str(tmp_path / "out"))
-    with pytest.raises(ModelLoadError, match="no manifest.json"):
+    with pytest.raises(ModelLoadError, match="manifest.json is missing or unreadable"):
         evaluate(cfg, progress=False)  # raised inside the Ray actor
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.delenv("RESULIC_METRIC_WEIGHTS", raising=False)

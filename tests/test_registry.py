@@ -60,7 +60,7 @@ def test_bad_uris_and_folders(store, tmp_path, folder):
     with pytest.raises(ModelLoadError, match="not in the registry"):
         fetch_codec("models:/nothing@champion")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ModelLoadError, match="no manifest.json"):
+    with pytest.raises(ModelLoadError, match="manifest.json is missing or unreadable"):
         register_codec(tmp_path / "empty", "x")
 
 

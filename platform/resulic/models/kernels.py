@@ -97,6 +97,12 @@ def _native_conv(module: nn.Conv2d, x: Tensor, weight: Tensor, bias: Tensor | No
     (``_slow_conv2d_backward``)."""
     if x.dim() == 3:  # unbatched, as nn.Conv2d accepts
         return _native_conv(module, x.unsqueeze(0), weight, bias).squeeze(0)
+    if torch.is_autocast_enabled("cpu"):
+        # autocast casts the operands of aten.convolution, not of the kernels called here: do
+        # what it would (a convolution runs in the autocast dtype).
+        dtype = torch.get_autocast_dtype("cpu")
+        x, weight = x.to(dtype), weight.to(dtype)
+        bias = bias.to(dtype) if bias is not None else None
     channels_last = torch.channels_last in (suggest_memory_format(x), suggest_memory_format(weight))
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     if module.padding_mode != "zeros":
