@@ -19,8 +19,9 @@ def test_pyfunc_load_model_round_trips_an_image(tmp_path, codec, photo, monkeypa
     from resulic.codec.store import save_codec
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    # The environment only: mlflow.set_tracking_uri would outlive this test and point later
+    # tests' clients at this store.
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    mlflow.set_tracking_uri(uri)
     version = registry.register_codec(save_codec(codec, tmp_path / "folder"), "resulic-pyfunc")
     registry.set_alias("resulic-pyfunc", "champion", version)
 
