@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         print(json.dumps(measure(args.child, args.steps)))
         return 0
-    print(f"| stage | batch x crop | native s/step | oneDNN s/step | native steps/CPU-h | oneDNN steps/CPU-h | ratio |")
+    print("| stage | batch x crop | native s/step | oneDNN s/step | native steps/CPU-h | oneDNN steps/CPU-h | ratio |")
     print("|---|---|---|---|---|---|---|")
     for stage in args.stage:
         cells = {name: run_child(stage, value, args.steps, args.threads) for name, value in KERNELS}

@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         if not (folder / "manifest.json").is_file():
             p.error(f"{folder}: not a trained-codec folder (no manifest.json)")
 
-    from resulic.metrics.bd_rate import Curve, bd_rate_curves
+    from resulic.metrics.bd_rate import BDRateError, Curve, bd_rate_curves
     from resulic.runtime import configure_threads, quiet_libraries
 
     quiet_libraries()
@@ -135,7 +135,11 @@ def main(argv: list[str] | None = None) -> int:
         for metric in ("psnr", "st-lpips"):
             anchor = Curve("baseline", np.array(base["bpp"]), np.array(base[metric]))
             test = Curve("candidate", np.array(cand["bpp"]), np.array(cand[metric]))
-            bd = bd_rate_curves(anchor, test, metric)
+            try:
+                bd = bd_rate_curves(anchor, test, metric)
+            except BDRateError as exc:  # e.g. a curve that is not monotonic: say so, per metric
+                print(f"  {metric}: no BD-rate ({exc})")
+                continue
             print(f"  {metric}: {bd.value:+.1f} % over {bd.overlap_fraction:.0%} of the quality range")
     return 0
 
