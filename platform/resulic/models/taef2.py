@@ -87,6 +87,56 @@ def build_decoder(latent_channels: int = LATENT_CHANNELS) -> nn.Sequential:
     )
 
 
+# Tiling (bounded memory for large images). Only the blocks with a pool branch see the whole
+# picture (their GroupNorm statistics are global); they sit at the latent resolution, where a
+# 4K photo is 480x270 cells. Everything at higher resolution is local 3x3 convolutions, so it
+# runs in tiles that overlap by the receptive field and the stitched result equals the
+# untiled one: no seams by construction (tests/test_taef2_tiling.py checks it).
+DECODER_HALO = 10  # latent cells; the upsampling path's receptive radius is 9 cells
+ENCODER_HALO = 72  # pixels; the downsampling path's receptive radius is 65 px (a multiple of 8)
+TILE = 96          # latent cells (768 px) per tile side
+TILE_ABOVE = 128 * 128  # latent cells: smaller pictures run whole (faster; they fit anyway)
+
+
+def _pool_indices(modules: nn.Sequential) -> list[int]:
+    return [i for i, m in enumerate(modules) if isinstance(m, Block) and m.pool is not None]
+
+
+def _first_pool(modules: nn.Sequential) -> int:
+    return _pool_indices(modules)[0]
+
+
+def _last_pool(modules: nn.Sequential) -> int:
+    return _pool_indices(modules)[-1]
+
+
+def _split(modules: nn.Sequential, at: int) -> tuple[nn.Sequential, nn.Sequential]:
+    return nn.Sequential(*list(modules)[:at]), nn.Sequential(*list(modules)[at:])
+
+
+def _tile_starts(size: int, tile: int) -> range:
+    return range(0, size, tile)
+
+
+def run_tiled(fn, x: Tensor, tile: int, halo: int, scale: float, out_channels: int) -> Tensor:
+    """``fn`` (local convolutions mapping a (B, C, h, w) map to (B, out, h*scale, w*scale)) over
+    ``x`` in ``tile``-sized tiles, each read with ``halo`` extra input cells on every side that
+    exist, its output cropped back to the tile. ``tile`` and ``halo`` must keep tiles on the
+    grid of any strided layers (multiples of 1/scale when scale < 1)."""
+    b, _, h, w = x.shape
+    out = x.new_empty(b, out_channels, round(h * scale), round(w * scale))
+    for top in _tile_starts(h, tile):
+        for left in _tile_starts(w, tile):
+            bottom, right = min(top + tile, h), min(left + tile, w)
+            t0, l0 = max(top - halo, 0), max(left - halo, 0)
+            y = fn(x[:, :, t0 : min(bottom + halo, h), l0 : min(right + halo, w)])
+            oy, ox = round((top - t0) * scale), round((left - l0) * scale)
+            oh, ow = round((bottom - top) * scale), round((right - left) * scale)
+            out[:, :, round(top * scale) : round(top * scale) + oh, round(left * scale) : round(left * scale) + ow] = \
+                y[:, :, oy : oy + oh, ox : ox + ow]
+    return out
+
+
 class TinyAutoencoder(nn.Module):
     """TAEF2's encoder and decoder with the two operations the codec needs.
 
@@ -102,12 +152,28 @@ class TinyAutoencoder(nn.Module):
         self.encoder = build_encoder()
         self.decoder = build_decoder()
 
-    def encode(self, images: Tensor) -> Tensor:
-        return self.encoder(images)
+    def encode(self, images: Tensor, tiled: bool | None = None) -> Tensor:
+        """Images -> latents; ``tiled`` (default: for pictures over TILE_ABOVE latent cells, when
+        no gradient is needed) bounds the memory and gives the same latents."""
+        h, w = images.shape[-2:]
+        if tiled is None:
+            tiled = (h // 8) * (w // 8) > TILE_ABOVE and not torch.is_grad_enabled()
+        if not tiled or h % 8 or w % 8:
+            return self.encoder(images)
+        local, pooled = _split(self.encoder, _first_pool(self.encoder))
+        features = run_tiled(local, images, TILE * 8, ENCODER_HALO, 1 / 8, WIDTH)
+        return pooled(features)
 
-    def decode(self, latents: Tensor) -> Tensor:
-        """Latents -> images in [0, 1] (not clamped, so pixel losses keep their gradients)."""
-        return self.decoder(latents)
+    def decode(self, latents: Tensor, tiled: bool | None = None) -> Tensor:
+        """Latents -> images in [0, 1] (not clamped, so pixel losses keep their gradients);
+        ``tiled`` as in ``encode``."""
+        h, w = latents.shape[-2:]
+        if tiled is None:
+            tiled = h * w > TILE_ABOVE and not torch.is_grad_enabled()
+        if not tiled:
+            return self.decoder(latents)
+        pooled, local = _split(self.decoder, _last_pool(self.decoder) + 1)
+        return run_tiled(local, pooled(latents), TILE, DECODER_HALO, 8, 3)
 
     @classmethod
     def from_folder(cls, folder: str | Path = BUNDLED) -> "TinyAutoencoder":
