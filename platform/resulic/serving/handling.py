@@ -23,8 +23,8 @@ from pathlib import Path
 
 from pydantic import Field, field_validator, model_validator
 
-from .config import RATE_LEVELS, StrictModel
-from .errors import (
+from ..config import RATE_LEVELS, StrictModel
+from ..errors import (
     BitstreamError, ConfigError, DecodeLimitError, ImageError, ModelLoadError, ModelMismatchError, ResulicError,
 )
 
@@ -66,7 +66,7 @@ class ServeLimits(StrictModel):
 
     def decode_limits(self):
         """These limits as the codec's ``DecodeLimits``."""
-        from .codec.limits import DecodeLimits
+        from ..codec.limits import DecodeLimits
 
         return DecodeLimits(self.max_decode_pixels, self.max_steps, self.max_guidance, self.max_text_tokens)
 
@@ -121,7 +121,7 @@ class ServeAppConfig(StrictModel):
 
 def rate_points_config(data: dict | None, source: str = "user_config") -> RatePointsConfig:
     """Validate a ``RatePointsConfig`` from plain data, as a ConfigError naming ``source``."""
-    from .config import build_config
+    from ..config import build_config
 
     return build_config(RatePointsConfig, dict(data or {}), (), source=source)
 
@@ -140,7 +140,7 @@ class RatePoint:
 
 
 def _manifest_fingerprint(folder: Path) -> str:
-    from .codec.store import read_manifest  # inside the folder, size-limited, one-line errors
+    from ..codec.store import read_manifest  # inside the folder, size-limited, one-line errors
 
     try:
         return str(read_manifest(folder)["fingerprint"])[:64]
@@ -150,7 +150,7 @@ def _manifest_fingerprint(folder: Path) -> str:
 
 def pin(name: str, source: str, tracking_uri: str | None = None) -> RatePoint:
     """Resolve one rate point's source to a pinned model id and its fingerprint (no weights read)."""
-    from . import registry
+    from ..services import registry
 
     if registry.is_registry_uri(source):
         mv = registry.resolve(source, tracking_uri)
@@ -223,7 +223,7 @@ class Catalog:
         """Whether a replica may load ``model_id``: a version it has served, or any version of a
         registered model one of its sources names (files of older versions still decode on a
         replica started after a swap); never a path the config does not name."""
-        from .registry import _URI
+        from ..services.registry import _URI
 
         if any(rp.model_id == model_id for rp in self._by_fingerprint.values()):
             return True
@@ -244,8 +244,8 @@ def load_rate_point(model_id: str, backbone=None, device="cpu", cache_dir: str |
                     tracking_uri: str | None = None):
     """The ``Codec`` of a pinned model id, built on ``backbone`` when given (one backbone per
     replica: only the trained parts are read)."""
-    from . import registry
-    from .codec.store import load_codec
+    from ..services import registry
+    from ..codec.store import load_codec
 
     if registry.is_registry_uri(model_id):
         cache = Path(cache_dir or tempfile.gettempdir())
@@ -462,7 +462,7 @@ def check_image_header(data: bytes, limits: ServeLimits) -> tuple[int, int]:
 
 def open_upload(data: bytes, limits: ServeLimits):
     """The uploaded image as RGB; size checked from the header before any pixel is decoded."""
-    from .images import open_image
+    from ..images import open_image
 
     try:
         return open_image(data, max_pixels=limits.max_pixels)
@@ -474,7 +474,7 @@ def bitstream_header(data: bytes, limits: ServeLimits | None = None):
     """A bitstream's header (a corrupt header is a 400). With ``limits``, a header over the
     decode limits that need no model (size, stated steps and guidance) is refused here too
     (413/422), so the ingress answers before any replica works."""
-    from .codec.container import unpack
+    from ..codec.container import unpack
 
     try:
         header = unpack(data).header
@@ -506,8 +506,8 @@ def check_header_settings(header, settings: dict | None, limits: ServeLimits) ->
     Without ``settings`` (a model no replica has reported yet) the replica checks it."""
     if not settings:
         return
-    from .codec.limits import check_settings
-    from .config import RatePointConfig
+    from ..codec.limits import check_settings
+    from ..config import RatePointConfig
 
     try:
         check_settings(header, RatePointConfig.model_validate(settings["rate_point"]), int(settings["stride"]),
@@ -569,8 +569,8 @@ def compress_reply(codec, rp: RatePoint, image_bytes: bytes, options: CompressOp
         image = open_upload(image_bytes, limits)
         semantics = None
         if options.pfo:
-            from .config import SemanticsConfig
-            from .semantics.pipeline import Semantics
+            from ..config import SemanticsConfig
+            from ..semantics.pipeline import Semantics
 
             pfo = {"iterations": options.pfo_iterations, "progress": False}
             if options.pfo_seconds is not None:
@@ -580,14 +580,14 @@ def compress_reply(codec, rp: RatePoint, image_bytes: bytes, options: CompressOp
 
         encode_options = dict(text=options.text, srr=options.srr, pfo=options.pfo, semantics=semantics)
         if options.one_pass:
-            from .codec.codec import ONE_PASS
+            from ..codec.codec import ONE_PASS
 
             encode_options.update(ONE_PASS)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "no captioner": the residual is the whole text
             extra = {}
             if options.bpp is not None:
-                from .codec.rate_control import encode_to_bpp
+                from ..codec.rate_control import encode_to_bpp
 
                 result, search = encode_to_bpp(codec, image, options.bpp, **encode_options)
                 extra = {"target_bpp": f"{options.bpp:g}", "search_encodes": search.encodes}
@@ -624,7 +624,7 @@ def decompress_reply(codec, rp: RatePoint, data: bytes, limits: ServeLimits | No
                      one_pass: bool = False) -> Reply:
     """Decode a bitstream with ``codec`` within ``limits`` (``one_pass``: one network
     evaluation, whatever the file asks): PNG bytes and headers."""
-    from .images import png_bytes
+    from ..images import png_bytes
 
     try:
         result = codec.decode(data, limits=(limits or ServeLimits()).decode_limits(), one_pass=one_pass)
@@ -636,8 +636,8 @@ def decompress_reply(codec, rp: RatePoint, data: bytes, limits: ServeLimits | No
 
 def decompress_replies(codec, rp: RatePoint, files: list[bytes], limits: ServeLimits | None = None) -> list[Reply]:
     """``decompress_reply`` for several files at once (``resulic.codec.batch``: up to rounding)."""
-    from .codec.batch import decode_batch
-    from .images import png_bytes
+    from ..codec.batch import decode_batch
+    from ..images import png_bytes
 
     replies = []
     for result in decode_batch(codec, files, (limits or ServeLimits()).decode_limits()):
