@@ -31,8 +31,8 @@ def baseline_app(folder: str):
     from fastapi import FastAPI, Request, Response
     from fastapi.responses import JSONResponse
 
-    from resulic.serving.handling import Catalog, load_rate_point, rate_points_config
-    from resulic.serving.handling import ServeLimits, fingerprint_of
+    from resulic.serving.catalog import Catalog, load_rate_point, rate_points_config
+    from resulic.serving.limits import ServeLimits, fingerprint_of
     from resulic.serving.handling import compress_reply, decompress_reply, parse_compress_options
     from resulic.services.runtime import configure_threads
 

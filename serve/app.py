@@ -27,14 +27,14 @@ from ray.serve.handle import DeploymentHandle
 
 from resulic.errors import ResulicError
 from resulic.serving.http_docs import add_offline_docs, error_responses
-from resulic.serving.handling import (
+from resulic.serving.catalog import (
     Catalog, RatePoint, ServeAppConfig, load_rate_point, rate_points_config, replica_cache_dir, resolve_rate_points,
 )
 from resulic.serving.handling import (
     CompressOptions, Reply, compress_reply, decompress_replies, decompress_reply, parse_compress_options,
     parse_flag, refuse_bitstream, split_multipart,
 )
-from resulic.serving.handling import (
+from resulic.serving.limits import (
     RequestError, ServeLimits, bitstream_header, check_body_size, check_header_settings, check_image_header,
     model_settings, status_for,
 )
