@@ -69,8 +69,8 @@ def memory_probe(model: str | None) -> None:
     """Run in a fresh process: load, then decode one 768x512 image; print peak RSS in MB."""
     from PIL import Image
 
-    from resulic.codec.store import resolve_codec
-    from resulic.runtime import quiet_libraries
+    from resulic.codec.resolve import resolve_codec
+    from resulic.services.runtime import quiet_libraries
 
     quiet_libraries()
     torch.set_num_threads(1)
@@ -98,8 +98,8 @@ def main() -> int:
         memory_probe(args.model)
         return 0
 
-    from resulic.codec.store import resolve_codec
-    from resulic.runtime import quiet_libraries
+    from resulic.codec.resolve import resolve_codec
+    from resulic.services.runtime import quiet_libraries
 
     quiet_libraries()
     torch.set_num_threads(1)

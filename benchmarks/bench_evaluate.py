@@ -35,14 +35,14 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    from resulic.runtime import configure_threads, quiet_libraries
+    from resulic.services.runtime import configure_threads, quiet_libraries
 
     quiet_libraries()
     configure_threads()
     import ray
     import torch
 
-    from resulic.evaluate import EvaluateConfig, evaluate
+    from resulic.evaluation.evaluate import EvaluateConfig, evaluate
 
     images = str(KODAK) if KODAK.is_dir() else "samples"
     label = "Kodak 768x512" if KODAK.is_dir() else "scikit-image samples"

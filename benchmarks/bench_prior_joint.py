@@ -73,7 +73,7 @@ def _batches(records, crop: int, batch_size: int, seed: int):
     """The same stream of crops for every run (a seeded generator, not Ray Data's)."""
     import torch
 
-    from resulic.data import CropAndDrop
+    from resulic.data.dataset import CropAndDrop
 
     cropper = CropAndDrop(crop, caption_dropout=1.0)
     cropper.rng = np.random.default_rng(seed)
@@ -184,7 +184,7 @@ def _main(args) -> int:
     import torch
 
     from resulic.codec.store import folder_config
-    from resulic.data import center_crop, read_manifest
+    from resulic.data.dataset import center_crop, read_manifest
     from resulic.images import image_to_tensor
     from resulic.metrics.suite import MetricSuite
     from resulic.models.backbone import load_backbone

@@ -19,8 +19,8 @@ from compressai.ans import RansDecoder
 
 from resulic.config import CompressorConfig
 from resulic.models.compressor import LatentCompressor
-from resulic.models.rans_decoder import SafeRansDecoder
-from resulic.models.rans_stream import SharedRansStream
+from resulic.entropy.rans_decoder import SafeRansDecoder
+from resulic.entropy.rans_stream import SharedRansStream
 
 SD21 = CompressorConfig(channels=128, latent_dim=192, groups=[16, 16, 32, 32, 96], channel_context=[224, 128])
 

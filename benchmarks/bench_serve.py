@@ -23,7 +23,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from resulic import cluster  # noqa: F401  (Ray's environment before ray)
+from resulic.services import cluster  # noqa: F401  (Ray's environment before ray)
 
 
 def baseline_app(folder: str):
@@ -31,9 +31,10 @@ def baseline_app(folder: str):
     from fastapi import FastAPI, Request, Response
     from fastapi.responses import JSONResponse
 
-    from resulic.serving import (Catalog, ServeLimits, compress_reply, decompress_reply, fingerprint_of,
-                                 load_rate_point, parse_compress_options, rate_points_config)
-    from resulic.runtime import configure_threads
+    from resulic.serving.catalog import Catalog, load_rate_point, rate_points_config
+    from resulic.serving.limits import ServeLimits, fingerprint_of
+    from resulic.serving.handling import compress_reply, decompress_reply, parse_compress_options
+    from resulic.services.runtime import configure_threads
 
     configure_threads()
     catalog = Catalog(rate_points_config({"rate_points": {"default": folder}}))
@@ -78,7 +79,7 @@ def run_baseline(folder: str, port: int) -> None:
 
 
 def wait_healthy(url: str, timeout_s: float = 120) -> None:
-    from resulic.client import CodecClient, RemoteError
+    from resulic.cli.client import CodecClient, RemoteError
 
     deadline = time.monotonic() + timeout_s
     while True:
@@ -97,7 +98,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def load(url: str, op: str, payload: bytes, clients: int, seconds: float) -> dict:
-    from resulic.client import CodecClient
+    from resulic.cli.client import CodecClient
 
     latencies, codec_s, errors = [], [], []
     stop = time.monotonic() + seconds
@@ -166,7 +167,7 @@ def main(argv=None) -> int:
     parser.add_argument("--json", help="also write the numbers here")
     args = parser.parse_args(argv)
 
-    from resulic.runtime import configure_threads, quiet_libraries
+    from resulic.services.runtime import configure_threads, quiet_libraries
 
     quiet_libraries()
     configure_threads()

@@ -29,7 +29,7 @@ WARMUP = 4
 
 def plain_step_seconds(steps: int, batch: int) -> float:
     from resulic.codec import Codec
-    from resulic.data import CropAndDrop, materialize_samples
+    from resulic.data.dataset import CropAndDrop, materialize_samples
     from resulic.train.checkpoint import fresh_parts
     from resulic.train.config import LossConfig
     from resulic.train.model import TrainableCodec
@@ -85,14 +85,14 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=2, help="per worker")
     args = parser.parse_args(argv)
 
-    from resulic.runtime import configure_threads, quiet_libraries
+    from resulic.services.runtime import configure_threads, quiet_libraries
 
     quiet_libraries()
     configure_threads()
     # The plain loop runs before and after the Ray runs: on a shared machine the load drifts, and
     # the two values show by how much (the ratios use their mean).
     plain_before = plain_step_seconds(args.steps, args.batch)
-    from resulic import cluster
+    from resulic.services import cluster
 
     cluster.ensure_ray(min_cpus=2)  # room for two workers and Ray Data in the same local cluster
     with tempfile.TemporaryDirectory() as tmp:

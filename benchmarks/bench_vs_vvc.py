@@ -37,7 +37,7 @@ def _hwm_mb() -> float:
 def probe_ours(model: str, image: str, level: int, repeats: int) -> dict:
     from PIL import Image
 
-    from resulic.codec.store import resolve_codec
+    from resulic.codec.resolve import resolve_codec
 
     codec = resolve_codec(model)
     img = Image.open(image).convert("RGB")
@@ -56,7 +56,7 @@ def probe_ours(model: str, image: str, level: int, repeats: int) -> dict:
 def probe_vvc(image: str, target_bpp: float, repeats: int, preset: str) -> dict:
     from PIL import Image
 
-    from resulic.baselines import bpp_of, codec_spec, encode_at
+    from resulic.evaluation.baselines import bpp_of, codec_spec, encode_at
 
     img = Image.open(image).convert("RGB")
     spec = codec_spec("vvc", preset)

@@ -1,4 +1,4 @@
-"""Real faults on a local multi-node Ray (resulic.local_cluster): a head and a second node on
+"""Real faults on a local multi-node Ray (resulic.services.local_cluster): a head and a second node on
 127.0.0.1, an MLflow tracking server, every job submitted with jobs/submit.py. The numbers go to
 docs/cluster.md ("Tried on a local multi-node cluster").
 
@@ -38,7 +38,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "platform"), str(REPO)]
 
-from resulic.local_cluster import LocalCluster, MlflowServer, Ports  # noqa: E402
+from resulic.services.local_cluster import LocalCluster, MlflowServer, Ports  # noqa: E402
 
 
 class Drills:
@@ -195,9 +195,9 @@ class Drills:
                 "mlflow_trial_runs": len(children), "finished_trial_runs": sum(c.info.status == "FINISHED" for c in children)}
 
     def serve(self, model_folder: Path, seconds: float = 60, kill_at: float = 15) -> dict:
-        from resulic import registry
-        from resulic.client import CodecClient
-        from resulic.local_cluster import serve_config
+        from resulic.services import registry
+        from resulic.cli.client import CodecClient
+        from resulic.services.local_cluster import serve_config
 
         version = registry.register_codec(model_folder, "resulic-drill", tracking_uri=self.server.uri)
         registry.set_alias("resulic-drill", "champion", version, tracking_uri=self.server.uri)
@@ -284,7 +284,7 @@ def _replica_pids(dashboard: str) -> list[int]:
 
 
 def _running_replicas(dashboard: str) -> int:
-    from resulic.local_cluster import running_replicas
+    from resulic.services.local_cluster import running_replicas
 
     return running_replicas(dashboard, "resulic-codec", "CodecDeployment")
 

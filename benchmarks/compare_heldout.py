@@ -39,7 +39,7 @@ def score_model(folder: Path, images: list[tuple[str, "object"]], levels: list[i
     from resulic.codec.store import load_codec
     from resulic.images import tensor_to_image
     from resulic.metrics.perceptual import build_st_lpips
-    from resulic.roundtrip import psnr
+    from resulic.evaluation.roundtrip import psnr
 
     codec = load_codec(folder)
     if codec.config.rate_point.variable is None:
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"{folder}: not a trained-codec folder (no manifest.json)")
 
     from resulic.metrics.bd_rate import BDRateError, Curve, bd_rate_curves
-    from resulic.runtime import configure_threads, quiet_libraries
+    from resulic.services.runtime import configure_threads, quiet_libraries
 
     quiet_libraries()
     configure_threads()

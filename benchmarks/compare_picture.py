@@ -12,13 +12,13 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from resulic.baselines import bpp_of, codec_spec, encode_at
+from resulic.evaluation.baselines import bpp_of, codec_spec, encode_at
 from resulic.codec.rate_control import encode_to_bpp
-from resulic.codec.store import resolve_codec
+from resulic.codec.resolve import resolve_codec
 from resulic.images import open_image
 from resulic.errors import ResulicError
 from resulic.metrics.suite import MetricSuite
-from resulic.runtime import configure_threads, quiet_libraries
+from resulic.services.runtime import configure_threads, quiet_libraries
 
 
 def main() -> None:

@@ -179,7 +179,7 @@ def worker(max_pixels: int) -> None:
 
     from resulic.codec import Codec, DecodeLimits
     from resulic.errors import BitstreamError, DecodeLimitError, ResulicError
-    from resulic.runtime import configure_threads, quiet_libraries
+    from resulic.services.runtime import configure_threads, quiet_libraries
 
     quiet_libraries()
     configure_threads()
@@ -348,7 +348,7 @@ def main() -> int:
         return 1 if any(is_failure(r) for r in results) else 0
     sys.path[:0] = [str(REPO / "platform"), str(REPO)]
     from resulic.codec import Codec
-    from resulic.runtime import configure_threads, quiet_libraries
+    from resulic.services.runtime import configure_threads, quiet_libraries
 
     quiet_libraries()
     configure_threads()

@@ -228,7 +228,7 @@ def cross_device_decode(trainable, device: torch.device, image, tolerance: float
 # -- part 3 --------------------------------------------------------------------------------------
 def serve_round_trip(profile: str, source: str | None, device: torch.device, image, report: Report) -> None:
     try:
-        from resulic import cluster  # sets Ray's environment before ray is imported
+        from resulic.services import cluster  # sets Ray's environment before ray is imported
         from ray import serve
     except ImportError as exc:
         report.add("serve", "skip", f"ray[serve] is not installed ({exc}); parts 1 and 2 ran without Ray")
@@ -311,7 +311,7 @@ def main(argv=None) -> int:
     if args.steps < 1:
         parser.error("--steps must be at least 1")
 
-    from resulic.runtime import quiet_libraries
+    from resulic.services.runtime import quiet_libraries
 
     quiet_libraries()
     device = torch.device("cuda" if torch.cuda.is_available() and not args.cpu else "cpu")

@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from resulic.baselines import BaselinesConfig, run_baselines_job
-from resulic.runtime import configure_threads, quiet_libraries
+from resulic.evaluation.baselines import BaselinesConfig, run_baselines_job
+from resulic.services.runtime import configure_threads, quiet_libraries
 
 KODAK = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "kodak"
 TARGETS = [0.02, 0.05, 0.1, 0.2]

@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     import matplotlib.pyplot as plt
     from mlflow.tracking import MlflowClient
 
-    from resulic.runtime import quiet_libraries
+    from resulic.services.runtime import quiet_libraries
 
     quiet_libraries()
     client = MlflowClient(args.tracking_uri)

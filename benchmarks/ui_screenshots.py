@@ -61,7 +61,7 @@ def training_experiment(uri: str, name: str | None) -> str:
     """The id of ``name``, else of the most recently active training experiment with runs."""
     from mlflow import MlflowClient
 
-    from resulic.tracking import EXPERIMENT_KIND_TAG, TRAINING_KIND
+    from resulic.services.tracking import EXPERIMENT_KIND_TAG, TRAINING_KIND
 
     client = MlflowClient(uri)
     if name:
@@ -77,7 +77,7 @@ def training_experiment(uri: str, name: str | None) -> str:
 
 
 def mlflow_shot(chromium: str, uri: str, experiment: str | None, port: int, out: Path, wait_s: float) -> Path:
-    from resulic.tracking import training_view_url
+    from resulic.services.tracking import training_view_url
 
     experiment_id = training_experiment(uri, experiment)
     exe = Path(sys.executable).parent / "mlflow"
@@ -142,8 +142,8 @@ def main(argv=None) -> int:
     p.add_argument("--wait-s", type=float, default=20.0, help="virtual time each page gets to render")
     args = p.parse_args(argv)
 
-    from resulic import tracking
-    from resulic.runtime import quiet_libraries
+    from resulic.services import tracking
+    from resulic.services.runtime import quiet_libraries
 
     quiet_libraries()
     chromium = find_chromium(args.chromium)

@@ -52,8 +52,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args) -> int:
-    from resulic import photos
-    from resulic.runtime import configure_threads
+    from resulic.data import photos
+    from resulic.services.runtime import configure_threads
 
     configure_threads()
     sources = []

@@ -19,15 +19,15 @@ def main(argv=None) -> int:
                         help="override a config key, e.g. --set num_workers=2 (repeatable)")
     args = parser.parse_args(argv)
 
-    from resulic.runtime import configure_threads, quiet_libraries
+    from resulic.services.runtime import configure_threads, quiet_libraries
 
     quiet_libraries()
     configure_threads()
     from resulic.config import load_config
-    from resulic.evaluate import EvaluateConfig, evaluate
-    from resulic.evaluation_commands import summary
+    from resulic.evaluation.evaluate import EvaluateConfig, evaluate
+    from resulic.cli.evaluation_commands import summary
 
-    from resulic.runtime import exit_status, stop_on_signals
+    from resulic.services.runtime import exit_status, stop_on_signals
 
     try:
         with stop_on_signals():

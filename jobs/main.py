@@ -66,7 +66,7 @@ def where_things_are(model: str | None, codec, output_dir: str, trials: str | No
     are, the command that opens the MLflow UI on these runs, and where the outputs are."""
     import os
 
-    from resulic import registry, tracking
+    from resulic.services import registry, tracking
     from resulic.codec import shipped
 
     experiment_id = None
@@ -107,7 +107,7 @@ def main(argv=None) -> int:
                         help="override a config key, e.g. --set max_images=2 (repeatable)")
     args = parser.parse_args(argv)
 
-    from resulic.runtime import configure_threads, quiet_libraries
+    from resulic.services.runtime import configure_threads, quiet_libraries
 
     quiet_libraries()
     configure_threads()
@@ -115,9 +115,9 @@ def main(argv=None) -> int:
     from tqdm import tqdm
 
     from resulic.config import MainJobConfig, load_config
-    from resulic.registry import open_codec
-    from resulic.results import write_results
-    from resulic.roundtrip import format_table, load_inputs, results_json, roundtrip
+    from resulic.services.registry import open_codec
+    from resulic.evaluation.results import write_results
+    from resulic.evaluation.roundtrip import format_table, load_inputs, results_json, roundtrip
     try:
         cfg = load_config(MainJobConfig, args.config, args.overrides)
         items = load_inputs(cfg.images, cfg.max_images, cfg.max_side)  # bad input fails before any training

@@ -24,7 +24,7 @@ import sys
 
 
 def main(argv=None) -> int:
-    from resulic.submit import KINDS
+    from resulic.cli.submit import KINDS
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("kind", choices=list(KINDS), help="which job")
@@ -40,7 +40,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from resulic.errors import ResulicError
-    from resulic.submit import build_command, format_command, job_report, request_from_env, submission_id, submit_environment
+    from resulic.cli.submit import build_command, format_command, job_report, request_from_env, submission_id, submit_environment
 
     try:
         request = request_from_env(

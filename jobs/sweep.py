@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-from resulic.cli import main
+from resulic.cli.commands import main
 
 if __name__ == "__main__":
     sys.exit(main(["sweep", *sys.argv[1:]]))

@@ -7,7 +7,7 @@
 header) and routes each request to a ``CodecDeployment`` replica with Serve's model multiplexing;
 the multiplexed model id is a rate point's *pinned* id (``models:/<name>/<version>`` or a folder).
 A replica loads one backbone in ``__init__`` with the default rate point, and per further model id
-only the trained parts (``resulic.serving.load_rate_point``). All request logic is in
+only the trained parts (``resulic.serving.catalog.load_rate_point``). All request logic is in
 ``resulic.serving``; this file is the Serve and HTTP wiring. See docs/serving.md.
 """
 
@@ -18,7 +18,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 
-from resulic import cluster  # noqa: F401  (sets Ray's environment before ray is imported)
+from resulic.services import cluster  # noqa: F401  (sets Ray's environment before ray is imported)
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
@@ -26,19 +26,24 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from resulic.errors import ResulicError
-from resulic.http_docs import add_offline_docs, error_responses
-from resulic.serving import (
-    Catalog, CompressOptions, RatePoint, Reply, RequestError, ServeAppConfig, ServeLimits, bitstream_header,
-    check_body_size, check_header_settings, check_image_header, compress_reply, decompress_replies, decompress_reply,
-    load_rate_point, model_settings, parse_compress_options, parse_flag, rate_points_config, refuse_bitstream,
-    replica_cache_dir, resolve_rate_points, split_multipart, status_for,
+from resulic.serving.http_docs import add_offline_docs, error_responses
+from resulic.serving.catalog import (
+    Catalog, RatePoint, ServeAppConfig, load_rate_point, rate_points_config, replica_cache_dir, resolve_rate_points,
+)
+from resulic.serving.handling import (
+    CompressOptions, Reply, compress_reply, decompress_replies, decompress_reply, parse_compress_options,
+    parse_flag, refuse_bitstream, split_multipart,
+)
+from resulic.serving.limits import (
+    RequestError, ServeLimits, bitstream_header, check_body_size, check_header_settings, check_image_header,
+    model_settings, status_for,
 )
 
 def bind_replica_grpc_to_loopback() -> bool:
     """Ray Serve 2.60 starts an inter-deployment gRPC server in every replica on ``[::]:0`` — all
     interfaces — with no option to change it (issue 25 found the Ingress and CodecDeployment
     replicas listening on ``*:port``). Where the Ray node address is the loopback (a local Ray:
-    resulic.cluster sets it; docs/serving.md "Network surface") every caller is on this machine
+    resulic.services.cluster sets it; docs/serving.md "Network surface") every caller is on this machine
     and reaches the replica at that address, so the bind is made 127.0.0.1. On a cluster node
     (another address) replicas of other nodes call it: nothing is changed. Runs in each replica
     process when Serve imports this module; returns whether it applied."""
@@ -165,7 +170,7 @@ class CodecDeployment:
     """One backbone, the rate points' trained parts multiplexed over it, codec work on one thread."""
 
     def __init__(self, models: dict, device: str = "cpu", limits: dict | None = None) -> None:
-        from resulic.runtime import configure_threads, quiet_libraries
+        from resulic.services.runtime import configure_threads, quiet_libraries
 
         bind_replica_grpc_to_loopback()  # before Serve starts this replica's gRPC server
         quiet_libraries()

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from resulic.client import CodecClient
+from resulic.cli.client import CodecClient
 from resulic.images import png_bytes, write_atomic
-from resulic.roundtrip import psnr
+from resulic.evaluation.roundtrip import psnr
 
 
 def _absolute_tracking_uri() -> str:
@@ -61,7 +61,7 @@ def served_model(model: str | None, codec, output_dir: str | Path) -> str:
     """What to serve: the job's models:/ URI or folder, else ``codec`` saved as a folder (a
     model YAML or the untrained default has no folder to serve)."""
     from resulic.codec.store import save_codec
-    from resulic.registry import is_registry_uri
+    from resulic.services.registry import is_registry_uri
 
     if model and (is_registry_uri(model) or Path(model).is_dir()):
         return model

@@ -1,11 +1,11 @@
 """Serving the codec on this machine from Python (tests, benchmarks, the main job): a local Ray
-(``resulic.cluster.ensure_ray``), Serve's HTTP proxy on 127.0.0.1, the application from
+(``resulic.services.cluster.ensure_ray``), Serve's HTTP proxy on 127.0.0.1, the application from
 ``serve.app.build``."""
 
 import socket
 import time
 
-from resulic import cluster
+from resulic.services import cluster
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -17,7 +17,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 def serve_logging() -> dict:
     """Serve's logs on the console: warnings and errors, no line per request (its access log),
     unless verbose (``resulic --verbose``); the same for Serve itself and the application."""
-    from resulic.runtime import verbose
+    from resulic.services.runtime import verbose
 
     return {"log_level": "INFO" if verbose() else "WARNING", "enable_access_log": verbose()}
 
@@ -27,8 +27,8 @@ def start(args: dict, port: int | None = None, host: str = "127.0.0.1", name: st
     """Deploy the codec application and wait until it answers; returns its base URL."""
     from ray import serve
 
-    from resulic.client import CodecClient, RemoteError
-    from resulic.runtime import quiet_libraries
+    from resulic.cli.client import CodecClient, RemoteError
+    from resulic.services.runtime import quiet_libraries
 
     quiet_libraries()  # after importing ray.serve, which sets its logger to INFO
 

@@ -17,7 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
-from resulic.runtime import quiet_libraries
+from resulic.services.runtime import quiet_libraries
 
 quiet_libraries()
 torch.set_num_threads(1)
@@ -58,7 +58,7 @@ def encoded(codec, photo):
 @pytest.fixture(scope="session")
 def ray_cluster():
     """One local Ray for the whole session (127.0.0.1, 4 logical CPUs on any machine)."""
-    from resulic import cluster
+    from resulic.services import cluster
 
     import ray
 
@@ -83,7 +83,7 @@ def multinode(tmp_path_factory):
     """
     import tempfile
 
-    from resulic.local_cluster import LocalCluster, MlflowServer, Ports
+    from resulic.services.local_cluster import LocalCluster, MlflowServer, Ports
 
     root = tmp_path_factory.mktemp("multinode")
     own_temp_dir = not os.environ.get("RESULIC_TEST_RAY_TEMP_DIR")

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from resulic.baselines import (CODECS, VVC_PRESET, BaselinesConfig, available, bpp_of, codec_spec, encode_at, run_baselines,
+from resulic.evaluation.baselines import (CODECS, VVC_PRESET, BaselinesConfig, available, bpp_of, codec_spec, encode_at, run_baselines,
                                run_baselines_job)
 from resulic.errors import ConfigError
 from resulic.metrics.distortion import psnr

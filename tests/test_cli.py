@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from resulic.cli import main
+from resulic.cli.commands import main
 
 
 @pytest.fixture()
@@ -155,7 +155,7 @@ def test_decode_limits_refuse_with_the_option_to_raise_them(tmp_path, codec, ima
 
 
 def test_decode_limit_help_states_the_librarys_defaults():
-    from resulic.cli import build_parser
+    from resulic.cli.commands import build_parser
     from resulic.codec.limits import STEPS_FACTOR, DecodeLimits
 
     limits = DecodeLimits()
@@ -168,7 +168,7 @@ def test_decode_limit_help_states_the_librarys_defaults():
 def test_every_option_of_every_command_has_help_text():
     import argparse
 
-    from resulic.cli import build_parser
+    from resulic.cli.commands import build_parser
 
     missing = []
 
@@ -185,7 +185,7 @@ def test_every_option_of_every_command_has_help_text():
 
 
 def test_info_rates_lists_the_shipped_points_and_help_points_at_it(capsys):
-    from resulic.cli import build_parser
+    from resulic.cli.commands import build_parser
     from resulic.codec import shipped
 
     assert main(["info", "--rates"]) == 0
@@ -220,12 +220,12 @@ def test_compress_says_which_rate_point_it_used(tmp_path, image_file, capsys, mo
 def test_header_fields_out_of_range_are_refused_before_any_model_loads(tmp_path, image_file, capsys, monkeypatch,
                                                                        option, value, message):
     """The issue's seed 2^40 used to exit 0 with a file every decoder refuses."""
-    import resulic.registry
+    import resulic.services.registry
 
     def no_model(*a, **k):
         raise AssertionError("a model was loaded before the options were checked")
 
-    monkeypatch.setattr(resulic.registry, "open_codec", no_model)
+    monkeypatch.setattr(resulic.services.registry, "open_codec", no_model)
     out = tmp_path / "p.rslc"
     assert main(["compress", str(image_file), "-o", str(out), option, value]) == 2
     err = capsys.readouterr().err
@@ -242,12 +242,12 @@ def test_the_largest_seed_round_trips(tmp_path, image_file, capsys):
 
 
 def _no_model(monkeypatch):
-    import resulic.registry
+    import resulic.services.registry
 
     def no_model(*a, **k):
         raise AssertionError("a model was loaded before the paths were checked")
 
-    monkeypatch.setattr(resulic.registry, "open_codec", no_model)
+    monkeypatch.setattr(resulic.services.registry, "open_codec", no_model)
 
 
 @pytest.mark.parametrize("output,message", [
@@ -278,7 +278,7 @@ def test_decompress_and_info_refuse_files_over_the_size_limit_unread(tmp_path, c
 
 
 def test_decompress_default_file_limit_is_documented():
-    from resulic.cli import DEFAULT_MAX_FILE_BYTES, build_parser
+    from resulic.cli.commands import DEFAULT_MAX_FILE_BYTES, build_parser
 
     assert DEFAULT_MAX_FILE_BYTES == 16 * 1024 * 1024
     assert "16,777,216" in build_parser()._subparsers._group_actions[0].choices["decompress"].format_help()

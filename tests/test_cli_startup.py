@@ -1,6 +1,6 @@
 """Commands that need no model import no heavy library (their start-up time: benchmarks/bench_cli_startup.py).
 
-Each case runs ``resulic.cli.main`` in a fresh interpreter and reports which heavy modules ended
+Each case runs ``resulic.cli.commands.main`` in a fresh interpreter and reports which heavy modules ended
 up in ``sys.modules``: importing torch + diffusers costs seconds, so ``--help``, ``info`` and
 argument or missing-file errors must not.
 """
@@ -20,7 +20,7 @@ HEAVY = ("torch", "diffusers", "transformers", "ray", "mlflow", "compressai", "m
 
 PROBE = """\
 import contextlib, io, json, sys
-from resulic.cli import main
+from resulic.cli.commands import main
 out, err = io.StringIO(), io.StringIO()
 with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
     try:
@@ -75,14 +75,14 @@ def test_errors_and_help_need_no_heavy_library(tmp_path, argv, message):
 
 LEVELS = """\
 import contextlib, io, json, logging, os, sys
-from resulic.cli import main
-from resulic.runtime import library_log_level
+from resulic.cli.commands import main
+from resulic.services.runtime import library_log_level
 with contextlib.redirect_stdout(io.StringIO()):
     main(sys.argv[1:])
 import mlflow  # configures its own loggers when imported
 from ray import serve  # sets its own logger to INFO when imported; serve.local quiets it again
-from resulic.cluster import PREEMPTION_WATCHER_ENV, local_worker_env
-from resulic.runtime import quiet_libraries
+from resulic.services.cluster import PREEMPTION_WATCHER_ENV, local_worker_env
+from resulic.services.runtime import quiet_libraries
 from serve.local import serve_logging
 quiet_libraries()
 print(json.dumps({"mlflow": logging.getLogger("mlflow").level, "alembic": logging.getLogger("alembic").level,

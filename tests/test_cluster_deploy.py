@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from resulic.errors import ConfigError
-from resulic.submit import JobRequest, build_command, request_from_env, submission_id
+from resulic.cli.submit import JobRequest, build_command, request_from_env, submission_id
 
 REPO = Path(__file__).resolve().parents[1]
 K8S = REPO / "deploy" / "k8s"
@@ -140,7 +140,7 @@ def test_ray_clusters_in_manifests_match_our_ray_image_and_shared_volume():
 
 @pytest.mark.parametrize("name", [d["metadata"]["name"] for d in all_docs("RayJob")])
 def test_rayjob_runs_a_job_script_with_a_valid_config(name):
-    from resulic.submit import KINDS, _resolved
+    from resulic.cli.submit import KINDS, _resolved
 
     (doc,) = [d for d in all_docs("RayJob") if d["metadata"]["name"] == name]
     spec = doc["spec"]
@@ -315,8 +315,8 @@ def test_a_submitted_jobs_driver_leaves_the_jobs_runtime_env_alone(monkeypatch):
     working folder under its driver. Outside a job, the driver's variables go to its workers."""
     from ray.runtime_env.runtime_env import _merge_runtime_env
 
-    from resulic import cluster
-    from resulic.submit import runtime_env
+    from resulic.services import cluster
+    from resulic.cli.submit import runtime_env
 
     job_env = runtime_env(JobRequest("train", str(REPO / "configs/train/stage1.yaml"), tracking_uri="http://mlflow:5000"))
     for key in ("MLFLOW_TRACKING_URI", "HF_HUB_OFFLINE", "OMP_NUM_THREADS"):
@@ -330,7 +330,7 @@ def test_a_submitted_jobs_driver_leaves_the_jobs_runtime_env_alone(monkeypatch):
 
 
 def test_submit_sends_the_ray_token_when_one_exists(tmp_path):
-    from resulic.submit import submit_environment
+    from resulic.cli.submit import submit_environment
 
     token = tmp_path / "token"
     assert "RAY_AUTH_MODE" not in submit_environment({"RAY_AUTH_TOKEN_PATH": str(token), "HOME": str(tmp_path)})
@@ -340,7 +340,7 @@ def test_submit_sends_the_ray_token_when_one_exists(tmp_path):
 
 
 def test_the_job_report_names_status_logs_and_mlflow_runs():
-    from resulic.submit import MLFLOW_RUN_LINE, JobReport
+    from resulic.cli.submit import MLFLOW_RUN_LINE, JobReport
 
     logs = "run stage1: MLflow run 0123456789abcdef0123456789abcdef; trained codec /x\nMLflow parent run " + "f" * 32
     report = JobReport("resulic-train-x-1", "SUCCEEDED", "", MLFLOW_RUN_LINE.findall(logs))

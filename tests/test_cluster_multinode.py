@@ -97,7 +97,7 @@ def test_sweep_promote_evaluate_then_serve_the_champion(multinode, photo, tmp_pa
     assert client.get_run(evaluation[0]).info.status == "FINISHED"
 
     # Serve, deployed to the running cluster the way a RayService does, answers over HTTP.
-    from resulic.local_cluster import running_replicas, serve_config
+    from resulic.services.local_cluster import running_replicas, serve_config
 
     config = tmp_path / "serve.yaml"
     config.write_text(yaml.safe_dump(serve_config(REPO / "serve" / "config.cluster.yaml", "models:/resulic-cluster@champion",
@@ -112,7 +112,7 @@ def test_sweep_promote_evaluate_then_serve_the_champion(multinode, photo, tmp_pa
     while running_replicas(multinode.address, "resulic-codec", "CodecDeployment") < 2:
         assert time.monotonic() < deadline, "the second codec replica never started"
         time.sleep(2)
-    from resulic.client import CodecClient
+    from resulic.cli.client import CodecClient
 
     buf = io.BytesIO()
     photo.crop((0, 0, 128, 128)).save(buf, format="PNG")

@@ -67,7 +67,7 @@ def test_every_shipped_config_loads(path, monkeypatch):
     """Each YAML under configs/ is valid for its schema (sweeps: their spaces too), run from the
     repository root as the README's commands are."""
     from resulic.config import MainJobConfig, SemanticsConfig, load_config
-    from resulic.evaluate import EvaluateConfig
+    from resulic.evaluation.evaluate import EvaluateConfig
     from resulic.train.config import TrainConfig
     from resulic.tune.promote import PromoteConfig
     from resulic.tune.sweep import Sweep, SweepConfig

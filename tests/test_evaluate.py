@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from resulic.evaluate import EvaluateConfig, evaluate
+from resulic.evaluation.evaluate import EvaluateConfig, evaluate
 
 from .conftest import shared_path
 

@@ -2,7 +2,7 @@
 
 import json
 
-from resulic.cli import main
+from resulic.cli.commands import main
 
 from .conftest import REPO, shared_path
 

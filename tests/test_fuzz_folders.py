@@ -15,7 +15,7 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
-from resulic.cli import main
+from resulic.cli.commands import main
 from resulic.codec.store import check_compressor_state, load_codec, save_codec
 from resulic.errors import ModelLoadError
 

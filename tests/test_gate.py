@@ -53,7 +53,7 @@ def _sweep_with_one_trial(tmp_path, codec, monkeypatch):
     trial's run holding its codec under codec/."""
     from mlflow import MlflowClient
 
-    from resulic import tracking
+    from resulic.services import tracking
     from resulic.codec.store import save_codec
     from resulic.tune.sweep import SWEEP_TAG
 
@@ -73,7 +73,7 @@ def _sweep_with_one_trial(tmp_path, codec, monkeypatch):
 
 
 def test_a_trial_no_better_than_the_champion_is_not_promoted(tmp_path, codec, monkeypatch):
-    from resulic import registry
+    from resulic.services import registry
     from resulic.tune.promote import PromoteConfig, gated_promotion
 
     uri = _sweep_with_one_trial(tmp_path, codec, monkeypatch)

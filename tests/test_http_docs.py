@@ -9,7 +9,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from resulic.http_docs import ASSETS, add_offline_docs
+from resulic.serving.http_docs import ASSETS, add_offline_docs
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,7 @@ def test_openapi_documents_every_refusal(service):
 
 
 def test_a_missing_package_falls_back_to_the_cdn_page(monkeypatch):
-    import resulic.http_docs as http_docs
+    import resulic.serving.http_docs as http_docs
 
     monkeypatch.setattr(http_docs, "swagger_ui_folder", lambda: None)
     app = FastAPI(docs_url=None)

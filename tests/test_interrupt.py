@@ -111,7 +111,7 @@ def test_a_signal_inside_a_finalizer_is_not_lost(tmp_path):
     there would be lost and the command would run on. The handler delivers it again outside."""
     script = textwrap.dedent("""
         import gc, os, signal, sys, threading, time
-        from resulic.runtime import stop_on_signals
+        from resulic.services.runtime import stop_on_signals
 
         class Slow:
             def __del__(self):

@@ -38,7 +38,7 @@ def test_the_job_ends_by_saying_where_things_are(tmp_path, monkeypatch, codec):
     registered from), the trials' folders, the MLflow UI command on the same store, the outputs."""
     from mlflow import MlflowClient
 
-    from resulic import registry, tracking
+    from resulic.services import registry, tracking
     from resulic.codec.store import save_codec
 
     monkeypatch.chdir(tmp_path)

@@ -4,7 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from resulic.cli import main
+from resulic.cli.commands import main
 
 REPO = Path(__file__).resolve().parents[1]
 

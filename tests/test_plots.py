@@ -10,8 +10,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pytest
 
-from resulic.evaluation_commands import add_parsers
-from resulic.plots import distinct_labels, rd_figure, readable_ticks
+from resulic.cli.evaluation_commands import add_parsers
+from resulic.evaluation.plots import distinct_labels, rd_figure, readable_ticks
 
 
 def _results(path, name, bpp, lpips):

@@ -8,7 +8,7 @@ import pytest
 from resulic.codec.store import save_codec
 from resulic.config import build_config
 from resulic.errors import ConfigError
-from resulic.registry import open_codec
+from resulic.services.registry import open_codec
 from resulic.tune.promote import PromoteConfig, format_promotions, promote
 from resulic.tune.sweep import SWEEP_TAG
 

@@ -14,7 +14,7 @@ from resulic.images import png_bytes
 def test_pyfunc_load_model_round_trips_an_image(tmp_path, codec, photo, monkeypatch):
     import mlflow
 
-    from resulic import registry
+    from resulic.services import registry
     from resulic.codec.container import unpack
     from resulic.codec.store import save_codec
 

@@ -7,8 +7,8 @@ from compressai.ans import RansDecoder
 from resulic.config import CompressorConfig
 from resulic.errors import BitstreamError
 from resulic.models.compressor import LatentCompressor
-from resulic.models.rans_decoder import SafeRansDecoder
-from resulic.models.rans_stream import SharedRansStream
+from resulic.entropy.rans_decoder import SafeRansDecoder
+from resulic.entropy.rans_stream import SharedRansStream
 
 
 class RecordingStream(SharedRansStream):

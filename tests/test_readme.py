@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from resulic import cli
+from resulic.cli import commands as cli
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"

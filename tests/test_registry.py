@@ -7,7 +7,7 @@ import pytest
 
 from resulic.codec.store import load_codec, save_codec
 from resulic.errors import ModelLoadError
-from resulic.registry import fetch_codec, register_codec, resolve, set_alias
+from resulic.services.registry import fetch_codec, register_codec, resolve, set_alias
 
 
 @pytest.fixture()
@@ -41,7 +41,7 @@ def test_register_alias_fetch_load(store, folder, codec, tmp_path):
 def _assert_one_artifact_root_and_training_kind(uri, tmp_path, experiment_name):
     from mlflow import MlflowClient
 
-    from resulic.tracking import EXPERIMENT_KIND_TAG, TRAINING_KIND
+    from resulic.services.tracking import EXPERIMENT_KIND_TAG, TRAINING_KIND
 
     experiment = MlflowClient(uri).get_experiment_by_name(experiment_name)
     assert experiment.tags[EXPERIMENT_KIND_TAG] == TRAINING_KIND  # the UI opens it on its runs, not on traces
@@ -65,7 +65,7 @@ def test_bad_uris_and_folders(store, tmp_path, folder):
 
 
 def test_evaluate_from_the_registry(store, folder, tmp_path):
-    from resulic.evaluate import EvaluateConfig, evaluate
+    from resulic.evaluation.evaluate import EvaluateConfig, evaluate
 
     version = register_codec(folder, "resulic-eval")
     set_alias("resulic-eval", "champion", version)
@@ -82,7 +82,7 @@ def test_evaluate_from_the_registry(store, folder, tmp_path):
 
 
 def test_a_registry_uri_without_a_store_says_how_to_point_at_one_and_creates_nothing(tmp_path, monkeypatch, capsys):
-    from resulic.cli import main
+    from resulic.cli.commands import main
 
     monkeypatch.chdir(tmp_path)  # a folder without mlflow.db
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -97,7 +97,7 @@ def test_a_registry_uri_without_a_store_says_how_to_point_at_one_and_creates_not
 
 
 def test_tracking_uri_option_finds_a_store_elsewhere(store, folder, tmp_path, monkeypatch, capsys):
-    from resulic.cli import main
+    from resulic.cli.commands import main
 
     register_codec(folder, "resulic-elsewhere")
     set_alias("resulic-elsewhere", "champion", "1")

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from resulic.client import CodecClient, RemoteError
+from resulic.cli.client import CodecClient, RemoteError
 from resulic.codec import Codec
 from resulic.codec.store import save_codec
 from resulic.config import ModelConfig, build_config
 from resulic.images import png_bytes
-from resulic.registry import register_codec, set_alias
+from resulic.services.registry import register_codec, set_alias
 
 pytestmark = pytest.mark.slow
 MODEL = "resulic-serve"
@@ -100,7 +100,7 @@ def test_round_trip_matches_the_local_cli(client, codec, photo, upload, models, 
     quick = client.decompress(result.data, one_pass=True)  # one network evaluation: another picture
     assert quick.data[:8] == b"\x89PNG\r\n\x1a\n" and quick.data != served.data
     (tmp_path / "x.rslc").write_bytes(result.data)
-    from resulic.cli import main
+    from resulic.cli.commands import main
 
     assert main(["decompress", str(tmp_path / "x.rslc"), "-o", str(tmp_path / "x.png"),
                  "--model", str(models["v1_folder"])]) == 0

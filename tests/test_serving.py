@@ -10,9 +10,10 @@ from PIL import Image
 from resulic.codec.store import save_codec
 from resulic.errors import ConfigError
 from resulic.images import png_bytes
-from resulic.serving import (
-    Catalog, RequestError, ServeAppConfig, ServeLimits, check_image_header, compress_reply, decompress_reply,
-    fingerprint_of, parse_compress_options, rate_points_config, refuse_bitstream, split_multipart,
+from resulic.serving.catalog import Catalog, ServeAppConfig, rate_points_config
+from resulic.serving.limits import RequestError, ServeLimits, check_image_header, fingerprint_of
+from resulic.serving.handling import (
+    compress_reply, decompress_reply, parse_compress_options, refuse_bitstream, split_multipart,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -136,7 +137,7 @@ def test_the_ingress_checks_a_header_against_the_models_settings(codec):
     only the replica knew the model's S. The replica now reports each loaded model's settings and
     the ingress refuses the same files, before queueing."""
     from resulic.codec import Container, Header, pack
-    from resulic.serving import bitstream_header, check_header_settings, model_settings
+    from resulic.serving.limits import bitstream_header, check_header_settings, model_settings
 
     settings = model_settings(codec)
     S = codec.config.rate_point.sampling_steps
@@ -186,7 +187,7 @@ def test_replica_cache_folders_of_dead_processes_are_removed(tmp_path):
     import subprocess
     import sys
 
-    from resulic.serving import replica_cache_dir
+    from resulic.serving.catalog import replica_cache_dir
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     stale = tmp_path / f"resulic-serve-{int(dead.stdout)}"

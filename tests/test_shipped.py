@@ -15,7 +15,7 @@ from PIL import Image
 
 from resulic.codec import shipped
 from resulic.images import sample_images
-from resulic.roundtrip import psnr
+from resulic.evaluation.roundtrip import psnr
 
 from .conftest import shared_path
 

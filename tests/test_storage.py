@@ -1,7 +1,7 @@
 """Folder copies through pyarrow's filesystems, exercised with file:// URIs (the same code path
 as s3:// and gs://)."""
 
-from resulic import storage
+from resulic.services import storage
 
 
 def test_uri_round_trip_of_a_folder(tmp_path):

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import yaml
 
-from resulic.codec.store import load_codec, resolve_codec, save_codec
+from resulic.codec.store import load_codec, save_codec
+from resulic.codec.resolve import resolve_codec
 from resulic.config import BackboneConfig
 from resulic.errors import ModelLoadError
 from resulic.models.backbone import build_tiny, load_backbone, save_backbone, weights_digest
@@ -97,7 +98,7 @@ def _rehash(folder):
 def test_a_non_safetensors_weights_file_is_one_line(folder, tmp_path, encoded, capsys):
     import shutil
 
-    from resulic.cli import main
+    from resulic.cli.commands import main
 
     bad = tmp_path / "bad"
     shutil.copytree(folder, bad)

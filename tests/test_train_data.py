@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from resulic.config import build_config
-from resulic.data import (
+from resulic.data.dataset import (
     CropAndDrop,
     check_images,
     dataset_hash,
@@ -168,7 +168,7 @@ def test_mirrored_crops_mirror_their_latent_alike(tmp_path):
 
 
 def test_scales_of_a_photo(tmp_path):
-    from resulic.photos import scale_sizes
+    from resulic.data.photos import scale_sizes
 
     # a 5312x2988 wallpaper: the full scale capped at 2048 (0.386), 1/2 is then too close to it, 1/4 kept
     assert scale_sizes((5312, 2988), (1, 0.5, 0.25), 2048, 256) == [(0.3855, (2048, 1152)), (0.25, (1328, 744))]
@@ -182,7 +182,7 @@ def test_scales_of_a_photo(tmp_path):
 def test_worker_batches_crop_their_share_like_the_pipeline(tmp_path):
     """data.loader 'worker': each worker crops every world-th row itself, in batches shaped as
     Ray Data's iter_batches gives them; two workers see disjoint rows."""
-    from resulic.data import epoch_items, worker_batches
+    from resulic.data.dataset import epoch_items, worker_batches
 
     for name, size in (("a", (512, 256)), ("b", (256, 256))):
         _image(tmp_path / f"{name}.png", size)

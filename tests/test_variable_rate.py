@@ -291,7 +291,7 @@ def test_evaluate_draws_a_variable_models_curve_from_its_levels(tmp_path, codec,
     its own (its files carry that level); a fixed-rate model beside it is evaluated once."""
     from resulic.codec.store import save_codec
     from resulic.codec.container import unpack
-    from resulic.evaluate import EvaluateConfig, evaluate
+    from resulic.evaluation.evaluate import EvaluateConfig, evaluate
 
     save_codec(vcodec, tmp_path / "vr")
     save_codec(codec, tmp_path / "fixed")
@@ -312,7 +312,7 @@ def test_evaluate_draws_a_variable_models_curve_from_its_levels(tmp_path, codec,
 
 def test_evaluate_levels_need_a_variable_model(tmp_path, codec):
     from resulic.codec.store import save_codec
-    from resulic.evaluate import EvaluateConfig, evaluate
+    from resulic.evaluation.evaluate import EvaluateConfig, evaluate
 
     with pytest.raises(Exception, match=r"levels.*0\.\.127"):
         EvaluateConfig(levels=[128])

@@ -1,4 +1,4 @@
-"""The codec: its file format, compress/decompress, and trained-codec folders.
+"""The codec (the method): file format, compress/decompress, trained-codec folders; imports the ground, models, entropy, diffusion, semantics.
 
 The names below are loaded on first use: ``resulic info`` reads a file's header through
 ``codec.container`` (the standard library only) without importing torch and diffusers, which

@@ -4,7 +4,7 @@ A ResULIC file is tiny and its header chooses the decoder's cost: the image size
 goes through the control UNet's S steps and the VAE), the number of DDIM steps S, and the
 guidance scale; the text section's token count bounds the text decoder. Without limits a 40-byte
 file can hold a decoder for minutes. ``DecodeLimits`` bounds each; the library and the CLI use
-generous defaults, Serve much smaller ones (``resulic.serving.ServeLimits``). docs/security.md
+generous defaults, Serve much smaller ones (``resulic.serving.limits.ServeLimits``). docs/security.md
 lists what each costs.
 """
 

@@ -1,4 +1,4 @@
-"""Compression-aware diffusion: the residual schedule and its DDIM sampler (RESULIC.md §3)."""
+"""Compression-aware diffusion (the method): the residual schedule and its DDIM sampler (RESULIC.md §3); imports only the ground."""
 
 from .sampler import CallCounter, residual_ddim_sample
 from .schedule import ResidualSchedule

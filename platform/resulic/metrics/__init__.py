@@ -1,4 +1,4 @@
-"""Image-quality metrics and RD comparison (core: no Ray, no MLflow).
+"""Image-quality metrics and RD comparison (no Ray, no MLflow); imports only the ground.
 
 distortion.py  PSNR, MS-SSIM          perceptual.py  LPIPS, DISTS, ST-LPIPS
 fid.py         patch FID/KID (HiFiC)  weights.py     offline backbone files, random-backbone marking

@@ -1,4 +1,4 @@
-"""Neural parts of the codec: the frozen backbone, the latent compressor, the control module."""
+"""Neural parts of the codec (the method): frozen backbone, latent compressor, control module; imports the ground and entropy/."""
 
 from .kernels import configure as _configure_kernels
 

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from ..config import CompressorConfig, ModelConfig
 from .kernels import on_native_kernels
-from .rans_stream import SharedRansStream
+from ..entropy.rans_stream import SharedRansStream
 
 # exp(linspace(ln 0.11, ln 256, 64)), as in ELIC and the official compressor.
 SCALE_TABLE = torch.exp(torch.linspace(math.log(0.11), math.log(256), 64)).tolist()

@@ -1,1 +1,1 @@
-"""Semantic residual coding (RESULIC.md §5–§6): captioners, residual extraction, text coding, Pfo."""
+"""Semantic residual coding (the method, RESULIC.md §5–§6): captioners, residual, text coding, Pfo; imports the ground and models."""

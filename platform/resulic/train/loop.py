@@ -21,14 +21,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .. import cluster  # noqa: F401  (sets Ray's environment before ray is imported)
+from ..services import cluster  # noqa: F401  (sets Ray's environment before ray is imported)
 from ..config import RATE_LEVELS, ModelConfig
-from ..data import center_crop, load_image, worker_batches
+from ..data.dataset import center_crop, load_image, worker_batches
 from ..metrics.weights import RANDOM_SUFFIX
 from ..models.backbone import load_backbone
-from ..roundtrip import psnr
-from ..runtime import configure_threads, quiet_libraries
-from ..storage import download_folder, is_uri
+from ..evaluation.roundtrip import psnr
+from ..services.runtime import configure_threads, quiet_libraries
+from ..services.storage import download_folder, is_uri
 from .checkpoint import (
     PRIOR_DIR, fresh_parts, load_state, parts_from_folder, save_checkpoint, save_prior_checkpoint, snapshot_codec,
 )
@@ -231,7 +231,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
     mlflow_client = None
     if rank == 0:
-        from .. import tracking
+        from ..services import tracking
 
         mlflow_client = tracking.client(loop_config["tracking_uri"])
         if state is not None and state.get(STORED_METRICS):
@@ -336,7 +336,7 @@ def _checkpoint(step, cfg, trainable, optimizers, device, rank, loop_config, mlf
         else:
             save_checkpoint(folder, codec, trainable, optimizers, step, extra)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
-    from .. import tracking
+    from ..services import tracking
 
     tracking.log_metrics(mlflow_client, run_id, rows, extra[STORED_METRICS]["timestamp_ms"])
     if grid is not None:

@@ -15,10 +15,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import cluster, tracking
-from .. import storage as storage_lib
+from ..services import cluster, tracking
+from ..services import storage as storage_lib
 from ..config import ModelConfig
-from ..data import check_images, dataset_hash, epoch_items, resolve_records, split_validation, train_dataset
+from ..data.dataset import check_images, dataset_hash, epoch_items, resolve_records, split_validation, train_dataset
 from ..errors import ConfigError, ModelLoadError, ResulicError
 from ..images import write_atomic
 from ..models.backbone import PRIOR_SUBFOLDER
@@ -27,7 +27,7 @@ from .checkpoint import CODEC_DIR, PRIOR_DIR
 from .config import TrainConfig, storage_root
 
 SHIPPED_PREFIX = "shipped:"  # init_from: shipped:<rate point> starts from a shipped codec
-MODEL_DIR = "model"  # <storage>/<run name>/model: the run's final trained-codec folder
+MODEL_DIR = storage_lib.MODEL_DIR  # <storage>/<run name>/model: the run's final trained-codec folder
 TRAINING_INFO = "training.json"
 
 

@@ -1,1 +1,1 @@
-"""Sweeps: search spaces and objectives (no Ray), and the Ray Tune + Optuna + MLflow run."""
+"""Sweeps and promotion (the platform): search spaces, objectives, the Ray Tune + Optuna + MLflow run, the gate; imports everything but serving and cli."""

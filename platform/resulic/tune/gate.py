@@ -83,7 +83,7 @@ class Measured:
 
 def measure(codec, images: list[tuple[str, Image.Image]], label: str, progress=None) -> Measured:
     """Compress each image to real bytes, decode the bytes, score the decoded image."""
-    from ..roundtrip import psnr
+    from ..evaluation.roundtrip import psnr
 
     names, bits, pixels, scores = [], [], [], []
     for name, img in images:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from pydantic import Field, field_validator
 
-from .. import registry, tracking
+from ..services import registry, tracking
 from ..config import StrictModel
 from ..errors import ConfigError, ModelLoadError, ResulicError
 from ..metrics.weights import RANDOM_SUFFIX

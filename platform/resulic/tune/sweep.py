@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from .. import cluster, tracking
+from ..services import cluster, tracking
 from ..config import StrictModel, build_config, load_config
 from ..errors import ConfigError, ResulicError
 from ..train.config import TrainConfig, storage_root
@@ -147,7 +147,7 @@ def trial_driver(values: dict, sweep: dict, stages: list[dict], parent_run_id: s
     """One trial: its stages on Ray Train, in a child MLflow run per stage."""
     import ray.tune
 
-    from ..runtime import configure_threads, quiet_libraries
+    from ..services.runtime import configure_threads, quiet_libraries
     from ..train.trainer import run_training
 
     quiet_libraries()
@@ -366,7 +366,7 @@ def _scatter(outcome: SweepOutcome, objective: ObjectiveConfig, path: Path) -> N
     front = sorted((outcome.rows[i]["bpp"], outcome.rows[i]["distortion"]) for i in outcome.front)
     if front:
         ax.plot(*zip(*front), "o-", color="tab:red", label="Pareto front")
-    from ..plots import readable_ticks
+    from ..evaluation.plots import readable_ticks
 
     readable_ticks(ax.xaxis)  # trials often differ in the 4th digit of bpp: no offset notation
     readable_ticks(ax.yaxis)

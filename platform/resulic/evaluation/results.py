@@ -14,7 +14,7 @@ import math
 from pathlib import Path
 from typing import Iterable
 
-from .images import write_atomic
+from ..images import write_atomic
 
 
 def mean_or_none(values: Iterable[float | None]) -> float | None:

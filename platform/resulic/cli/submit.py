@@ -40,7 +40,7 @@ import re
 import shlex
 from dataclasses import dataclass, field
 
-from .config import load_config
+from ..config import load_config
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"  # `ray dashboard cluster.yaml` forwards the head's dashboard here
 # What every job needs on every node, whatever the cluster's defaults.
@@ -87,7 +87,7 @@ class JobRequest:
         if self.storage:
             key = KINDS[self.kind].storage_key
             if key is None:
-                from .errors import ConfigError
+                from ..errors import ConfigError
 
                 raise ConfigError(f"--storage: a {self.kind} job has no storage path (train and sweep jobs do)")
             extra.append(f"{key}={self.storage}")
@@ -97,21 +97,21 @@ class JobRequest:
 def _resolved(kind: str, path: str, overrides: list[str]) -> tuple[str, dict]:
     """(job name, resolved config as plain data), validated with the job's own schema."""
     if kind == "train":
-        from .train.config import TrainConfig
+        from ..train.config import TrainConfig
 
         cfg = load_config(TrainConfig, path, overrides)
         return cfg.run.name, cfg.model_dump(mode="json")
     if kind == "sweep":
-        from .tune.sweep import SweepConfig
+        from ..tune.sweep import SweepConfig
 
         cfg = load_config(SweepConfig, path, overrides)
         return cfg.name, cfg.model_dump(mode="json")
     if kind == "promote":
-        from .tune.promote import PromoteConfig
+        from ..tune.promote import PromoteConfig
 
         cfg = load_config(PromoteConfig, path, overrides)
         return f"{cfg.model_name}-{cfg.sweep}", cfg.model_dump(mode="json")
-    from .evaluate import EvaluateConfig
+    from ..evaluation.evaluate import EvaluateConfig
 
     cfg = load_config(EvaluateConfig, path, overrides)
     return cfg.name, cfg.model_dump(mode="json")

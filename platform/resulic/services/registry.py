@@ -9,7 +9,7 @@ folder that no run logged (it logs one). MLflow's ``register_model`` insists on 
 "logged model" (an MLmodel file); ``MlflowClient.create_model_version(name, source, run_id)``
 registers any artifact folder, and ``models:/<name>@<alias>`` / ``models:/<name>/<version>``
 then download it like any model. Registration adds an ``MLmodel`` file to the folder (the
-``pyfunc`` flavour, resulic/pyfunc.py: image bytes <-> file bytes, loaded by the installed
+``pyfunc`` flavour, resulic/services/pyfunc.py: image bytes <-> file bytes, loaded by the installed
 ``resulic``, no pickle), so ``mlflow.pyfunc.load_model`` works on a version too. Nothing in the
 folder is executable, so fetching a version never runs code.
 
@@ -17,7 +17,7 @@ Version tags: ``fingerprint`` (the model's 4-byte id, as in every file it writes
 ``backbone`` (profile), plus the caller's. Promotion is an alias (``champion``), never a stage.
 
 The tracking store: the caller's URI, else ``MLFLOW_TRACKING_URI``, else ``./mlflow.db`` (as in
-``resulic.tracking``). Looking a URI up never creates a store: with no store there, it is an error
+``resulic.services.tracking``). Looking a URI up never creates a store: with no store there, it is an error
 that says how to point at the right one (an empty new database could only answer "not found").
 """
 
@@ -29,7 +29,7 @@ import tempfile
 from pathlib import Path
 
 from . import tracking
-from .errors import ModelLoadError
+from ..errors import ModelLoadError
 
 ARTIFACT_DIR = "codec"
 EXPERIMENT = "resulic-registry"
@@ -47,7 +47,7 @@ def _client(tracking_uri: str | None = None):
 
 
 def _manifest(folder: Path) -> dict:
-    from .codec.store import read_manifest  # inside the folder, size-limited, one-line errors
+    from ..codec.store import read_manifest  # inside the folder, size-limited, one-line errors
 
     manifest = read_manifest(folder)
     if "fingerprint" not in manifest:
@@ -103,7 +103,7 @@ def register_run_codec(run_id: str, name: str, tags: dict[str, str] | None = Non
 
 def _log_pyfunc_flavour(client, run_id: str) -> None:
     """An ``MLmodel`` beside the codec in the run's ``codec/``: the version is then an MLflow
-    pyfunc model too (``mlflow.pyfunc.load_model``, ``mlflow models serve``; resulic/pyfunc.py)."""
+    pyfunc model too (``mlflow.pyfunc.load_model``, ``mlflow models serve``; resulic/services/pyfunc.py)."""
     from .pyfunc import write_mlmodel
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -138,8 +138,7 @@ def trained_folder(uri: str, tracking_uri: str | None = None) -> str | None:
     storage, run_name = tags.get(tracking.STORAGE_TAG), tags.get(tracking.RUN_NAME_TAG)
     if not storage or not run_name or tags.get("resulic.kind") == "register":
         return None
-    from .storage import join
-    from .train.trainer import MODEL_DIR
+    from .storage import MODEL_DIR, join
 
     return join(storage, run_name, MODEL_DIR)
 
@@ -197,9 +196,10 @@ def fetch_codec(uri: str, dst: str | Path | None = None, tracking_uri: str | Non
 def open_codec(model: str | None = None, overrides=(), device="cpu", tracking_uri: str | None = None,
                rate: str | None = None, variable: bool = False):
     """The codec a command names: ``models:/<name>@<alias>`` or ``/<version>`` from the registry,
-    else what ``resulic.codec.store.resolve_codec`` accepts (folder, model YAML, default;
+    else what ``resulic.codec.resolve.resolve_codec`` accepts (folder, model YAML, default;
     ``variable``: the shipped variable-rate model when the default is the shipped codecs)."""
-    from .codec.store import load_codec, resolve_codec
+    from ..codec.store import load_codec
+    from ..codec.resolve import resolve_codec
 
     if is_registry_uri(model):
         if overrides:

@@ -13,9 +13,8 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .errors import ResulicError
-
-SUFFIX = ".rslc"
+from ..errors import ResulicError
+from .common import SUFFIX, file_pairs, tracking_uri_option
 
 DESCRIPTION = """\
 ResULIC: ultra-low-bitrate image compression with a compression-aware diffusion decoder.
@@ -59,11 +58,6 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     tracking_uri_option(p)
 
 
-def tracking_uri_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--tracking-uri", metavar="URI",
-                   help="the MLflow store that holds models:/ URIs (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
-
-
 def _decode_limit_options(p: argparse.ArgumentParser) -> None:
     # Defaults are DecodeLimits()'s (importing it here would load torch for --help).
     g = p.add_argument_group("decode limits", "a file that asks for more is refused from its header, before any work")
@@ -84,7 +78,7 @@ def _file_size_option(p: argparse.ArgumentParser) -> None:
 
 
 def _decode_limits(args):
-    from .codec.limits import DecodeLimits
+    from ..codec.limits import DecodeLimits
 
     names = ("max_pixels", "max_steps", "max_guidance", "max_text_tokens")
     try:
@@ -162,19 +156,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _pairs(inp: Path, out: str | None, pattern: Callable[[Path], bool], suffix: str, folder_tag: str):
-    """(source, destination) pairs for a file or a folder."""
-    if inp.is_dir():
-        dest = Path(out) if out else inp.with_name(inp.name + folder_tag)
-        sources = sorted(p for p in inp.iterdir() if p.is_file() and pattern(p))
-        if not sources:
-            raise ResulicError(f"{inp}: no matching files in the folder")
-        return [(p, dest / (p.stem + suffix)) for p in sources], True
-    if not inp.exists():
-        raise ResulicError(f"{inp}: no such file or folder")
-    return [(inp, Path(out) if out else inp.with_suffix(suffix))], False
-
-
 def _check_outputs(pairs) -> None:
     """Refuse, before any model loads or any encode runs, outputs that cannot be written: an
     existing folder in a file's place, a parent that is a file, a folder we cannot create files
@@ -233,7 +214,7 @@ def _check_header_options(args) -> None:
     """Refuse, before any model loads, a --seed/--steps/--guidance the file's header cannot hold
     (the container's FIELD_RANGES: the reader's ranges, so no file is written that no decoder
     reads). The model's own bounds (steps <= N_r) are checked once it is loaded."""
-    from .codec.container import FIELD_RANGES, check_field
+    from ..codec.container import FIELD_RANGES, check_field
 
     for name in ("seed", "steps", "guidance"):
         value = getattr(args, name)
@@ -247,7 +228,7 @@ def _check_header_options(args) -> None:
 
 
 def cmd_compress(args) -> int:
-    from .images import IMAGE_SUFFIXES, open_image, write_atomic
+    from ..images import IMAGE_SUFFIXES, open_image, write_atomic
 
     if args.pfo and not args.srr:
         raise ResulicError("--pfo refines the semantic residual: add --srr")
@@ -262,12 +243,12 @@ def cmd_compress(args) -> int:
         raise ResulicError("--rate picks a fixed-rate shipped point; --bpp and --level set the variable-rate "
                            "model's rate: use one or the other")
     # The inputs are checked before anything heavy (torch, diffusers: seconds) is imported.
-    pairs, is_folder = _pairs(Path(args.input), args.output, lambda p: p.suffix.lower() in IMAGE_SUFFIXES, SUFFIX, "_rslc")
+    pairs, is_folder = file_pairs(Path(args.input), args.output, lambda p: p.suffix.lower() in IMAGE_SUFFIXES, SUFFIX, "_rslc")
     _check_outputs(pairs)
 
-    from .config import SemanticsConfig, load_config
-    from .registry import open_codec
-    from .semantics.pipeline import Semantics
+    from ..config import SemanticsConfig, load_config
+    from ..services.registry import open_codec
+    from ..semantics.pipeline import Semantics
 
     sem_overrides = list(args.semantics_overrides) + ([f"captions_file={args.captions}"] if args.captions else [])
     try:
@@ -278,7 +259,7 @@ def cmd_compress(args) -> int:
     if args.one_pass:
         if args.steps is not None or args.guidance is not None:
             raise ResulicError("--one-pass sets the steps and the guidance: drop --steps/--guidance")
-        from .codec.codec import ONE_PASS
+        from ..codec.codec import ONE_PASS
 
         args.steps, args.guidance = ONE_PASS["steps"], ONE_PASS["guidance"]
     codec = open_codec(args.model, args.overrides, device=args.device, rate=args.rate, variable=knob)
@@ -295,7 +276,7 @@ def cmd_compress(args) -> int:
                 options = dict(text=args.text, caption=args.caption, srr=args.srr, pfo=args.pfo, image_name=src.name,
                                semantics=semantics, steps=args.steps, guidance=args.guidance, seed=args.seed)
                 if args.bpp is not None:
-                    from .codec.rate_control import encode_to_bpp
+                    from ..codec.rate_control import encode_to_bpp
 
                     r, search = encode_to_bpp(codec, img, args.bpp, **options)
                 else:
@@ -325,11 +306,11 @@ def cmd_compress(args) -> int:
 
 
 def cmd_decompress(args) -> int:
-    pairs, is_folder = _pairs(Path(args.input), args.output, lambda p: p.suffix == SUFFIX, ".png", "_decoded")
+    pairs, is_folder = file_pairs(Path(args.input), args.output, lambda p: p.suffix == SUFFIX, ".png", "_decoded")
     _check_outputs(pairs)
 
-    from .errors import DecodeLimitError
-    from .images import is_decoded_by_us, save_image_atomic
+    from ..errors import DecodeLimitError
+    from ..images import is_decoded_by_us, save_image_atomic
 
     limits = _decode_limits(args)
     if args.max_file_bytes < 1:
@@ -358,15 +339,15 @@ def _decoder_codecs(args) -> Callable[[bytes], object]:
     whose fingerprint the file's header carries."""
     import os
 
-    from .codec.store import DEFAULT_MODEL_ENV
-    from .registry import open_codec
+    from ..codec.resolve import DEFAULT_MODEL_ENV
+    from ..services.registry import open_codec
 
     if args.model is not None or args.overrides or os.environ.get(DEFAULT_MODEL_ENV):
         codec = open_codec(args.model, args.overrides, device=args.device)
         return lambda data: codec
-    from .codec import shipped
-    from .codec.container import unpack
-    from .errors import ModelMismatchError
+    from ..codec import shipped
+    from ..codec.container import unpack
+    from ..errors import ModelMismatchError
 
     loaded: dict[bytes, object] = {}
 
@@ -411,7 +392,7 @@ def _read_bytes(path: Path, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> bytes:
 
 
 def _header_info(path: Path, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> dict:
-    from .codec.container import unpack
+    from ..codec.container import unpack
 
     data = _read_bytes(path, max_bytes)
     c = unpack(data)
@@ -430,14 +411,14 @@ def _header_info(path: Path, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> dict:
 def _text_tokens(container) -> list[int]:
     if not container.header.text_mode:
         return []
-    from .semantics.text_coding import decode_ids  # numpy and the text model: only for files with text
+    from ..semantics.text_coding import decode_ids  # numpy and the text model: only for files with text
 
     return decode_ids(container.text)
 
 
 def rates_table() -> str:
     """The shipped rate points, from the shipped index (nothing heavy is loaded)."""
-    from .codec import shipped
+    from ..codec import shipped
 
     data = shipped.index()
     lines = [f"shipped rate points ({shipped.SHIPPED_DIR}):",
@@ -500,7 +481,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ["MLFLOW_TRACKING_URI"] = args.tracking_uri
     import contextlib
 
-    from .runtime import exit_status, quiet_libraries, set_verbose, stop_on_signals, stopping
+    from ..services.runtime import exit_status, quiet_libraries, set_verbose, stop_on_signals, stopping
 
     if args.verbose:
         set_verbose(True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from .errors import ResulicError
+from ..errors import ResulicError
 
 
 class RemoteError(ResulicError):
@@ -27,7 +27,7 @@ class RemoteResult:
     headers: dict[str, str]
 
     def header(self, name: str, default: str = "") -> str:
-        from .serving import HEADER_PREFIX  # not at the top: `resulic --help` builds this module's parser
+        from ..serving.handling import HEADER_PREFIX  # not at the top: `resulic --help` builds this module's parser
 
         return self.headers.get((HEADER_PREFIX + name).lower(), default)
 
@@ -95,7 +95,7 @@ class CodecClient:
 
 def compress_files(url: str, sources, destinations, **options) -> list[str]:
     """Compress image files over HTTP into bitstream files (written atomically); one line each."""
-    from .images import write_atomic
+    from ..images import write_atomic
 
     client = CodecClient(url)
     lines = []
@@ -108,7 +108,7 @@ def compress_files(url: str, sources, destinations, **options) -> list[str]:
 
 
 def decompress_files(url: str, sources, destinations) -> list[str]:
-    from .images import write_atomic
+    from ..images import write_atomic
 
     client = CodecClient(url)
     lines = []
@@ -155,18 +155,18 @@ def add_parser(sub) -> None:
 def cmd_remote(args) -> int:
     from pathlib import Path
 
-    from .cli import SUFFIX, _pairs
-    from .images import IMAGE_SUFFIXES
+    from .common import SUFFIX, file_pairs
+    from ..images import IMAGE_SUFFIXES
 
     if args.remote_command == "compress":
-        pairs, _ = _pairs(Path(args.input), args.output, lambda p: p.suffix.lower() in IMAGE_SUFFIXES, SUFFIX, "_rslc")
+        pairs, _ = file_pairs(Path(args.input), args.output, lambda p: p.suffix.lower() in IMAGE_SUFFIXES, SUFFIX, "_rslc")
         options = dict(rate_point=args.rate_point, text=args.text, srr=args.srr or None,
                        pfo_iterations=args.pfo_iterations, pfo_seconds=args.pfo_seconds)
         lines = compress_files(args.url, *zip(*pairs), **options)
     else:
-        pairs, _ = _pairs(Path(args.input), args.output, lambda p: p.suffix == SUFFIX, ".png", "_decoded")
+        pairs, _ = file_pairs(Path(args.input), args.output, lambda p: p.suffix == SUFFIX, ".png", "_decoded")
         if not args.force:
-            from .images import is_decoded_by_us
+            from ..images import is_decoded_by_us
 
             for _, dst in pairs:
                 if dst.exists() and not is_decoded_by_us(dst):

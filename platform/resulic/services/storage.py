@@ -6,6 +6,8 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+MODEL_DIR = "model"  # <storage>/<run name>/model: a training run's final trained-codec folder
+
 
 def is_uri(location: str) -> bool:
     return "://" in location

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .errors import ConfigError, ImageError
-from .images import list_images, open_image, sample_images
+from ..errors import ConfigError, ImageError
+from ..images import list_images, open_image, sample_images
 
 LATENT_FACTOR = 8  # pixels per latent cell (the autoencoders of every profile downsample by 8)
 MIN_EPOCH_ROWS = 512  # rows of one pass over the data (small datasets are repeated)

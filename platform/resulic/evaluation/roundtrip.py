@@ -10,8 +10,8 @@ from typing import Iterable
 import numpy as np
 from PIL import Image
 
-from .codec import Codec
-from .images import list_images, open_image, sample_images, save_image_atomic, shrink_to, write_atomic
+from ..codec import Codec
+from ..images import list_images, open_image, sample_images, save_image_atomic, shrink_to, write_atomic
 
 
 @dataclass
@@ -67,7 +67,7 @@ def roundtrip(codec: Codec, items: Iterable[tuple[str, Image.Image]], output_dir
 
 
 def results_json(rows: list[RoundTripRow], name: str, description: str = "") -> dict:
-    """The round trip in CompressAI's results format (resulic.results): one rate point, the means
+    """The round trip in CompressAI's results format (resulic.evaluation.results): one rate point, the means
     over images (``bpp`` from the files, ``psnr-rgb``, times), and each image's row beside it, so
     ``resulic plot`` and ``resulic bd-rate`` read it like evaluate's and baselines' files."""
     from .results import mean_or_none

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .metrics.bd_rate import BDRateError, curve, load_results, lower_is_better
+from ..metrics.bd_rate import BDRateError, curve, load_results, lower_is_better
 
 LABELS = {"psnr": "PSNR-RGB [dB]", "ms-ssim": "MS-SSIM", "lpips": "LPIPS", "dists": "DISTS", "st-lpips": "ST-LPIPS",
           "fid": "FID/256", "kid": "KID/256"}

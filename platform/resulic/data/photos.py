@@ -35,8 +35,8 @@ from typing import Callable, Iterable
 import numpy as np
 from PIL import Image
 
-from .errors import ConfigError, ImageError
-from .images import list_images, open_image, write_atomic
+from ..errors import ConfigError, ImageError
+from ..images import list_images, open_image, write_atomic
 
 # Debian bookworm packages with real photographs: package -> glob patterns of the photos (the
 # abstract pictures and textures in the same packages are left out by name).

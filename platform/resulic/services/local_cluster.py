@@ -88,7 +88,7 @@ def _env(extra_path: list[str]) -> dict[str, str]:
     env.update({"RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
                 "MLFLOW_DISABLE_TELEMETRY": "true"})
     env.pop("RAY_ADDRESS", None)  # the nodes find the head by --address, never by a caller's variable
-    # resulic.cluster sets this to 0 in its own process (a local Ray stays on the loopback
+    # resulic.services.cluster sets this to 0 in its own process (a local Ray stays on the loopback
     # address); inherited by `ray start --address`, it refuses to join a node ("multi-node Ray
     # clusters are not supported"), as a real cluster's nodes never have it.
     env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)

@@ -23,10 +23,10 @@ from pathlib import Path
 
 from pydantic import Field, field_validator
 
-from .config import RATE_LEVELS, StrictModel
-from .errors import ConfigError, ResulicError
-from .metrics.suite import DEFAULT as DEFAULT_METRICS
-from .metrics.weights import MetricWeights
+from ..config import RATE_LEVELS, StrictModel
+from ..errors import ConfigError, ResulicError
+from ..metrics.suite import DEFAULT as DEFAULT_METRICS
+from ..metrics.weights import MetricWeights
 from .results import mean_or_none, write_results
 
 TIMING_KEYS = ("encoding_time", "decoding_time")
@@ -84,7 +84,7 @@ class EvaluateConfig(StrictModel):
 
 def load_images(images: str, max_images: int | None = None, crop: int | None = None, max_side: int | None = None):
     """(stem, RGB image) pairs of a folder (or the sample photos), downscaled and center-cropped."""
-    from .images import list_images, open_image, sample_images, shrink_to
+    from ..images import list_images, open_image, sample_images, shrink_to
 
     if images == "samples":
         items = sample_images(max_images)
@@ -110,7 +110,7 @@ def load_images(images: str, max_images: int | None = None, crop: int | None = N
 
 def resolve_model_sources(models: list[str], fetch_dir: Path) -> list[str]:
     """Registry URIs are downloaded once, here; everything else is passed on as it is."""
-    from .registry import fetch_codec, is_registry_uri
+    from ..services.registry import fetch_codec, is_registry_uri
 
     local = []
     for i, src in enumerate(models):
@@ -129,11 +129,11 @@ class Evaluator:
     """Holds the metric networks and the current codec; evaluates one image at a time."""
 
     def __init__(self, metrics: dict, device: str = "cpu"):
-        from .runtime import configure_threads, quiet_libraries
+        from ..services.runtime import configure_threads, quiet_libraries
 
         quiet_libraries()
         configure_threads()
-        from .metrics.suite import MetricSuite
+        from ..metrics.suite import MetricSuite
 
         mc = MetricsConfig(**metrics)
         self.suite = MetricSuite(mc.names, MetricWeights(mc.weights_dir, mc.random_backbones), device)
@@ -141,7 +141,7 @@ class Evaluator:
         self.codec = None
 
     def load(self, source: str) -> dict:
-        from .codec.store import resolve_codec
+        from ..codec.resolve import resolve_codec
 
         self.codec = resolve_codec(source, device=self.device)
         return {"source": source, "fingerprint": self.codec.fingerprint.hex(),
@@ -149,7 +149,7 @@ class Evaluator:
                 "variable": self.codec.config.rate_point.variable is not None}
 
     def run(self, stem: str, image, out_dir: str, level: int | None = None) -> dict:
-        from .images import save_image_atomic, write_atomic
+        from ..images import save_image_atomic, write_atomic
 
         enc = self.codec.encode(image, level=level)
         path = Path(out_dir) / f"{stem}.rslc"
@@ -189,7 +189,7 @@ def _start_ray(cfg: EvaluateConfig):
     else:
         cpus = min(os.cpu_count() or 1, max(1, int(round(cfg.num_workers * cfg.cpus_per_worker))))
         ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
-    from .runtime import restore_stop_handlers
+    from ..services.runtime import restore_stop_handlers
 
     restore_stop_handlers()  # ray.init replaced SIGTERM's handler with one that aborts
     return ray, True
@@ -218,7 +218,7 @@ def evaluate(cfg: EvaluateConfig, progress: bool = True) -> Evaluation:
     total = len(items) * len(sources)
 
     if cfg.levels:  # from the configs alone, before any worker starts
-        from .codec.store import source_config
+        from ..codec.resolve import source_config
 
         if all(source_config(s).rate_point.variable is None for s in sources):
             raise ConfigError("levels: none of the models is a variable-rate model (they have no rate levels)")
@@ -263,7 +263,7 @@ def evaluate(cfg: EvaluateConfig, progress: bool = True) -> Evaluation:
                 feats.append(([r["real"] for r in done], [r["fake"] for r in done]))
         bar.close()
     finally:
-        from .runtime import stopping
+        from ..services.runtime import stopping
 
         if ray is not None and not stopping():  # Ctrl-C in the command: it exits now, Ray with it
             for w in workers:  # free the metric networks even when the cluster outlives this call
@@ -305,7 +305,7 @@ def _run_all(ray, workers, items, out_dir: str, level: int | None, bar) -> list[
 
 def aggregate(cfg, rate_points, rows, feats, weights: MetricWeights):
     """Mean over images per rate point, rate points sorted by bpp; FID/KID from all patches."""
-    from .metrics.fid import fid_kid
+    from ..metrics.fid import fid_kid
     import numpy as np
 
     set_level = []
@@ -369,7 +369,7 @@ def log_to_mlflow(cfg: EvaluateConfig, ev: Evaluation) -> str:
     by bpp), the JSONs and the RD plots as artifacts. Returns the run id."""
     import mlflow
 
-    from . import tracking
+    from ..services import tracking
 
     # Created like every platform experiment (artifact root, training kind), not by mlflow.set_experiment.
     experiment_id = tracking.ensure_experiment(tracking.client(mlflow.get_tracking_uri()), cfg.experiment)

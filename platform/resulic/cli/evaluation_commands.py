@@ -1,6 +1,6 @@
 """The evaluation subcommands of ``resulic``: evaluate, baselines, bd-rate, plot.
 
-Argument parsing only; the work is in evaluate.py, baselines.py, metrics/bd_rate.py, plots.py.
+Argument parsing only; the work is in evaluation/ (evaluate.py, baselines.py, plots.py) and metrics/bd_rate.py.
 """
 
 from __future__ import annotations
@@ -9,6 +9,8 @@ import argparse
 import math
 import sys
 from pathlib import Path
+
+from .common import tracking_uri_option
 
 
 def add_parsers(sub) -> None:
@@ -28,8 +30,6 @@ def add_parsers(sub) -> None:
     e.add_argument("--workers", type=int, metavar="N", help="Ray actors (default 1; 0: in this process, without Ray)")
     e.add_argument("--max-images", type=int, metavar="N", help="only the first N images of the folder (default: all)")
     e.add_argument("--crop", type=int, metavar="N", help="center-crop images to at most N x N (default: native size)")
-    from .cli import tracking_uri_option
-
     tracking_uri_option(e)
     e.add_argument("--random-backbones", action="store_true", help="seeded random metric backbones (marked '-random')")
     e.add_argument("--track", action="store_true", help="log to MLflow (default store sqlite:///mlflow.db)")
@@ -74,8 +74,8 @@ def add_parsers(sub) -> None:
 
 
 def cmd_evaluate(args) -> int:
-    from .config import build_config, read_yaml
-    from .evaluate import EvaluateConfig, evaluate
+    from ..config import build_config, read_yaml
+    from ..evaluation.evaluate import EvaluateConfig, evaluate
 
     data = read_yaml(args.config) if args.config else {}
     overrides = list(args.overrides)
@@ -113,8 +113,8 @@ def summary(results: dict) -> str:
 
 
 def cmd_baselines(args) -> int:
-    from .baselines import CODECS, BaselinesConfig, default_workers, run_baselines_job
-    from .errors import ConfigError
+    from ..evaluation.baselines import CODECS, BaselinesConfig, default_workers, run_baselines_job
+    from ..errors import ConfigError
 
     if args.workers is not None and args.workers < 1:
         raise ConfigError("--workers: at least 1")
@@ -129,8 +129,8 @@ def cmd_baselines(args) -> int:
 
 
 def cmd_bd_rate(args) -> int:
-    from .errors import ResulicError
-    from .metrics.bd_rate import bd_rate, bd_table
+    from ..errors import ResulicError
+    from ..metrics.bd_rate import bd_rate, bd_table
 
     if args.against:
         if len(args.files) != 1:
@@ -151,7 +151,7 @@ def cmd_bd_rate(args) -> int:
 
 
 def cmd_plot(args) -> int:
-    from .plots import plot_all
+    from ..evaluation.plots import plot_all
 
     written = plot_all(args.files, args.output, args.metric)
     if not written:
@@ -165,7 +165,7 @@ def cmd_plot(args) -> int:
 def _os_errors_as_messages(command):
     """An unwritable output folder is a one-line error like any other bad input."""
     def run(args) -> int:
-        from .errors import ResulicError
+        from ..errors import ResulicError
 
         try:
             return command(args)

@@ -36,8 +36,8 @@ from PIL import Image, features
 
 from pydantic import Field
 
-from .config import StrictModel
-from .errors import ConfigError, ResulicError
+from ..config import StrictModel
+from ..errors import ConfigError, ResulicError
 
 CODECS = ("jpeg", "webp", "avif", "jpeg2000", "vvc")
 # libvvenc's 'faster' preset: about 9x faster than 'slower' per encode (0.6 s against 5.7 s on a
@@ -239,7 +239,7 @@ def run_baselines(images: list[tuple[str, Image.Image]], codecs: list[str], targ
 
     from tqdm import tqdm
 
-    from .metrics.distortion import ms_ssim, psnr  # torch: here, not in the workers, which only encode
+    from ..metrics.distortion import ms_ssim, psnr  # torch: here, not in the workers, which only encode
 
     runnable = []
     for name in codecs:
@@ -250,7 +250,7 @@ def run_baselines(images: list[tuple[str, Image.Image]], codecs: list[str], targ
             runnable.append(name)
     jobs = [(stem, img, target) for stem, img in images for target in targets]
     # spawn, not fork: the parent may hold torch's threads (learned metrics), which fork can deadlock
-    from .runtime import ignore_interrupts_in_child
+    from ..services.runtime import ignore_interrupts_in_child
 
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                initializer=ignore_interrupts_in_child) if workers > 1 else None
@@ -279,7 +279,7 @@ def run_baselines(images: list[tuple[str, Image.Image]], codecs: list[str], targ
                 rows.append(BaselineRow(stem, name, target, bpp_of(enc, img), enc.knob, psnr(img, enc.image),
                                         ms_ssim(img, enc.image), enc.encode_s, enc.decode_s, extra))
                 if decoded_dir is not None:
-                    from .images import save_image_atomic
+                    from ..images import save_image_atomic
                     save_image_atomic(enc.image, Path(decoded_dir, name, f"{stem}-{target:g}.png"))
             out[name] = CodecRun(rows, time.perf_counter() - t0)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: stop the encodes in flight, not wait for them
@@ -391,8 +391,8 @@ def run_baselines_job(cfg: BaselinesConfig, progress: bool = True) -> BaselinesO
     images = load_images(cfg.images, cfg.max_images, cfg.crop, cfg.max_side)
     extra = None
     if cfg.learned_metrics:
-        from .metrics.perceptual import PerceptualMetrics
-        from .metrics.weights import MetricWeights
+        from ..metrics.perceptual import PerceptualMetrics
+        from ..metrics.weights import MetricWeights
 
         extra = PerceptualMetrics(cfg.learned_metrics, MetricWeights(cfg.weights_dir, cfg.random_backbones))
     out = Path(cfg.output_dir)

@@ -18,9 +18,9 @@ def add_parsers(sub) -> None:
 
 
 def cmd_train(args) -> int:
-    from .config import load_config
-    from .train.config import TrainConfig
-    from .train.trainer import run_training
+    from ..config import load_config
+    from ..train.config import TrainConfig
+    from ..train.trainer import run_training
 
     outcome = run_training(load_config(TrainConfig, args.config, args.overrides))
     print(f"run {outcome.run_name}: MLflow run {outcome.mlflow_run_id}; trained codec {outcome.model_dir}")
@@ -28,7 +28,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from .tune.sweep import Sweep, results_table, run_sweep
+    from ..tune.sweep import Sweep, results_table, run_sweep
 
     outcome = run_sweep(Sweep.load(args.config, args.overrides))
     print(results_table(outcome))
@@ -37,8 +37,8 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_promote(args) -> int:
-    from .config import load_config
-    from .tune.promote import PromoteConfig, format_promotions, promote
+    from ..config import load_config
+    from ..tune.promote import PromoteConfig, format_promotions, promote
 
     cfg = load_config(PromoteConfig, args.config, args.overrides)
     print(format_promotions(promote(cfg), cfg.model_name))

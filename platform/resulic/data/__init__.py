@@ -1,0 +1,1 @@
+"""Training data (the platform): photos and manifests -> records -> Ray Data crops; imports only the ground (errors, images)."""
