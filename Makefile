@@ -18,7 +18,7 @@ export MLFLOW_DISABLE_TELEMETRY ?= true
 export RAY_USAGE_STATS_ENABLED ?= 0
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install run test test-quick bench clean
+.PHONY: install run ui test test-quick bench clean
 
 install: $(STAMP)
 
@@ -31,6 +31,10 @@ $(STAMP): requirements.lock pyproject.toml
 
 run: $(STAMP)
 	$(PY) jobs/main.py --config configs/main.yaml $(ARGS)
+
+# The MLflow UI on ./mlflow.db: mlflow server with one worker, on 127.0.0.1:5000 only.
+ui: $(STAMP)
+	$(VENV)/bin/resulic ui $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(ARGS)

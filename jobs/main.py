@@ -87,9 +87,9 @@ def where_things_are(model: str | None, codec, output_dir: str, trials: str | No
                       else f"{model or os.environ.get('RESULIC_MODEL') or 'tiny'} (embedded profile: no folder)")
     uri = tracking.tracking_uri(tracking_uri)
     if tracking.sqlite_path(uri) is not None:
-        exe = Path(sys.executable).parent / "mlflow"
-        exe_name = os.path.relpath(exe) if exe.is_file() and not os.path.relpath(exe).startswith("..") else "mlflow"
-        ui = f"{exe_name} ui --backend-store-uri {uri}\n                 then open {tracking.training_view_url('http://127.0.0.1:5000', experiment_id)}"
+        exe = Path(sys.executable).parent / "resulic"  # mlflow server, one worker, on 127.0.0.1 only
+        exe_name = os.path.relpath(exe) if exe.is_file() and not os.path.relpath(exe).startswith("..") else "resulic"
+        ui = f"{exe_name} ui --tracking-uri {uri}\n                 then open {tracking.training_view_url('http://127.0.0.1:5000', experiment_id)}"
     else:
         ui = f"open {tracking.training_view_url(uri, experiment_id)}"
     lines = ["", "where things are:", f"  codec:         {codec_line}"]

@@ -85,27 +85,54 @@ from resulic.services.cluster import PREEMPTION_WATCHER_ENV, local_worker_env
 from resulic.services.runtime import quiet_libraries
 from serve.local import serve_logging
 quiet_libraries()
-print(json.dumps({"mlflow": logging.getLogger("mlflow").level, "alembic": logging.getLogger("alembic").level,
+import warnings
+from ray.util.annotations import RayDeprecationWarning  # Ray installs its own filter for it unless told otherwise
+with warnings.catch_warnings(record=True) as shown:
+    warnings.warn("torch.jit.script is deprecated", FutureWarning)
+    warnings.warn("RunConfig is deprecated", RayDeprecationWarning)
+print(json.dumps({"warnings": len(shown), "worker_warning_filters": local_worker_env().get("PYTHONWARNINGS"),
+                  "mlflow": logging.getLogger("mlflow").level, "alembic": logging.getLogger("alembic").level,
                   "ray_init": library_log_level(), "workers": os.environ.get("RESULIC_VERBOSE"),
                   "serve": logging.getLogger("ray.serve").level, "serve_app": serve_logging(),
                   "preemption_watcher": local_worker_env().get(PREEMPTION_WATCHER_ENV)}))
 """
 
 
+def test_ray_workers_filter_the_libraries_warnings_from_their_start(ray_cluster):
+    """A local Ray's workers start with the driver's warning filters (PYTHONWARNINGS in their
+    runtime env): a deprecation notice raised while a worker imports its libraries is not shown."""
+
+    @ray_cluster.remote
+    def warn_in_a_worker():
+        import sys
+        import warnings
+
+        from ray.util.annotations import RayDeprecationWarning
+
+        with warnings.catch_warnings(record=True) as shown:
+            warnings.warn("torch.jit.script is deprecated", FutureWarning)
+            warnings.warn("RunConfig is deprecated", RayDeprecationWarning)
+        return list(sys.warnoptions), len(shown)
+
+    options, shown = ray_cluster.get(warn_in_a_worker.remote(), timeout=120)
+    assert options == ["ignore::FutureWarning", "ignore::DeprecationWarning"] and shown == 0
+
+
 @pytest.mark.parametrize("verbose", [False, True])
 def test_library_logs_are_warnings_only_unless_verbose(rslc, verbose):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-    for name in ("RESULIC_VERBOSE", "MLFLOW_LOGGING_LEVEL", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"):
+    for name in ("RESULIC_VERBOSE", "MLFLOW_LOGGING_LEVEL", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "PYTHONWARNINGS"):
         env.pop(name, None)
     argv = (["--verbose"] if verbose else []) + ["info", str(rslc)]
     done = subprocess.run([sys.executable, "-c", LEVELS, *argv], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
     levels = json.loads(done.stdout.splitlines()[-1])
     if verbose:  # the libraries' own defaults, for this process and (via the variable) Ray's workers
-        assert levels == {"mlflow": 20, "alembic": 30, "ray_init": 20, "workers": "1",  # alembic: MLflow's own WARNING
+        assert levels == {"warnings": 2, "worker_warning_filters": None, "mlflow": 20, "alembic": 30, "ray_init": 20, "workers": "1",  # alembic: MLflow's own WARNING
                           "serve": 20, "serve_app": {"log_level": "INFO", "enable_access_log": True},
                           "preemption_watcher": None}
     else:  # Serve: warnings only, no line per request; Ray Train: no preemption watcher on one machine
-        assert levels == {"mlflow": 30, "alembic": 30, "ray_init": 30, "workers": None,
+        assert levels == {"warnings": 0, "worker_warning_filters": "ignore::FutureWarning,ignore::DeprecationWarning",
+                          "mlflow": 30, "alembic": 30, "ray_init": 30, "workers": None,
                           "serve": 30, "serve_app": {"log_level": "WARNING", "enable_access_log": False},
                           "preemption_watcher": "0"}

@@ -20,7 +20,7 @@ def test_main_job_round_trips_sample_photos(tmp_path, capsys, ray_cluster):
     assert (tmp_path / "served" / "astronaut.rslc").read_bytes() == (tmp_path / "astronaut.rslc").read_bytes()
     assert "same bytes as local" in out and "  true\n" in out
     assert out.rstrip().endswith(f"outputs:       {tmp_path} (.rslc files, decoded PNGs, results.json; served/: the same over HTTP)")
-    assert "MLflow UI:     " in out and " ui --backend-store-uri sqlite:///" in out
+    assert "MLflow UI:     " in out and " ui --tracking-uri sqlite:///" in out
 
 
 def test_main_job_reports_config_errors(capsys):
@@ -54,7 +54,7 @@ def test_the_job_ends_by_saying_where_things_are(tmp_path, monkeypatch, codec):
     text = where_things_are("models:/resulic@champion", codec, "outputs/main", f"{tmp_path}/ray_results/sweep-x/runs")
     assert f"codec:         models:/resulic@champion (version 1, MLflow run {run_id}); its folder: {storage}/sweep-x-1-s1/model" in text
     assert f"codec folders: {tmp_path}/ray_results/sweep-x/runs/<run>/model" in text
-    assert f"ui --backend-store-uri {uri}" in text and text.rstrip().splitlines()[-1].startswith("  outputs:       outputs/main")
+    assert f"ui --tracking-uri {uri}" in text and text.rstrip().splitlines()[-1].startswith("  outputs:       outputs/main")
     # the page of the champion's experiment in the UI's training view (MLflow 3 opens GenAI's otherwise)
     assert f"then open http://127.0.0.1:5000/#/experiments/{experiment}?workflowType=machine_learning" in text
 

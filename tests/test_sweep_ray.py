@@ -74,3 +74,12 @@ def test_parent_run_has_a_child_per_trial_and_the_artifacts(swept):
     path = client.download_artifacts(outcome.parent_run_id, "sweep/pareto_front.json", str(tmp))
     front = json.loads(open(path).read())
     assert front and all(r["trial_id"] in {row["trial_id"] for row in outcome.rows} for r in front)
+
+
+def test_tune_keeps_no_logger_files_of_its_own(swept):
+    """Results are in MLflow: no Tune CSV/JSON/TensorBoard files per trial in ray_results (and no
+    TensorBoard hint on the console)."""
+    tmp, _, _ = swept
+    leftovers = [p.name for pattern in ("events.out.tfevents*", "progress.csv", "result.json")
+                 for p in (tmp / "ray_results").rglob(pattern)]
+    assert leftovers == []

@@ -149,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     from . import evaluation_commands, platform_commands
 
     evaluation_commands.add_parsers(sub)  # evaluate, baselines, bd-rate, plot
-    platform_commands.add_parsers(sub)  # train, sweep, promote
+    platform_commands.add_parsers(sub)  # train, sweep, promote, ui
     from .client import add_parser as add_remote_parser
 
     add_remote_parser(sub)  # remote compress|decompress --url

@@ -1,5 +1,6 @@
 """``resulic train | sweep | promote``: the platform's jobs as subcommands (the same as
-``jobs/train.py``, ``jobs/sweep.py`` and ``jobs/promote.py``)."""
+``jobs/train.py``, ``jobs/sweep.py`` and ``jobs/promote.py``); ``resulic ui``: the MLflow UI on the
+local store."""
 
 from __future__ import annotations
 
@@ -15,6 +16,13 @@ def add_parsers(sub) -> None:
         p.add_argument("--config", required=True, help=f"YAML, e.g. {example}")
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config key (repeatable)")
+    u = sub.add_parser("ui", help="the MLflow UI on the local store, on 127.0.0.1 (one server worker)",
+                       description="Start the MLflow UI on a local store (mlflow server, one worker, bound to "
+                                   "127.0.0.1), after pointing a moved store's artifact locations at its folder. "
+                                   "Ctrl-C stops it.")
+    u.add_argument("--tracking-uri", metavar="URI",
+                   help="the store, a sqlite:/// URI (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
+    u.add_argument("--port", type=int, default=5000, help="port on 127.0.0.1 (default: 5000)")
 
 
 def cmd_train(args) -> int:
@@ -45,4 +53,38 @@ def cmd_promote(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "sweep": cmd_sweep, "promote": cmd_promote}
+def ui_argv(uri: str, port: int) -> list[str]:
+    """``mlflow server`` for a local store: one worker (its default of several did not come up on 2
+    busy cores), 127.0.0.1 only, artifacts of anything made through the UI beside the database."""
+    import sys
+    from pathlib import Path
+
+    from ..services.tracking import ARTIFACT_FOLDER, sqlite_path
+
+    return [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", uri,
+            "--artifacts-destination", str(sqlite_path(uri).parent / ARTIFACT_FOLDER),
+            "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+
+
+def cmd_ui(args) -> int:
+    import os
+
+    from ..services import tracking
+    from ..errors import ResulicError
+
+    uri = tracking.tracking_uri(args.tracking_uri)
+    db = tracking.sqlite_path(uri)
+    if db is None:
+        raise ResulicError(f"{uri}: not a local store; a tracking server serves its own UI")
+    if not db.is_file():
+        raise ResulicError(f"no MLflow store at {db} (make run creates ./mlflow.db; --tracking-uri names another)")
+    for old, new in tracking.relocate_store(uri):
+        print(f"the store moved: artifact locations under {old} now point to {new}")
+    argv = ui_argv(uri, args.port)
+    print(f"MLflow UI: {tracking.training_view_url(f'http://127.0.0.1:{args.port}')} (Ctrl-C stops it)", flush=True)
+    # The server's job runner (huey consumers for MLflow's GenAI jobs) is not needed for runs and models.
+    os.execve(argv[0], argv, {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+    return 0  # not reached
+
+
+COMMANDS = {"train": cmd_train, "sweep": cmd_sweep, "promote": cmd_promote, "ui": cmd_ui}

@@ -182,13 +182,16 @@ def _start_ray(cfg: EvaluateConfig):
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     import ray
 
+    from ..services.runtime import library_log_level
+
     if ray.is_initialized():
         return ray, False
     if os.environ.get("RAY_ADDRESS"):
         ray.init()  # an existing cluster
     else:
         cpus = min(os.cpu_count() or 1, max(1, int(round(cfg.num_workers * cfg.cpus_per_worker))))
-        ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+        ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False,
+                 logging_level=library_log_level())  # "Started a local Ray instance" only with --verbose
     from ..services.runtime import restore_stop_handlers
 
     restore_stop_handlers()  # ray.init replaced SIGTERM's handler with one that aborts

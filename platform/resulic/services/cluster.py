@@ -18,7 +18,7 @@ os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
 # What local Ray workers need to behave like the driver (offline, one thread each).
 WORKER_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
               "MLFLOW_TRACKING_URI", "MLFLOW_DISABLE_TELEMETRY", "TOKENIZERS_PARALLELISM", "RESULIC_VERBOSE",
-              "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER")
+              "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "PYTHONWARNINGS")
 # Ray Train's preemption watcher polls for nodes being drained (cloud spot instances); on one
 # machine there is nothing to drain and its failed polls print tracebacks as warnings. A local
 # Ray started here runs without it unless verbose (or the variable is set).
@@ -26,13 +26,15 @@ PREEMPTION_WATCHER_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
 
 
 def local_worker_env() -> dict[str, str]:
-    """The environment of a local Ray's workers: the driver's WORKER_ENV variables, and no
-    preemption watcher unless verbose (the Train controller, an actor, reads it from here)."""
-    from .runtime import verbose
+    """The environment of a local Ray's workers: the driver's WORKER_ENV variables, and unless
+    verbose no preemption watcher (the Train controller, an actor, reads it from here) and the
+    warning filters of runtime.quiet_libraries from each worker's start (PYTHONWARNINGS)."""
+    from .runtime import WARNING_FILTERS, verbose
 
     env = {k: os.environ[k] for k in WORKER_ENV if k in os.environ}
     if not verbose():
         env.setdefault(PREEMPTION_WATCHER_ENV, "0")
+        env.setdefault("PYTHONWARNINGS", WARNING_FILTERS)  # the libraries' deprecation notices, from the start
     return env
 
 # Where Ray's job supervisor hands a submitted job's config (runtime env included) to its driver.

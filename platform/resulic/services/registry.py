@@ -43,6 +43,7 @@ def is_registry_uri(source: str | None) -> bool:
 def _client(tracking_uri: str | None = None):
     from mlflow import MlflowClient
 
+    tracking.relocate_store(tracking.tracking_uri(tracking_uri))  # a moved clone's store: its artifact locations follow it
     return MlflowClient(tracking_uri=tracking_uri)
 
 

@@ -37,12 +37,24 @@ def library_log_level() -> int:
     return logging.INFO if verbose() else logging.WARNING
 
 
+# The libraries' deprecation notices (torch.jit's FutureWarning, Ray's RayDeprecationWarning...):
+# for whoever upgrades the libraries, not for a codec user. As PYTHONWARNINGS, a process has these
+# filters from its first line: Ray workers get it in their environment (cluster.local_worker_env).
+WARNING_FILTERS = "ignore::FutureWarning,ignore::DeprecationWarning"
+
+
 def quiet_libraries() -> None:
     """Hide library chatter that is not actionable for a codec user (unless verbose)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per download otherwise
     if verbose():
         return
+    # Processes this one starts (Ray's, MLflow's server...) filter from their start. Here, a
+    # warning option also tells Ray not to install its own filter when imported (ray.util.
+    # annotations: "module" for RayDeprecationWarning, ahead of ours, unless sys.warnoptions is set).
+    os.environ.setdefault("PYTHONWARNINGS", WARNING_FILTERS)
+    if not sys.warnoptions:
+        sys.warnoptions.extend(WARNING_FILTERS.split(","))
     # MLflow and Ray set their loggers' levels when imported: MLflow reads this variable, and
     # cluster.ensure_ray passes the level to ray.init; loggers already configured are set here.
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")

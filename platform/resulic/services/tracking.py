@@ -6,6 +6,12 @@ platform creates, so nothing lands in MLflow's own default, ``./mlruns``. ``MLFL
 points everything at a tracking server instead (the only sane choice on a multi-node cluster; the
 server has its own artifact root).
 
+MLflow records every local artifact location as an absolute path (its SQLite store resolves a
+relative one against the working folder), so a moved or copied clone would point at the old
+folder's ``mlartifacts/``. :func:`relocate_store` moves those records along: the first client this
+process opens on a store whose folder changed rewrites them to the database's own folder (when its
+``mlartifacts/`` came along, or the old one is gone).
+
 Experiments are created with MLflow 3's experiment kind set to model training
 (``mlflow.experimentKind = custom_model_development``): without it the UI opens them on its GenAI
 view (traces) instead of the runs and their metrics.
@@ -13,6 +19,7 @@ view (traces) instead of the runs and their metrics.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -38,6 +45,7 @@ def tracking_uri(explicit: str | None = None) -> str:
 def client(uri: str):
     from mlflow.tracking import MlflowClient
 
+    relocate_store(uri)
     return MlflowClient(tracking_uri=uri)
 
 
@@ -53,6 +61,61 @@ def artifact_root(uri: str) -> str | None:
     None for a tracking server, which has its own."""
     db = sqlite_path(uri)
     return (db.parent / ARTIFACT_FOLDER).as_uri() if db is not None else None
+
+
+# MLflow's columns that hold a local store's artifact locations (absolute paths or file: URIs).
+LOCATION_COLUMNS = (("experiments", "artifact_location"), ("runs", "artifact_uri"), ("model_versions", "source"),
+                    ("model_versions", "storage_location"), ("logged_models", "artifact_location"))
+_relocated: set[Path] = set()  # databases this process has checked
+
+
+def relocate_store(uri: str) -> list[tuple[str, str]]:
+    """Point a local store's artifact locations at the folder its database is in now.
+
+    The platform's experiments keep their artifacts in ``<database folder>/mlartifacts``; when the
+    recorded folder is another one (the clone was moved or copied) and either that folder's
+    ``mlartifacts/`` is gone or the database's own ``mlartifacts/`` exists, every location under the
+    old folder is rewritten to the new one (experiments, runs, model versions, logged models), in one
+    transaction. Checked once per database and process; a tracking server or a missing database is
+    left alone. Returns the (old, new) folders rewritten."""
+    db = sqlite_path(uri)
+    if db is None or db in _relocated or not db.is_file():
+        return []
+    import sqlite3
+
+    new_dir = db.parent
+    moves = []
+    with contextlib.closing(sqlite3.connect(db, timeout=60)) as con:
+        tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "experiments" not in tables:
+            return []
+        suffix = f"/{ARTIFACT_FOLDER}"
+        roots = {row[0] for row in con.execute("SELECT artifact_location FROM experiments WHERE artifact_location LIKE ?",
+                                               (f"file:///%{suffix}",))}
+        for root in sorted(roots):
+            old_uri = root[: -len(suffix)]
+            old_dir = Path(_file_uri_path(old_uri))
+            if old_dir == new_dir or (old_dir.exists() and old_dir.resolve() == new_dir.resolve()):
+                continue
+            if (old_dir / ARTIFACT_FOLDER).exists() and not (new_dir / ARTIFACT_FOLDER).exists():
+                continue  # the database alone was copied: its artifacts are still where they were
+            moves.append((old_uri, old_dir, new_dir))
+        if moves:
+            with con:  # one transaction
+                for old_uri, old_dir, new_dir_ in moves:
+                    for old, new in ((old_uri + "/", new_dir_.as_uri() + "/"), (f"{old_dir}/", f"{new_dir_}/")):
+                        for table, column in LOCATION_COLUMNS:
+                            if table in tables:
+                                con.execute(f"UPDATE {table} SET {column} = ? || substr({column}, ?) "
+                                            f"WHERE substr({column}, 1, ?) = ?", (new, len(old) + 1, len(old), old))
+    _relocated.add(db)
+    return [(str(old_dir), str(new_dir_)) for _, old_dir, new_dir_ in moves]
+
+
+def _file_uri_path(uri: str) -> str:
+    from urllib.parse import unquote, urlparse
+
+    return unquote(urlparse(uri).path)
 
 
 def training_view_url(ui: str, experiment_id: str | None = None) -> str:

@@ -11,6 +11,7 @@ other processes). A stopped sweep resumes from its Tune folder.
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -224,6 +225,9 @@ def run_sweep(sweep: Sweep) -> SweepOutcome:
     )
     trainable = ray.tune.with_resources(trainable, {"CPU": 0.01})  # the driver only waits; Train workers hold the CPUs/GPUs
     tune_path = f"{storage}/{cfg.name}/tune"
+    # Results live in MLflow: Tune's own per-trial CSV, JSON and TensorBoard files would only add
+    # to ray_results (and a hint to run TensorBoard on a folder in Ray's temp folder to the console).
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     try:
         if ray.tune.Tuner.can_restore(tune_path):
             tuner = ray.tune.Tuner.restore(tune_path, trainable=trainable, resume_errored=True)
