@@ -37,6 +37,13 @@ def test_ui_refuses_a_missing_store(tmp_path, capsys):
     assert "no MLflow store at" in capsys.readouterr().err and not (tmp_path / "none.db").exists()
 
 
+def test_ui_refuses_a_port_out_of_range(tmp_path, capsys):
+    from resulic import cli
+
+    assert cli.main(["ui", "--tracking-uri", f"sqlite:///{tmp_path}/none.db", "--port", "70000"]) == 2
+    assert "--port 70000" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_ui_comes_up_on_the_loopback(tmp_path):
     import psutil

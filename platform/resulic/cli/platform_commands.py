@@ -72,6 +72,8 @@ def cmd_ui(args) -> int:
     from ..services import tracking
     from ..errors import ResulicError
 
+    if not 1 <= args.port <= 65535:
+        raise ResulicError(f"--port {args.port}: a TCP port is 1..65535")
     uri = tracking.tracking_uri(args.tracking_uri)
     db = tracking.sqlite_path(uri)
     if db is None:

@@ -102,22 +102,6 @@ def _pool_indices(modules: nn.Sequential) -> list[int]:
     return [i for i, m in enumerate(modules) if isinstance(m, Block) and m.pool is not None]
 
 
-def _first_pool(modules: nn.Sequential) -> int:
-    return _pool_indices(modules)[0]
-
-
-def _last_pool(modules: nn.Sequential) -> int:
-    return _pool_indices(modules)[-1]
-
-
-def _split(modules: nn.Sequential, at: int) -> tuple[nn.Sequential, nn.Sequential]:
-    return nn.Sequential(*list(modules)[:at]), nn.Sequential(*list(modules)[at:])
-
-
-def _tile_starts(size: int, tile: int) -> range:
-    return range(0, size, tile)
-
-
 def run_tiled(fn, x: Tensor, tile: int, halo: int, scale: float, out_channels: int) -> Tensor:
     """``fn`` (local convolutions mapping a (B, C, h, w) map to (B, out, h*scale, w*scale)) over
     ``x`` in ``tile``-sized tiles, each read with ``halo`` extra input cells on every side that
@@ -125,15 +109,14 @@ def run_tiled(fn, x: Tensor, tile: int, halo: int, scale: float, out_channels: i
     grid of any strided layers (multiples of 1/scale when scale < 1)."""
     b, _, h, w = x.shape
     out = x.new_empty(b, out_channels, round(h * scale), round(w * scale))
-    for top in _tile_starts(h, tile):
-        for left in _tile_starts(w, tile):
-            bottom, right = min(top + tile, h), min(left + tile, w)
+    for top in range(0, h, tile):
+        for left in range(0, w, tile):
             t0, l0 = max(top - halo, 0), max(left - halo, 0)
-            y = fn(x[:, :, t0 : min(bottom + halo, h), l0 : min(right + halo, w)])
-            oy, ox = round((top - t0) * scale), round((left - l0) * scale)
-            oh, ow = round((bottom - top) * scale), round((right - left) * scale)
-            out[:, :, round(top * scale) : round(top * scale) + oh, round(left * scale) : round(left * scale) + ow] = \
-                y[:, :, oy : oy + oh, ox : ox + ow]
+            y = fn(x[:, :, t0 : min(top + tile + halo, h), l0 : min(left + tile + halo, w)])
+            oy, ox = round(top * scale), round(left * scale)
+            oh, ow = round(min(tile, h - top) * scale), round(min(tile, w - left) * scale)
+            dy, dx = round((top - t0) * scale), round((left - l0) * scale)  # where the tile starts in y
+            out[:, :, oy : oy + oh, ox : ox + ow] = y[:, :, dy : dy + oh, dx : dx + ow]
     return out
 
 
@@ -151,18 +134,23 @@ class TinyAutoencoder(nn.Module):
         super().__init__()
         self.encoder = build_encoder()
         self.decoder = build_decoder()
+        # The tiled paths' halves: the encoder's local layers end where its pool blocks begin,
+        # the decoder's begin after its last pool block.
+        self._encoder_split = _pool_indices(self.encoder)[0]
+        self._decoder_split = _pool_indices(self.decoder)[-1] + 1
 
     def encode(self, images: Tensor, tiled: bool | None = None) -> Tensor:
         """Images -> latents; ``tiled`` (default: for pictures over TILE_ABOVE latent cells, when
-        no gradient is needed) bounds the memory and gives the same latents."""
+        no gradient is needed) bounds the memory and gives the same latents. Sizes that are not
+        a multiple of 8 (the codec pads to 128) always run whole."""
         h, w = images.shape[-2:]
         if tiled is None:
             tiled = (h // 8) * (w // 8) > TILE_ABOVE and not torch.is_grad_enabled()
         if not tiled or h % 8 or w % 8:
             return self.encoder(images)
-        local, pooled = _split(self.encoder, _first_pool(self.encoder))
-        features = run_tiled(local, images, TILE * 8, ENCODER_HALO, 1 / 8, WIDTH)
-        return pooled(features)
+        layers, at = list(self.encoder), self._encoder_split
+        features = run_tiled(nn.Sequential(*layers[:at]), images, TILE * 8, ENCODER_HALO, 1 / 8, WIDTH)
+        return nn.Sequential(*layers[at:])(features)
 
     def decode(self, latents: Tensor, tiled: bool | None = None) -> Tensor:
         """Latents -> images in [0, 1] (not clamped, so pixel losses keep their gradients);
@@ -172,8 +160,8 @@ class TinyAutoencoder(nn.Module):
             tiled = h * w > TILE_ABOVE and not torch.is_grad_enabled()
         if not tiled:
             return self.decoder(latents)
-        pooled, local = _split(self.decoder, _last_pool(self.decoder) + 1)
-        return run_tiled(local, pooled(latents), TILE, DECODER_HALO, 8, 3)
+        layers, at = list(self.decoder), self._decoder_split
+        return run_tiled(nn.Sequential(*layers[at:]), nn.Sequential(*layers[:at])(latents), TILE, DECODER_HALO, 8, 3)
 
     @classmethod
     def from_folder(cls, folder: str | Path = BUNDLED) -> "TinyAutoencoder":

@@ -83,6 +83,8 @@ def relocate_store(uri: str) -> list[tuple[str, str]]:
         return []
     import sqlite3
 
+    from mlflow.utils.file_utils import local_file_uri_to_path
+
     new_dir = db.parent
     moves = []
     with contextlib.closing(sqlite3.connect(db, timeout=60)) as con:
@@ -94,7 +96,7 @@ def relocate_store(uri: str) -> list[tuple[str, str]]:
                                                (f"file:///%{suffix}",))}
         for root in sorted(roots):
             old_uri = root[: -len(suffix)]
-            old_dir = Path(_file_uri_path(old_uri))
+            old_dir = Path(local_file_uri_to_path(old_uri))
             if old_dir == new_dir or (old_dir.exists() and old_dir.resolve() == new_dir.resolve()):
                 continue
             if (old_dir / ARTIFACT_FOLDER).exists() and not (new_dir / ARTIFACT_FOLDER).exists():
@@ -110,12 +112,6 @@ def relocate_store(uri: str) -> list[tuple[str, str]]:
                                             f"WHERE substr({column}, 1, ?) = ?", (new, len(old) + 1, len(old), old))
     _relocated.add(db)
     return [(str(old_dir), str(new_dir_)) for _, old_dir, new_dir_ in moves]
-
-
-def _file_uri_path(uri: str) -> str:
-    from urllib.parse import unquote, urlparse
-
-    return unquote(urlparse(uri).path)
 
 
 def training_view_url(ui: str, experiment_id: str | None = None) -> str:
