@@ -78,3 +78,54 @@ def test_groups_must_sum_to_latent_dim():
 
     with pytest.raises(ConfigError, match=r"x.yaml: groups: .*sum to 8, but latent_dim is 48"):
         build_config(CompressorConfig, {"groups": [4, 4]}, source="x.yaml")
+
+
+def _correlated_latents(count: int, seed: int) -> list[torch.Tensor]:
+    """Smooth random latents (neighbouring cells and channels correlated), like an autoencoder's."""
+    g = torch.Generator().manual_seed(seed)
+    mix = torch.randn(4, 4, generator=g)
+    out = []
+    for _ in range(count):
+        z = torch.randn(1, 4, 8, 12, generator=g)
+        z = torch.nn.functional.interpolate(z, scale_factor=4, mode="bilinear", align_corners=False)
+        out.append(torch.einsum("dc,bchw->bdhw", mix, z) + 0.5)
+    return out
+
+
+def test_linear_path_starts_at_the_klt():
+    # M = 64 = every value of a 4x4 patch of 4 channels: the KLT is then invertible, so the
+    # untrained compressor's unquantised path reproduces z_0 exactly; with M = 16 it keeps the
+    # 16 strongest components, which beat any other 16 (here: the first 16 of a random basis).
+    latents = _correlated_latents(6, seed=1)
+    full = LatentCompressor(CompressorConfig(latent_dim=64, groups=[8, 8, 16, 32], linear_transform=True))
+    full.init_linear_transform(latents)
+    z0 = _correlated_latents(1, seed=2)[0]
+    with torch.no_grad():
+        y = full.transform(z0)
+        assert torch.allclose(full._synthesis(y, None), z0, atol=1e-4)
+        assert torch.equal(full.g_a(z0), torch.zeros_like(y))  # the nonlinear branches start at zero
+
+    part = LatentCompressor(CompressorConfig(latent_dim=16, groups=[4, 4, 8], linear_transform=True))
+    part.init_linear_transform(latents)
+    with torch.no_grad():
+        klt_error = float(((part._synthesis(part.transform(z0), None) - z0) ** 2).mean())
+        q, _ = torch.linalg.qr(torch.randn(64, 64, generator=torch.Generator().manual_seed(3)))
+        part.linear_analysis.weight.copy_(q.T[:16].reshape(16, 4, 4, 4))
+        part.linear_synthesis.weight.copy_(q.T[:16].reshape(16, 4, 4, 4))
+        part.linear_analysis.bias.copy_(-(q.T[:16] @ torch.full((64,), 0.5)))
+        random_error = float(((part._synthesis(part.transform(z0), None) - z0) ** 2).mean())
+    assert klt_error < 0.5 * random_error
+
+
+def test_linear_path_codes_real_bits_and_keeps_older_configs_unchanged():
+    c = LatentCompressor(CompressorConfig(linear_transform=True))
+    c.init_linear_transform(_correlated_latents(4, seed=4))
+    c.eval()
+    c.update(force=True)
+    z0 = _correlated_latents(1, seed=5)[0]
+    coded = c.compress(z0)
+    assert torch.allclose(c.decompress(coded.data, tuple(z0.shape[-2:])), coded.z_c, atol=1e-5)
+    assert "linear_transform" not in CompressorConfig().model_dump()  # older fingerprints unchanged
+    assert CompressorConfig(linear_transform=True).model_dump()["linear_transform"] is True
+    with pytest.raises(ValueError, match="no linear path"):
+        LatentCompressor(CompressorConfig()).init_linear_transform([z0])

@@ -200,3 +200,31 @@ def test_validation_marks_lpips_through_a_random_vgg(codec, tmp_path, photo):
     metrics, _ = validate(codec, [{"path": str(tmp_path / "val.png"), "caption": ""}], 128, lpips, is_random)
     assert is_random and "val_lpips-random" in metrics and "val_lpips" not in metrics
     assert {"val_bpp_real", "val_psnr"} <= set(metrics)
+
+
+def test_warmup_rises_linearly_then_follows_the_schedule():
+    from resulic.train.config import TrainConfig
+    from resulic.train.loop import lr_factor
+
+    cfg = TrainConfig.model_validate({"optim": {"steps": 101, "schedule": "cosine", "min_lr_ratio": 0.1,
+                                                "warmup_steps": 10}})
+    plain = TrainConfig.model_validate({"optim": {"steps": 101, "schedule": "cosine", "min_lr_ratio": 0.1}})
+    assert [round(lr_factor(s, 101, cfg) / lr_factor(s, 101, plain), 12) for s in (1, 5, 10, 11, 60)] == [0.1, 0.5, 1, 1, 1]
+
+
+def test_a_linear_path_compressor_starts_from_the_training_latents(codec, tmp_path):
+    from safetensors.numpy import save_file
+
+    config = codec.config.model_copy(update={"compressor": codec.config.compressor.model_copy(update={"linear_transform": True})})
+    with pytest.raises(ConfigError, match="linear_transform needs training latents"):
+        fresh_parts(config, codec.backbone)
+    rows = []
+    for i in range(3):
+        latent = torch.randn(4, 16, 16, generator=torch.Generator().manual_seed(i)).numpy()
+        save_file({"latent": latent}, str(tmp_path / f"{i}.safetensors"))
+        rows.append({"path": str(tmp_path / f"{i}.png"), "latent": str(tmp_path / f"{i}.safetensors")})
+    compressor, _ = fresh_parts(config, codec.backbone, rows)
+    seeded, _ = fresh_parts(config, codec.backbone, list(reversed(rows)))  # the order of the rows does not matter
+    assert torch.equal(compressor.linear_analysis.weight, seeded.linear_analysis.weight)
+    rows_of_basis = compressor.linear_analysis.weight.reshape(compressor.config.latent_dim, -1)
+    assert torch.allclose(rows_of_basis @ rows_of_basis.T, torch.eye(compressor.config.latent_dim), atol=1e-5)

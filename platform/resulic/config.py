@@ -72,14 +72,22 @@ class CompressorConfig(StrictModel):
     # anchors, interpolated between them (0 = a fixed-rate compressor). rate_point.variable
     # gives each anchor its λ_R and N_r.
     gain_anchors: int = Field(0, ge=0, le=64)
+    # A linear path beside g_a and g_s: y also gets a 4x4-patch projection of z_0 and z_c a 4x4
+    # back-projection of ŷ, both started from the KLT (principal components) of training latents
+    # while the nonlinear branches start at zero, so training begins at a transform coder
+    # instead of at noise (docs/small-profile.md, round 5).
+    linear_transform: bool = False
     seed: int = 1
 
     @model_serializer(mode="wrap")
-    def _omit_fixed_rate(self, handler: SerializerFunctionWrapHandler) -> dict:
-        # Left out at 0, so the configs and fingerprints of fixed-rate models stay the same.
+    def _omit_defaults_of_older_models(self, handler: SerializerFunctionWrapHandler) -> dict:
+        # Left out at their defaults, so the configs and fingerprints of earlier models stay the same.
         data = handler(self)
-        if isinstance(data, dict) and data.get("gain_anchors", 1) == 0:
-            data.pop("gain_anchors")
+        if isinstance(data, dict):
+            if data.get("gain_anchors", 1) == 0:
+                data.pop("gain_anchors")
+            if data.get("linear_transform") is False:
+                data.pop("linear_transform")
         return data
 
     @field_validator("gain_anchors")

@@ -10,6 +10,7 @@ All entropy coding goes into one rANS stream (see ``rans_stream``).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -34,6 +35,7 @@ SCALE_TABLE = torch.exp(torch.linspace(math.log(0.11), math.log(256), 64)).tolis
 ANCHOR_PARITY = "odd"  # anchors where (row + col) is odd (RESULIC.md §2)
 # A variable-rate compressor's gain vectors (log domain), trained with a learning rate of their own.
 GAIN_PARAMETERS = ("log_gain", "log_inverse_gain")
+PATCH = 4  # latent cells per side of one y cell (g_a's two stride-2 stages)
 
 
 def conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
@@ -131,6 +133,15 @@ class LatentCompressor(nn.Module):
             )
             for k, g in enumerate(groups)
         }
+        if config.linear_transform:
+            # y = g_a(z_0) + A z_0 and z_c = g_s(ŷ) + S ŷ, with A and S 4x4-patch maps that
+            # init_linear_transform starts from the latents' KLT. The nonlinear branches start
+            # at zero (their last layers) and learn what the linear map misses.
+            self.linear_analysis = nn.Conv2d(C, M, PATCH, stride=PATCH)
+            self.linear_synthesis = nn.ConvTranspose2d(M, C, PATCH, stride=PATCH)
+            for last in (self.g_a[-1], self.g_s[-1]):
+                nn.init.zeros_(last.weight)
+                nn.init.zeros_(last.bias)
         self.latent_codec = HyperpriorLatentCodec(
             latent_codec={
                 "y": ChannelGroupsLatentCodec(groups=groups, channel_context=channel_context, latent_codec=group_codecs),
@@ -181,13 +192,62 @@ class LatentCompressor(nn.Module):
         self.log_gain.copy_(log_gain[:, None].expand_as(self.log_gain))
         self.log_inverse_gain.copy_(-self.log_gain)
 
-    def _analysis(self, z0: Tensor, position) -> tuple[Tensor, Tensor | None]:
+    @torch.no_grad()
+    def init_linear_transform(self, latents: Iterable[Tensor], max_patches: int = 4096, seed: int = 0) -> None:
+        """Start the linear path from the KLT of ``latents`` ((1, C, h, w) each, h and w
+        multiples of 4): A projects a 4x4 patch, less the per-channel mean, onto its M
+        principal components (largest first, so the first channel groups, which the later ones
+        are predicted from, hold the most energy) and S maps them back. Up to ``max_patches``
+        patches per latent, drawn with ``seed``; the covariance is accumulated in float64."""
+        if not self.config.linear_transform:
+            raise ValueError("this compressor has no linear path (compressor.linear_transform is false)")
+        C, M = self.config.latent_channels, self.config.latent_dim
+        dims = C * PATCH * PATCH
+        if M > dims:
+            raise ValueError(f"latent_dim {M} exceeds the {dims} values of a {PATCH}x{PATCH} patch")
+        rng = torch.Generator().manual_seed(seed)
+        channel_sum, cells = torch.zeros(C, dtype=torch.float64), 0
+        second, count = torch.zeros(dims, dims, dtype=torch.float64), 0
+        sampled = []
+        for z in latents:
+            z = z.detach().to("cpu", torch.float64)[0]
+            h, w = (z.shape[-2] // PATCH) * PATCH, (z.shape[-1] // PATCH) * PATCH
+            z = z[:, :h, :w]
+            channel_sum += z.sum((1, 2))
+            cells += h * w
+            patches = z.reshape(C, h // PATCH, PATCH, w // PATCH, PATCH).permute(1, 3, 0, 2, 4).reshape(-1, dims)
+            if patches.shape[0] > max_patches:
+                patches = patches[torch.randperm(patches.shape[0], generator=rng)[:max_patches]]
+            sampled.append(patches)
+        if not cells:
+            raise ValueError("init_linear_transform needs at least one latent")
+        mean = (channel_sum / cells).repeat_interleave(PATCH * PATCH)  # patch layout: (C, 4, 4)
+        for patches in sampled:
+            centred = patches - mean
+            second += centred.T @ centred
+            count += centred.shape[0]
+        eigenvalues, vectors = torch.linalg.eigh(second / count)
+        basis = vectors[:, eigenvalues.argsort(descending=True)[:M]].T  # (M, dims), orthonormal rows
+        weight = basis.reshape(M, C, PATCH, PATCH)
+        self.linear_analysis.weight.copy_(weight)
+        self.linear_analysis.bias.copy_(-(basis @ mean))
+        self.linear_synthesis.weight.copy_(weight)  # ConvTranspose2d weights are (in = M, out = C, k, k)
+        self.linear_synthesis.bias.copy_(mean.reshape(C, -1)[:, 0])
+
+    def transform(self, z0: Tensor) -> Tensor:
+        """y before any gain: g_a(z_0), plus the linear path's projection when there is one."""
         y = self.g_a(z0)
+        return y + self.linear_analysis(z0) if self.config.linear_transform else y
+
+    def _analysis(self, z0: Tensor, position) -> tuple[Tensor, Tensor | None]:
+        y = self.transform(z0)
         gains = self.gains(position, y.shape[0])
         return (y, None) if gains is None else (y * gains[0], gains[1])
 
     def _synthesis(self, y_hat: Tensor, inverse_gain: Tensor | None) -> Tensor:
-        return self.g_s(y_hat if inverse_gain is None else y_hat * inverse_gain)
+        y_hat = y_hat if inverse_gain is None else y_hat * inverse_gain
+        z_c = self.g_s(y_hat)
+        return z_c + self.linear_synthesis(y_hat) if self.config.linear_transform else z_c
 
     @torch.no_grad()
     def _apply_context_masks(self) -> None:
@@ -244,11 +304,11 @@ class LatentCompressor(nn.Module):
     @torch.no_grad()
     def compress(self, z0: Tensor, position: float | None = None, y: Tensor | None = None) -> CompressedLatent:
         """Code one latent (at ``position`` along the anchors, for a variable-rate compressor).
-        ``y``: g_a(z0) when the caller has it (a rate search codes one latent many times)."""
+        ``y``: transform(z0) when the caller has it (a rate search codes one latent many times)."""
         if z0.shape[0] != 1:
             raise ValueError("compress codes one latent at a time")
         self.shapes(tuple(z0.shape[-2:]))
-        y = self.g_a(z0) if y is None else y
+        y = self.transform(z0) if y is None else y
         gains = self.gains(position)
         y, inverse_gain = (y, None) if gains is None else (y * gains[0], gains[1])
         with self.stream.encoding() as result:

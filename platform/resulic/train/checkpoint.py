@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
 
@@ -29,9 +30,42 @@ CODEC_DIR = "codec"
 PRIOR_DIR = "prior"
 
 
-def fresh_parts(config: ModelConfig, backbone: Backbone) -> tuple[LatentCompressor, torch.nn.Module]:
-    """Seeded initial compressor and control module (the same as ``Codec.build``)."""
-    return build_compressor(config), build_control_unet(backbone.unet, config.control)
+KLT_PHOTOS = 48  # latents the linear path's KLT is estimated from (evenly spread over the data)
+KLT_MAX_SIDE = 512  # px: photos without a cached latent are encoded at most this large
+
+
+def fresh_parts(config: ModelConfig, backbone: Backbone, klt_sources: list[dict] | None = None
+                ) -> tuple[LatentCompressor, torch.nn.Module]:
+    """Seeded initial compressor and control module (the same as ``Codec.build``); a compressor
+    with a linear path starts it from the KLT of ``klt_sources`` (rows with ``path`` and maybe
+    ``latent``: the training records), which it then needs."""
+    compressor = build_compressor(config)
+    if config.compressor.linear_transform:
+        if not klt_sources:
+            raise ConfigError("compressor.linear_transform needs training latents to start from (none given)")
+        compressor.init_linear_transform(klt_latents(klt_sources, backbone))
+    return compressor, build_control_unet(backbone.unet, config.control)
+
+
+def klt_latents(sources: list[dict], backbone: Backbone, count: int = KLT_PHOTOS):
+    """Latents of up to ``count`` records spread evenly over ``sources`` (sorted by path, so
+    every worker picks the same): the cached one, else the photo encoded (its centre, at most
+    KLT_MAX_SIDE px, cut to a multiple of 32)."""
+    from ..data.dataset import load_image, load_latent
+
+    rows = sorted({row["path"]: row for row in sources}.values(), key=lambda row: row["path"])
+    for row in rows[:: max(1, len(rows) // count)][:count]:
+        if row.get("latent"):
+            yield torch.from_numpy(load_latent(row["latent"]))[None]
+            continue
+        img = load_image(row["path"])
+        img.thumbnail((KLT_MAX_SIDE, KLT_MAX_SIDE))
+        w, h = (img.width // 32) * 32, (img.height // 32) * 32
+        if min(w, h) < 32:
+            continue
+        pixels = torch.from_numpy(np.asarray(img.crop((0, 0, w, h)), dtype=np.float32) / 255).permute(2, 0, 1)[None]
+        with torch.no_grad():
+            yield backbone.encode(pixels.to(backbone.text_encoder.device))
 
 
 def parts_from_folder(

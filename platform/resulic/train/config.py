@@ -93,6 +93,9 @@ class OptimConfig(StrictModel):
     # continues on the same curve); the last steps at a small rate are worth a few tenths of a dB.
     schedule: Literal["constant", "cosine"] = "constant"
     min_lr_ratio: float = Field(0.05, ge=0, le=1, description="cosine: the final fraction of each learning rate")
+    # Every rate rises linearly over the first warmup_steps: a compressor started from a good
+    # point (its KLT path) is not pushed off it while its entropy models are still random.
+    warmup_steps: int = Field(0, ge=0, description="steps over which the learning rates rise linearly from 0")
     seed: int = 0
 
 

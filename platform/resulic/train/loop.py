@@ -64,10 +64,11 @@ def _optimizers(trainable: TrainableCodec, cfg: TrainConfig) -> dict[str, torch.
 def lr_factor(step: int, total: int, cfg: TrainConfig) -> float:
     """The learning rates' multiplier at ``step`` (1-based) of ``total``."""
     o = cfg.optim
+    warmup = min(1.0, step / o.warmup_steps) if o.warmup_steps else 1.0
     if o.schedule == "constant" or total <= 1:
-        return 1.0
+        return warmup
     progress = min(1.0, (step - 1) / (total - 1))
-    return o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    return warmup * (o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 def _set_lr(optimizers: dict[str, torch.optim.Optimizer], base: dict[str, list[float]], factor: float) -> None:
@@ -194,7 +195,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
             compressor, cdm = parts_from_folder(download_folder(init) if is_uri(init) else init, model_cfg, backbone,
                                                reference_lambda=cfg.lambda_rate)
         else:
-            compressor, cdm = fresh_parts(model_cfg, backbone)
+            compressor, cdm = fresh_parts(model_cfg, backbone, loop_config.get("klt_sources"))
         if cfg.workers.gradient_checkpointing:
             cdm.enable_gradient_checkpointing()
         lpips, lpips_random = build_lpips(cfg.loss.lpips_vgg_weights) if cfg.stage == 2 or rank == 0 else (None, True)

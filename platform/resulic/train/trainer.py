@@ -171,6 +171,8 @@ def run_training(cfg: TrainConfig, *, extra_tags: dict[str, str] | None = None, 
         "run_id": run_id,
         "fail_marker": str((run_dir or Path(".cache/resulic") / cfg.run.name) / ".injected_failure"),
     }
+    if cfg.stage != 0 and cfg.model.compressor.linear_transform:  # type: ignore[union-attr]
+        loop_config["klt_sources"] = [{"path": r.path, "latent": r.latent} for r in train_records]
     cluster.ensure_ray(cfg.workers.num_workers * cfg.workers.cpus_per_worker)
     cluster.quiet_data_progress()
     if cfg.data.loader == "worker":  # the workers crop their own rows (data.loader)
