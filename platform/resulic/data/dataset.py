@@ -217,10 +217,14 @@ class CropAndDrop:
     """Ray Data row transform: read, random-crop, mirror half of the crops (``hflip``), drop the
     caption with probability p.
 
-    A fresh random generator per process: every epoch sees new crops and dropouts. A mirrored
-    crop mirrors its cached latent too: the autoencoder is not exactly mirror-symmetric, so the
-    pair is an approximation of encoding the mirrored pixels (a few hundredths of a dB), taken
-    for the photos' worth of new views it gives.
+    A fresh random generator per process: every epoch sees new crops and dropouts. Only rows
+    without a cached latent are mirrored (their latent is then encoded from the mirrored pixels):
+    a mirrored latent is not the latent of the mirrored pixels. TAEF2's 32 channels are
+    orientation-specific — the mirrored latent of a Kodak photo is 63-77 % of the latent's
+    energy away from the latent of the mirrored photo and decodes to 19-25 dB against it, where
+    the latent itself decodes to 27-33 dB — so a mirrored pair would train the compressor
+    against a target it cannot meet (the ~20 dB cap of training rounds 3 and 4,
+    docs/small-profile.md).
     """
 
     def __init__(self, crop_size: int, caption_dropout: float, hflip: bool = False,
@@ -258,8 +262,8 @@ class CropAndDrop:
                 out["image"] = random_crop(img, self.crop_size, self.rng)
         except ImageError as exc:
             raise ImageError(f"{row['path']}: {exc}") from None
-        if self.hflip and self.rng.random() < 0.5:
-            out = {k: np.ascontiguousarray(v[..., ::-1, :] if k == "image" else v[..., ::-1]) for k, v in out.items()}
+        if self.hflip and "latent" not in out and self.rng.random() < 0.5:
+            out["image"] = np.ascontiguousarray(out["image"][:, ::-1])
         out["caption"] = "" if self.rng.random() < self.caption_dropout else row["caption"]
         return out
 

@@ -25,7 +25,7 @@ class DataConfig(StrictModel):
     caption_dropout: float = Field(0.3, ge=0, le=1, description="probability a caption is replaced by ''")
     validation_images: int = Field(1, ge=0, description="held-out images, fixed by name, for validation")
     validation_size: int = Field(128, ge=16, description="centre crop side of validation images")
-    hflip: bool = Field(False, description="mirror half of the crops (pixels and cached latent together)")
+    hflip: bool = Field(False, description="mirror half of the crops that have no cached latent (a mirrored latent is not the mirrored photo's)")
     # ray_data: a Ray Data pipeline streams crops to the workers' shards (data anywhere the
     # cluster can read, decoded off the training process). worker: each worker crops its share
     # of the records itself, in its own process: on a CPU-bound machine Ray Data's per-row
