@@ -77,6 +77,10 @@ class CompressorConfig(StrictModel):
     # while the nonlinear branches start at zero, so training begins at a transform coder
     # instead of at noise (docs/small-profile.md, round 5).
     linear_transform: bool = False
+    # The entropy model's parameters (each symbol's scale and mean) computed in exact integer
+    # arithmetic when coding, so a file decodes the same on every kernel, thread count and
+    # device (entropy/exact.py); off only in models released before it.
+    exact_entropy_parameters: bool = False
     seed: int = 1
 
     @model_serializer(mode="wrap")
@@ -86,8 +90,9 @@ class CompressorConfig(StrictModel):
         if isinstance(data, dict):
             if data.get("gain_anchors", 1) == 0:
                 data.pop("gain_anchors")
-            if data.get("linear_transform") is False:
-                data.pop("linear_transform")
+            for flag in ("linear_transform", "exact_entropy_parameters"):
+                if data.get(flag) is False:
+                    data.pop(flag)
         return data
 
     @field_validator("gain_anchors")

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from ..config import CompressorConfig, ModelConfig
 from .kernels import on_native_kernels
+from ..entropy.exact import compute_exactly_when_evaluating
 from ..entropy.rans_stream import SharedRansStream
 
 # exp(linspace(ln 0.11, ln 256, 64)), as in ELIC and the official compressor.
@@ -148,6 +149,11 @@ class LatentCompressor(nn.Module):
                 "hyper": HyperLatentCodec(entropy_bottleneck=EntropyBottleneck(N), h_a=h_a, h_s=h_s, quantizer="ste"),
             }
         )
+        if config.exact_entropy_parameters:
+            # The networks both sides run to find each symbol's scale and mean compute exactly
+            # in eval mode, so every machine picks the same coding tables (entropy/exact.py).
+            for network in self.entropy_parameter_networks():
+                compute_exactly_when_evaluating(network)
         # Variable rate (Cui et al.'s gain units, RESULIC.md has none): y is scaled channel-wise
         # by a gain before coding and ŷ by an inverse gain after, both interpolated between
         # anchors in the log domain, so one model spans the rates its anchors were trained at.
@@ -157,6 +163,16 @@ class LatentCompressor(nn.Module):
         self.stream = SharedRansStream()
         self.stream.attach(self)
         self._apply_context_masks()
+
+    def entropy_parameter_networks(self) -> list[nn.Module]:
+        """The networks the decoder runs to find each symbol's scale and mean: h_s, the
+        channel-context models, and each group's checkerboard context and parameter aggregation."""
+        hyper, groups = self.latent_codec.latent_codec["hyper"], self.latent_codec.latent_codec["y"]
+        networks = [hyper.h_s, *groups.channel_context.values()]
+        for k in range(len(self.groups)):
+            checkerboard = groups.latent_codec[f"y{k}"]
+            networks += [checkerboard.context_prediction, checkerboard.entropy_parameters]
+        return networks
 
     @property
     def variable_rate(self) -> bool:
