@@ -157,6 +157,52 @@ def test_rayjob_runs_a_job_script_with_a_valid_config(name):
     assert env["env_vars"]["HF_HUB_OFFLINE"] == "1"
 
 
+def mlflow_server_argv() -> list[str]:
+    """The ``mlflow server`` command line of deploy/k8s/mlflow.yaml's container."""
+    (deployment,) = [d for d in all_docs("Deployment") if d["metadata"]["name"] == "resulic-mlflow"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["command"] == ["bash", "-c"]
+    argv = shlex.split(container["args"][0])
+    assert argv[:3] == ["exec", "mlflow", "server"], argv
+    return argv[3:]
+
+
+def tracking_hosts() -> set[str]:
+    """The Host headers MLflow clients in the manifests send: each MLFLOW_TRACKING_URI's host:port."""
+    from urllib.parse import urlsplit
+
+    uris = []
+    for doc in all_docs("RayJob"):
+        uris.append(yaml.safe_load(doc["spec"]["runtimeEnvYAML"])["env_vars"]["MLFLOW_TRACKING_URI"])
+    for doc in all_docs("RayService"):
+        for _, spec in pod_specs(doc):
+            uris += [e["value"] for c in spec["containers"] for e in c.get("env", []) if e["name"] == "MLFLOW_TRACKING_URI"]
+    (service,) = [d for d in all_docs("Service") if d["metadata"]["name"] == "resulic-mlflow"]
+    uris.append(f"http://{service['metadata']['name']}:{service['spec']['ports'][0]['port']}")
+    return {urlsplit(uri).netloc for uri in uris}
+
+
+def test_mlflow_manifest_allows_the_host_the_ray_pods_send():
+    """MLflow 3 answers 403 "Invalid Host header" to a Host outside its allowed list (default:
+    localhost and private IPs), and pods reach the server by its Service name. Checked with the
+    installed MLflow: its `mlflow server` has every option the manifest passes, and its own host
+    matcher accepts every tracking URI's host and refuses a foreign one."""
+    from mlflow.cli import server
+    from mlflow.server.security_utils import is_allowed_host_header
+
+    argv = mlflow_server_argv()
+    options = {opt for param in server.params for opt in param.opts}
+    assert {a for a in argv if a.startswith("--")} <= options, "an option the installed `mlflow server` does not have"
+    assert "--allowed-hosts" in argv, "deploy/k8s/mlflow.yaml: no --allowed-hosts; MLflow 3 refuses Host: resulic-mlflow:5000"
+    allowed = [h.strip() for h in argv[argv.index("--allowed-hosts") + 1].split(",")]
+    hosts = tracking_hosts()
+    assert "resulic-mlflow:5000" in hosts
+    for host in hosts:
+        assert is_allowed_host_header(allowed, host), f"MLflow would refuse Host: {host} (allowed: {allowed})"
+    for foreign in ("attacker.example:5000", "resulic-mlflow.attacker.example:5000"):
+        assert not is_allowed_host_header(allowed, foreign), f"the list lets {foreign} through: the guard is off"
+
+
 def serve_deploy_schema():
     from ray.serve.schema import ServeDeploySchema
 
