@@ -11,6 +11,7 @@ import re
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -86,6 +87,63 @@ def test_cluster_yaml_uses_our_ray_image_installs_the_lock_and_runs_mlflow_on_th
 
 def test_mlflow_server_script_is_valid_bash():
     subprocess.run(["bash", "-n", str(REPO / "deploy" / "mlflow_server.sh")], check=True)
+
+
+def run_mlflow_server_script(tmp_path: Path, python_stub: str, **env: str) -> subprocess.CompletedProcess:
+    """``deploy/mlflow_server.sh start`` with stub ``python`` (the SSM read) and ``mlflow`` commands
+    first on PATH; the stub mlflow records its arguments and backend store URI in the state folder."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    stubs = {
+        "python": f"#!/bin/sh\ncat >/dev/null\n{python_stub}\n",
+        "mlflow": '#!/bin/sh\nprintf %s "$MLFLOW_BACKEND_STORE_URI" >"$RESULIC_MLFLOW_HOME/uri.tmp"\n'
+                  'mv "$RESULIC_MLFLOW_HOME/uri.tmp" "$RESULIC_MLFLOW_HOME/mlflow-started-with"\n',
+    }
+    for name, text in stubs.items():
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    state = tmp_path / "state"
+    base = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path), "RESULIC_MLFLOW_HOME": str(state),
+            "RESULIC_MLFLOW_ARTIFACTS": "s3://a-bucket/resulic/mlartifacts", "RESULIC_MLFLOW_PORT": "1"}
+    return subprocess.run(["bash", str(REPO / "deploy" / "mlflow_server.sh"), "start"], env={**base, **env},
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_mlflow_server_script_fails_when_the_backend_store_cannot_be_read(tmp_path):
+    """A failed parameter-store read is a one-line error naming what is missing, never a server on
+    a SQLite file of the head's (the script once swallowed the failure with `2>/dev/null || true`)."""
+    proc = run_mlflow_server_script(
+        tmp_path, 'echo "Traceback (most recent call last):" >&2\n'
+                  'echo "NoCredentialsError: Unable to locate credentials" >&2\nexit 1')
+    assert proc.returncode == 1, proc
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "MLFLOW_BACKEND_STORE_URI is unset" in lines[0] and "/resulic/mlflow-backend-store-uri" in lines[0]
+    assert "NoCredentialsError: Unable to locate credentials" in lines[0]
+    assert not (tmp_path / "state" / "mlflow-started-with").exists() and not (tmp_path / "state" / "server.pid").exists()
+    assert "sqlite" not in proc.stdout
+
+    (tmp_path / "empty").mkdir()
+    empty = run_mlflow_server_script(tmp_path / "empty", "exit 0")  # the read "succeeds" with nothing
+    assert empty.returncode == 1 and "(empty value)" in empty.stderr
+
+
+def test_mlflow_server_script_starts_on_the_parameter_stores_uri_without_printing_it(tmp_path):
+    uri = "postgresql://mlflow:pw-in-the-uri@db.internal:5432/mlflow"
+    proc = run_mlflow_server_script(tmp_path, f"printf %s '{uri}'")
+    assert proc.returncode == 0, proc.stderr
+    assert "mlflow backend store: postgresql (the URI itself is not printed)" in proc.stdout
+    assert "pw-in-the-uri" not in proc.stdout + proc.stderr
+    started = tmp_path / "state" / "mlflow-started-with"
+    deadline = time.monotonic() + 30  # the server is started in the background (nohup ... &)
+    while not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert started.read_text() == uri
+
+
+def test_mlflow_server_script_needs_the_artifact_store(tmp_path):
+    proc = run_mlflow_server_script(tmp_path, "exit 0", RESULIC_MLFLOW_ARTIFACTS="")
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1 and "RESULIC_MLFLOW_ARTIFACTS is unset" in proc.stderr
 
 
 @pytest.mark.parametrize("path", ["cluster.yaml", "deploy/mlflow_server.sh", "deploy/Dockerfile",
