@@ -1,7 +1,7 @@
 """Submit a platform job to a Ray cluster with `ray job submit` (see docs/cluster.md).
 
-    python jobs/submit.py train    configs/train/stage1-sd21.yaml [--set key=value ...]
-    python jobs/submit.py sweep    configs/sweep/sd21.yaml
+    python jobs/submit.py train    configs/train/stage1-sd21.yaml --storage s3://my-bucket/resulic/ray_results
+    python jobs/submit.py sweep    configs/sweep/sd21.yaml --storage s3://my-bucket/resulic/ray_results
     python jobs/submit.py promote  configs/promote/sd21.yaml
     python jobs/submit.py evaluate configs/evaluate-sd21.yaml
       [--address URL] [--tracking-uri URI] [--storage PATH] [--attempt N] [--wait] [--dry-run]
@@ -11,7 +11,8 @@ Then the job's status, how to see its logs and, with --wait, the MLflow runs it 
 status is 0 only for a job that succeeded (--wait) or was accepted (without).
 Defaults: --address $RAY_ADDRESS or http://127.0.0.1:8265 (what `ray dashboard cluster.yaml`
 forwards), --tracking-uri $RESULIC_TRACKING_URI (else the cluster's own), --storage
-$RESULIC_STORAGE_PATH (else the config's).
+$RESULIC_STORAGE_PATH (else the config's; required for the *-sd21.yaml configs, which leave the
+bucket to it).
 """
 
 from __future__ import annotations

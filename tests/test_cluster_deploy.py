@@ -196,9 +196,17 @@ def test_ray_clusters_in_manifests_match_our_ray_image_and_shared_volume():
     assert "FROM rayproject/ray:" in dockerfile
 
 
+def value_at(cfg, key: str):
+    """The value of a dotted config key (``run.storage_path``)."""
+    for part in key.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
 @pytest.mark.parametrize("name", [d["metadata"]["name"] for d in all_docs("RayJob")])
 def test_rayjob_runs_a_job_script_with_a_valid_config(name):
-    from resulic.cli.submit import KINDS, _resolved
+    from resulic.cli.submit import KINDS, job_config
+    from resulic.services.storage import STORAGE_PLACEHOLDER, storage_from_environment
 
     (doc,) = [d for d in all_docs("RayJob") if d["metadata"]["name"] == name]
     spec = doc["spec"]
@@ -208,11 +216,15 @@ def test_rayjob_runs_a_job_script_with_a_valid_config(name):
     kind = next(k for k, v in KINDS.items() if v.script == argv[1])
     config = argv[argv.index("--config") + 1]
     assert (REPO / config).is_file()
-    _resolved(kind, str(REPO / config), [])  # validates with the job's own schema
+    cfg = job_config(kind, str(REPO / config), [])  # validates with the job's own schema
     env = yaml.safe_load(spec["runtimeEnvYAML"])
-    service = all_docs("Service")[0]
+    service = [d for d in all_docs("Service") if d["metadata"]["name"] == "resulic-mlflow"][0]
     assert env["env_vars"]["MLFLOW_TRACKING_URI"] == f"http://{service['metadata']['name']}:{service['spec']['ports'][0]['port']}"
     assert env["env_vars"]["HF_HUB_OFFLINE"] == "1"
+    # The config in the image leaves the bucket to the job's environment, which the manifest sets.
+    key = KINDS[kind].storage_key
+    assert value_at(cfg, key) == STORAGE_PLACEHOLDER, f"{config}: {key} names a bucket inside the image"
+    assert value_at(storage_from_environment(cfg, key, config, environ=env["env_vars"]), key).startswith("s3://")
 
 
 def mlflow_server_argv() -> list[str]:
@@ -379,14 +391,75 @@ def test_wrapper_builds_the_command_the_docs_show(wrapper, shown, clean_env, cap
     assert shlex.split(printed)[shlex.split(printed).index("--") + 1 :][:2] == ["python", f"jobs/{argv[0]}.py"]
 
 
+BUCKET_STORAGE = "s3://my-bucket/resulic/ray_results"
+
+
 def test_submission_ids_are_deterministic_and_change_with_the_config(clean_env):
-    base = JobRequest("train", "configs/train/stage1-sd21.yaml")
-    same = JobRequest("train", "configs/train/stage1-sd21.yaml", address="http://elsewhere:8265")
+    base = JobRequest("train", "configs/train/stage1-sd21.yaml", storage=BUCKET_STORAGE)
+    same = JobRequest("train", "configs/train/stage1-sd21.yaml", address="http://elsewhere:8265", storage=BUCKET_STORAGE)
     assert submission_id(base) == submission_id(same)
     assert submission_id(base).startswith("resulic-train-stage1-sd21-r300-")
-    changed = JobRequest("train", "configs/train/stage1-sd21.yaml", ["optim.steps=10"])
+    changed = JobRequest("train", "configs/train/stage1-sd21.yaml", ["optim.steps=10"], storage=BUCKET_STORAGE)
     assert submission_id(changed) != submission_id(base)
-    assert submission_id(JobRequest("train", base.config, attempt=2)) == submission_id(base) + "-a2"
+    elsewhere = JobRequest("train", "configs/train/stage1-sd21.yaml", storage="s3://other-bucket/ray_results")
+    assert submission_id(elsewhere) != submission_id(base)
+    assert submission_id(JobRequest("train", base.config, attempt=2, storage=BUCKET_STORAGE)) == submission_id(base) + "-a2"
+
+
+# -- the bucket: configuration where the job runs, not in the image -----------------------------------
+CLUSTER_CONFIGS = [("train", "configs/train/stage1-sd21.yaml"), ("train", "configs/train/stage2-sd21.yaml"),
+                   ("sweep", "configs/sweep/sd21.yaml")]
+
+
+@pytest.mark.parametrize("kind,config", CLUSTER_CONFIGS)
+def test_cluster_configs_name_no_bucket(kind, config):
+    from resulic.cli.submit import KINDS, job_config
+    from resulic.services.storage import STORAGE_PLACEHOLDER
+
+    assert "s3://" not in "".join(l.split("#")[0] for l in (REPO / config).read_text().splitlines()), config
+    assert value_at(job_config(kind, config, []), KINDS[kind].storage_key) == STORAGE_PLACEHOLDER
+
+
+def test_a_train_job_takes_its_storage_from_the_environment_or_names_the_key(clean_env, monkeypatch, capsys):
+    from resulic.cli import commands
+    from resulic.config import load_config
+    from resulic.services.storage import storage_from_environment
+    from resulic.train.config import TrainConfig
+
+    cfg = load_config(TrainConfig, "configs/train/stage1-sd21.yaml")
+    resolved = storage_from_environment(cfg, "run.storage_path", "x", environ={"RESULIC_STORAGE_PATH": "s3://b/runs"})
+    assert resolved.run.storage_path == "s3://b/runs" and resolved.run.name == cfg.run.name
+    assert cfg.run.storage_path == "${RESULIC_STORAGE_PATH}", "the loaded config is left as it was"
+    assert storage_from_environment(resolved, "run.storage_path", "x", environ={}) is resolved, "a set path is kept"
+
+    # jobs/train.py (`resulic train`) with the variable unset: one line naming the key, before any Ray.
+    assert commands.main(["train", "--config", "configs/train/stage1-sd21.yaml"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert err.startswith("resulic: error: configs/train/stage1-sd21.yaml: run.storage_path: ${RESULIC_STORAGE_PATH}")
+    assert "RESULIC_STORAGE_PATH is not set" in err and "--set run.storage_path=" in err
+
+
+def test_a_sweep_takes_its_storage_from_the_environment_or_names_the_key(clean_env, monkeypatch):
+    from resulic.tune.sweep import Sweep
+
+    with pytest.raises(ConfigError, match=r"configs/sweep/sd21.yaml: storage_path: .*RESULIC_STORAGE_PATH is not set"):
+        Sweep.load("configs/sweep/sd21.yaml")
+    monkeypatch.setenv("RESULIC_STORAGE_PATH", "s3://b/sweeps")
+    assert Sweep.load("configs/sweep/sd21.yaml").config.storage_path == "s3://b/sweeps"
+    assert Sweep.load("configs/sweep/sd21.yaml", ["storage_path=/shared/x"]).config.storage_path == "/shared/x"
+
+
+def test_submit_needs_the_storage_a_cluster_config_leaves_open(clean_env, capsys):
+    sys.path.insert(0, str(REPO))
+    try:
+        from jobs import submit
+    finally:
+        sys.path.pop(0)
+    assert submit.main(["train", "configs/train/stage1-sd21.yaml", "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "run.storage_path" in err and "--storage <location>" in err
+    assert "ray job submit" not in err
 
 
 def test_environment_and_storage_reach_the_job(clean_env, monkeypatch):

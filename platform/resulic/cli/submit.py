@@ -1,12 +1,12 @@
 """``ray job submit`` commands for the platform's jobs on a Ray cluster (docs/cluster.md).
 
-    python jobs/submit.py train configs/train/stage1-sd21.yaml [--set key=value ...] [--dry-run]
+    python jobs/submit.py train configs/train/stage1-sd21.yaml --storage s3://… [--set key=value ...] [--dry-run]
 
 builds (and runs, unless ``--dry-run``)
 
     ray job submit --address http://127.0.0.1:8265 --working-dir . --submission-id <id>
         --runtime-env-json '{...}' --entrypoint-num-cpus 1 --no-wait
-        -- python jobs/train.py --config configs/train/stage1-sd21.yaml
+        -- python jobs/train.py --config configs/train/stage1-sd21.yaml --set run.storage_path=s3://…
 
 - The config is loaded and validated here first, so a bad key fails on the laptop, not after
   the upload.
@@ -20,7 +20,9 @@ builds (and runs, unless ``--dry-run``)
   runs (not the copy installed on the nodes), the offline/telemetry variables, and
   ``MLFLOW_TRACKING_URI`` when ``--tracking-uri`` (or ``$RESULIC_TRACKING_URI``) names a server;
   otherwise the cluster's own (cluster.yaml and the KubeRay manifests set it on every node).
-- ``--storage`` (or ``$RESULIC_STORAGE_PATH``) sets the job's storage path key.
+- ``--storage`` (or ``$RESULIC_STORAGE_PATH``) sets the job's storage path key; a config that
+  leaves it to the environment (``${RESULIC_STORAGE_PATH}``, the cluster configs) is refused
+  without one.
 
 - Ray 2.60 clusters started with ``ray start`` ask for a token (``~/.ray/auth_token``); the
   ``ray job`` CLI only sends it when ``RAY_AUTH_MODE=token``, which ``submit_environment`` sets
@@ -94,27 +96,50 @@ class JobRequest:
         return [*self.overrides, *extra]
 
 
-def _resolved(kind: str, path: str, overrides: list[str]) -> tuple[str, dict]:
-    """(job name, resolved config as plain data), validated with the job's own schema."""
+def _schema(kind: str):
     if kind == "train":
         from ..train.config import TrainConfig
 
-        cfg = load_config(TrainConfig, path, overrides)
-        return cfg.run.name, cfg.model_dump(mode="json")
+        return TrainConfig
     if kind == "sweep":
         from ..tune.sweep import SweepConfig
 
-        cfg = load_config(SweepConfig, path, overrides)
-        return cfg.name, cfg.model_dump(mode="json")
+        return SweepConfig
     if kind == "promote":
         from ..tune.promote import PromoteConfig
 
-        cfg = load_config(PromoteConfig, path, overrides)
-        return f"{cfg.model_name}-{cfg.sweep}", cfg.model_dump(mode="json")
+        return PromoteConfig
     from ..evaluation.evaluate import EvaluateConfig
 
-    cfg = load_config(EvaluateConfig, path, overrides)
-    return cfg.name, cfg.model_dump(mode="json")
+    return EvaluateConfig
+
+
+def job_config(kind: str, path: str, overrides: list[str]):
+    """The job's config as the job itself loads it, validated with its own schema."""
+    return load_config(_schema(kind), path, overrides)
+
+
+def _with_storage(cfg, kind: str, path: str):
+    """A storage path the config leaves to ``$RESULIC_STORAGE_PATH`` must come with the request
+    (``--storage``, or the variable, which ``request_from_env`` turns into it): the job gets it on
+    its command line, so the submission id and the job agree, never from the nodes' environment."""
+    from ..services.storage import storage_from_environment
+
+    return storage_from_environment(cfg, KINDS[kind].storage_key, path, environ={}, hint="--storage <location>")
+
+
+def _resolved(kind: str, path: str, overrides: list[str]) -> tuple[str, dict]:
+    """(job name, resolved config as plain data)."""
+    cfg = job_config(kind, path, overrides)
+    if KINDS[kind].storage_key is not None:
+        cfg = _with_storage(cfg, kind, path)
+    if kind == "train":
+        name = cfg.run.name
+    elif kind == "promote":
+        name = f"{cfg.model_name}-{cfg.sweep}"
+    else:
+        name = cfg.name
+    return name, cfg.model_dump(mode="json")
 
 
 def slug(text: str) -> str:
