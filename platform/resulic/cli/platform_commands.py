@@ -29,9 +29,10 @@ def cmd_train(args) -> int:
     from ..config import load_config
     from ..services.storage import storage_from_environment
     from ..train.config import TrainConfig
-    from ..train.trainer import run_training
 
     cfg = storage_from_environment(load_config(TrainConfig, args.config, args.overrides), "run.storage_path", args.config)
+    from ..train.trainer import run_training  # torch and Ray: only once the config is whole
+
     outcome = run_training(cfg)
     print(f"run {outcome.run_name}: MLflow run {outcome.mlflow_run_id}; trained codec {outcome.model_dir}")
     return 0
