@@ -474,6 +474,45 @@ def test_environment_and_storage_reach_the_job(clean_env, monkeypatch):
         build_command(JobRequest("promote", "configs/promote/sd21.yaml", storage="s3://x"))
 
 
+def packed_files(root: Path, excludes: list[str]) -> set[str]:
+    """The files Ray packs for a local folder of a runtime env, by Ray's own traversal (the
+    folder's .gitignore files and ``excludes``, matched relative to ``root``): paths under root."""
+    from ray._private.runtime_env.packaging import _dir_travel, _get_excludes
+
+    files: set[str] = set()
+
+    def keep(path: Path) -> None:
+        if path.is_file():
+            files.add(path.relative_to(root).as_posix())
+
+    _dir_travel(root, [_get_excludes(root, excludes)], keep, include_gitignore=True)
+    return files
+
+
+def test_the_bundled_weights_travel_once_per_job(clean_env):
+    """The working folder and the ``platform/resulic`` py_module both carried the library, so
+    every job uploaded the bundled weights (64 MB) twice: each file is in exactly one upload."""
+    from ray._private.ray_constants import get_runtime_env_default_excludes
+
+    from resulic.cli.submit import runtime_env
+
+    env = runtime_env(JobRequest("train", "configs/train/stage1.yaml"))
+    argv = build_command(JobRequest("train", "configs/train/stage1.yaml"))
+    assert argv[argv.index("--working-dir") + 1] == "."
+    # What `ray job submit` uploads: the working folder (Ray's default excludes + ours), then each
+    # py_module with the same `excludes`, matched relative to the module's folder.
+    uploads = {".": packed_files(REPO, get_runtime_env_default_excludes() + env["excludes"])}
+    for module in env["py_modules"]:
+        uploads[module] = {f"{module}/{path}" for path in packed_files(REPO / module, env["excludes"])}
+    weights = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "platform/resulic/weights").rglob("*") if p.is_file())
+    assert any(w.endswith(".safetensors") for w in weights)
+    for path in weights:
+        carriers = [name for name, files in uploads.items() if path in files]
+        assert carriers == ["platform/resulic"], f"{path} is uploaded by {carriers or 'none'} (working folder: '.')"
+    assert "jobs/train.py" in uploads["."] and "configs/train/stage1.yaml" in uploads["."]
+    assert "platform/resulic/cli/submit.py" in uploads["platform/resulic"]
+
+
 def test_a_bad_config_fails_before_submitting(clean_env, capsys):
     sys.path.insert(0, str(REPO))
     try:
