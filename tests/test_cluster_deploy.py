@@ -513,13 +513,63 @@ def test_the_bundled_weights_travel_once_per_job(clean_env):
     assert "platform/resulic/cli/submit.py" in uploads["platform/resulic"]
 
 
-def test_a_bad_config_fails_before_submitting(clean_env, capsys):
+def submit_main():
     sys.path.insert(0, str(REPO))
     try:
         from jobs import submit
     finally:
         sys.path.pop(0)
-    assert submit.main(["train", "configs/train/stage1-sd21.yaml", "--set", "optim.stepz=3", "--dry-run"]) == 2
+    return submit.main
+
+
+def test_submit_refuses_a_dataset_the_nodes_cannot_read(clean_env, capsys):
+    """The small profile reads data/photos/manifest.jsonl, built on this machine and git-ignored:
+    never uploaded, so a submitted job could only fail on the nodes. Refused on the laptop, unless
+    the source is a URI, under the clusters' shared mount, or under a mount named --shared-path."""
+    main = submit_main()
+    assert main(["train", "configs/train/stage1-small.yaml", "--dry-run"]) == 2
+    out, err = capsys.readouterr()
+    assert "ray job submit" not in out and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert err.startswith("error: configs/train/stage1-small.yaml: data.source: data/photos/manifest.jsonl ")
+    assert "cannot read it" in err and "/shared/datasets/photos" in err and "--shared-path DIR" in err
+    assert main(["sweep", "configs/sweep/small.yaml", "--dry-run"]) == 2  # each stage of a sweep too
+    assert capsys.readouterr().err.startswith("error: configs/train/stage1-small.yaml: data.source: data/photos/")
+    for where in (["--set", "data.source=s3://a-bucket/photos/manifest.jsonl"],
+                  ["--set", "data.source=/shared/datasets/photos/manifest.jsonl"],
+                  ["--shared-path", str(REPO / "data")]):
+        assert main(["train", "configs/train/stage1-small.yaml", *where, "--dry-run"]) == 0, where
+        assert capsys.readouterr().out.startswith("ray job submit ")
+
+
+def test_a_dataset_in_the_working_folder_travels_unless_left_behind(tmp_path):
+    from resulic.cli.submit import check_data_reachable
+
+    if subprocess.run(["git", "init", "-q", str(tmp_path)], capture_output=True).returncode:
+        pytest.skip("no git here")
+    (tmp_path / ".gitignore").write_text("/data\n")
+    for name in ("data/photos/manifest.jsonl", "datasets/tiny/manifest.jsonl", "outputs/manifest.jsonl"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("{}\n")
+
+    def check(source: str) -> None:
+        request = JobRequest("train", str(REPO / "configs/train/stage1.yaml"), [f"data.source={source}"])
+        check_data_reachable(request, workdir=tmp_path)
+
+    check("datasets/tiny/manifest.jsonl")  # committed or not, not ignored: uploaded with the folder
+    check(str(tmp_path / "datasets/tiny/manifest.jsonl"))
+    check("samples")
+    with pytest.raises(ConfigError, match=r"data.source: data/photos/manifest.jsonl is git-ignored"):
+        check("data/photos/manifest.jsonl")
+    with pytest.raises(ConfigError, match=r"data.source: data/photos/manifest.jsonl is git-ignored"):
+        check(str(tmp_path / "data/photos/manifest.jsonl"))  # as a sweep's stages hold it
+    with pytest.raises(ConfigError, match=r"outputs/manifest.jsonl is git-ignored \(or excluded\)"):
+        check("outputs/manifest.jsonl")  # one of the job's EXCLUDES
+    with pytest.raises(ConfigError, match=r"/srv/photos/manifest.jsonl is a path on this machine under no shared mount"):
+        check("/srv/photos/manifest.jsonl")
+
+
+def test_a_bad_config_fails_before_submitting(clean_env, capsys):
+    assert submit_main()(["train", "configs/train/stage1-sd21.yaml", "--set", "optim.stepz=3", "--dry-run"]) == 2
     err = capsys.readouterr().err
     assert "optim.stepz: unknown key" in err and "ray job submit" not in err
 
