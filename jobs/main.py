@@ -19,6 +19,7 @@ from resulic.errors import ResulicError
 def train_stages(train) -> str | None:
     """Stage 1, then stage 2 from it; returns the final trained-codec folder (None: no training)."""
     from resulic.config import load_config
+    from resulic.services.storage import storage_from_environment
     from resulic.train.config import TrainConfig
     from resulic.train.trainer import run_training
 
@@ -26,7 +27,7 @@ def train_stages(train) -> str | None:
     for stage, path in ((1, train.stage1), (2, train.stage2)):
         if path is None:
             continue
-        cfg = load_config(TrainConfig, path, train.overrides)
+        cfg = storage_from_environment(load_config(TrainConfig, path, train.overrides), "run.storage_path", path)
         print(f"training stage {stage}: {path} (run {cfg.run.name}; MLflow experiment {cfg.run.experiment})")
         outcome = run_training(cfg)
         model = outcome.model_dir

@@ -11,6 +11,7 @@ import re
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -88,6 +89,63 @@ def test_mlflow_server_script_is_valid_bash():
     subprocess.run(["bash", "-n", str(REPO / "deploy" / "mlflow_server.sh")], check=True)
 
 
+def run_mlflow_server_script(tmp_path: Path, python_stub: str, **env: str) -> subprocess.CompletedProcess:
+    """``deploy/mlflow_server.sh start`` with stub ``python`` (the SSM read) and ``mlflow`` commands
+    first on PATH; the stub mlflow records its arguments and backend store URI in the state folder."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    stubs = {
+        "python": f"#!/bin/sh\ncat >/dev/null\n{python_stub}\n",
+        "mlflow": '#!/bin/sh\nprintf %s "$MLFLOW_BACKEND_STORE_URI" >"$RESULIC_MLFLOW_HOME/uri.tmp"\n'
+                  'mv "$RESULIC_MLFLOW_HOME/uri.tmp" "$RESULIC_MLFLOW_HOME/mlflow-started-with"\n',
+    }
+    for name, text in stubs.items():
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    state = tmp_path / "state"
+    base = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path), "RESULIC_MLFLOW_HOME": str(state),
+            "RESULIC_MLFLOW_ARTIFACTS": "s3://a-bucket/resulic/mlartifacts", "RESULIC_MLFLOW_PORT": "1"}
+    return subprocess.run(["bash", str(REPO / "deploy" / "mlflow_server.sh"), "start"], env={**base, **env},
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_mlflow_server_script_fails_when_the_backend_store_cannot_be_read(tmp_path):
+    """A failed parameter-store read is a one-line error naming what is missing, never a server on
+    a SQLite file of the head's (the script once swallowed the failure with `2>/dev/null || true`)."""
+    proc = run_mlflow_server_script(
+        tmp_path, 'echo "Traceback (most recent call last):" >&2\n'
+                  'echo "NoCredentialsError: Unable to locate credentials" >&2\nexit 1')
+    assert proc.returncode == 1, proc
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "MLFLOW_BACKEND_STORE_URI is unset" in lines[0] and "/resulic/mlflow-backend-store-uri" in lines[0]
+    assert "NoCredentialsError: Unable to locate credentials" in lines[0]
+    assert not (tmp_path / "state" / "mlflow-started-with").exists() and not (tmp_path / "state" / "server.pid").exists()
+    assert "sqlite" not in proc.stdout
+
+    (tmp_path / "empty").mkdir()
+    empty = run_mlflow_server_script(tmp_path / "empty", "exit 0")  # the read "succeeds" with nothing
+    assert empty.returncode == 1 and "(empty value)" in empty.stderr
+
+
+def test_mlflow_server_script_starts_on_the_parameter_stores_uri_without_printing_it(tmp_path):
+    uri = "postgresql://mlflow:pw-in-the-uri@db.internal:5432/mlflow"
+    proc = run_mlflow_server_script(tmp_path, f"printf %s '{uri}'")
+    assert proc.returncode == 0, proc.stderr
+    assert "mlflow backend store: postgresql (the URI itself is not printed)" in proc.stdout
+    assert "pw-in-the-uri" not in proc.stdout + proc.stderr
+    started = tmp_path / "state" / "mlflow-started-with"
+    deadline = time.monotonic() + 30  # the server is started in the background (nohup ... &)
+    while not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert started.read_text() == uri
+
+
+def test_mlflow_server_script_needs_the_artifact_store(tmp_path):
+    proc = run_mlflow_server_script(tmp_path, "exit 0", RESULIC_MLFLOW_ARTIFACTS="")
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1 and "RESULIC_MLFLOW_ARTIFACTS is unset" in proc.stderr
+
+
 @pytest.mark.parametrize("path", ["cluster.yaml", "deploy/mlflow_server.sh", "deploy/Dockerfile",
                                   *[f"deploy/k8s/{p.name}" for p in sorted(K8S.glob("*.yaml"))]])
 def test_no_secrets_in_cluster_files(path):
@@ -138,9 +196,17 @@ def test_ray_clusters_in_manifests_match_our_ray_image_and_shared_volume():
     assert "FROM rayproject/ray:" in dockerfile
 
 
+def value_at(cfg, key: str):
+    """The value of a dotted config key (``run.storage_path``)."""
+    for part in key.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
 @pytest.mark.parametrize("name", [d["metadata"]["name"] for d in all_docs("RayJob")])
 def test_rayjob_runs_a_job_script_with_a_valid_config(name):
-    from resulic.cli.submit import KINDS, _resolved
+    from resulic.cli.submit import KINDS, job_config
+    from resulic.services.storage import STORAGE_PLACEHOLDER, storage_from_environment
 
     (doc,) = [d for d in all_docs("RayJob") if d["metadata"]["name"] == name]
     spec = doc["spec"]
@@ -150,11 +216,61 @@ def test_rayjob_runs_a_job_script_with_a_valid_config(name):
     kind = next(k for k, v in KINDS.items() if v.script == argv[1])
     config = argv[argv.index("--config") + 1]
     assert (REPO / config).is_file()
-    _resolved(kind, str(REPO / config), [])  # validates with the job's own schema
+    cfg = job_config(kind, str(REPO / config), [])  # validates with the job's own schema
     env = yaml.safe_load(spec["runtimeEnvYAML"])
-    service = all_docs("Service")[0]
+    service = [d for d in all_docs("Service") if d["metadata"]["name"] == "resulic-mlflow"][0]
     assert env["env_vars"]["MLFLOW_TRACKING_URI"] == f"http://{service['metadata']['name']}:{service['spec']['ports'][0]['port']}"
     assert env["env_vars"]["HF_HUB_OFFLINE"] == "1"
+    # The config in the image leaves the bucket to the job's environment, which the manifest sets.
+    key = KINDS[kind].storage_key
+    assert value_at(cfg, key) == STORAGE_PLACEHOLDER, f"{config}: {key} names a bucket inside the image"
+    assert value_at(storage_from_environment(cfg, key, config, environ=env["env_vars"]), key).startswith("s3://")
+
+
+def mlflow_server_argv() -> list[str]:
+    """The ``mlflow server`` command line of deploy/k8s/mlflow.yaml's container."""
+    (deployment,) = [d for d in all_docs("Deployment") if d["metadata"]["name"] == "resulic-mlflow"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["command"] == ["bash", "-c"]
+    argv = shlex.split(container["args"][0])
+    assert argv[:3] == ["exec", "mlflow", "server"], argv
+    return argv[3:]
+
+
+def tracking_hosts() -> set[str]:
+    """The Host headers MLflow clients in the manifests send: each MLFLOW_TRACKING_URI's host:port."""
+    from urllib.parse import urlsplit
+
+    uris = []
+    for doc in all_docs("RayJob"):
+        uris.append(yaml.safe_load(doc["spec"]["runtimeEnvYAML"])["env_vars"]["MLFLOW_TRACKING_URI"])
+    for doc in all_docs("RayService"):
+        for _, spec in pod_specs(doc):
+            uris += [e["value"] for c in spec["containers"] for e in c.get("env", []) if e["name"] == "MLFLOW_TRACKING_URI"]
+    (service,) = [d for d in all_docs("Service") if d["metadata"]["name"] == "resulic-mlflow"]
+    uris.append(f"http://{service['metadata']['name']}:{service['spec']['ports'][0]['port']}")
+    return {urlsplit(uri).netloc for uri in uris}
+
+
+def test_mlflow_manifest_allows_the_host_the_ray_pods_send():
+    """MLflow 3 answers 403 "Invalid Host header" to a Host outside its allowed list (default:
+    localhost and private IPs), and pods reach the server by its Service name. Checked with the
+    installed MLflow: its `mlflow server` has every option the manifest passes, and its own host
+    matcher accepts every tracking URI's host and refuses a foreign one."""
+    from mlflow.cli import server
+    from mlflow.server.security_utils import is_allowed_host_header
+
+    argv = mlflow_server_argv()
+    options = {opt for param in server.params for opt in param.opts}
+    assert {a for a in argv if a.startswith("--")} <= options, "an option the installed `mlflow server` does not have"
+    assert "--allowed-hosts" in argv, "deploy/k8s/mlflow.yaml: no --allowed-hosts; MLflow 3 refuses Host: resulic-mlflow:5000"
+    allowed = [h.strip() for h in argv[argv.index("--allowed-hosts") + 1].split(",")]
+    hosts = tracking_hosts()
+    assert "resulic-mlflow:5000" in hosts
+    for host in hosts:
+        assert is_allowed_host_header(allowed, host), f"MLflow would refuse Host: {host} (allowed: {allowed})"
+    for foreign in ("attacker.example:5000", "resulic-mlflow.attacker.example:5000"):
+        assert not is_allowed_host_header(allowed, foreign), f"the list lets {foreign} through: the guard is off"
 
 
 def serve_deploy_schema():
@@ -275,14 +391,75 @@ def test_wrapper_builds_the_command_the_docs_show(wrapper, shown, clean_env, cap
     assert shlex.split(printed)[shlex.split(printed).index("--") + 1 :][:2] == ["python", f"jobs/{argv[0]}.py"]
 
 
+BUCKET_STORAGE = "s3://my-bucket/resulic/ray_results"
+
+
 def test_submission_ids_are_deterministic_and_change_with_the_config(clean_env):
-    base = JobRequest("train", "configs/train/stage1-sd21.yaml")
-    same = JobRequest("train", "configs/train/stage1-sd21.yaml", address="http://elsewhere:8265")
+    base = JobRequest("train", "configs/train/stage1-sd21.yaml", storage=BUCKET_STORAGE)
+    same = JobRequest("train", "configs/train/stage1-sd21.yaml", address="http://elsewhere:8265", storage=BUCKET_STORAGE)
     assert submission_id(base) == submission_id(same)
     assert submission_id(base).startswith("resulic-train-stage1-sd21-r300-")
-    changed = JobRequest("train", "configs/train/stage1-sd21.yaml", ["optim.steps=10"])
+    changed = JobRequest("train", "configs/train/stage1-sd21.yaml", ["optim.steps=10"], storage=BUCKET_STORAGE)
     assert submission_id(changed) != submission_id(base)
-    assert submission_id(JobRequest("train", base.config, attempt=2)) == submission_id(base) + "-a2"
+    elsewhere = JobRequest("train", "configs/train/stage1-sd21.yaml", storage="s3://other-bucket/ray_results")
+    assert submission_id(elsewhere) != submission_id(base)
+    assert submission_id(JobRequest("train", base.config, attempt=2, storage=BUCKET_STORAGE)) == submission_id(base) + "-a2"
+
+
+# -- the bucket: configuration where the job runs, not in the image -----------------------------------
+CLUSTER_CONFIGS = [("train", "configs/train/stage1-sd21.yaml"), ("train", "configs/train/stage2-sd21.yaml"),
+                   ("sweep", "configs/sweep/sd21.yaml")]
+
+
+@pytest.mark.parametrize("kind,config", CLUSTER_CONFIGS)
+def test_cluster_configs_name_no_bucket(kind, config):
+    from resulic.cli.submit import KINDS, job_config
+    from resulic.services.storage import STORAGE_PLACEHOLDER
+
+    assert "s3://" not in "".join(l.split("#")[0] for l in (REPO / config).read_text().splitlines()), config
+    assert value_at(job_config(kind, config, []), KINDS[kind].storage_key) == STORAGE_PLACEHOLDER
+
+
+def test_a_train_job_takes_its_storage_from_the_environment_or_names_the_key(clean_env, monkeypatch, capsys):
+    from resulic.cli import commands
+    from resulic.config import load_config
+    from resulic.services.storage import storage_from_environment
+    from resulic.train.config import TrainConfig
+
+    cfg = load_config(TrainConfig, "configs/train/stage1-sd21.yaml")
+    resolved = storage_from_environment(cfg, "run.storage_path", "x", environ={"RESULIC_STORAGE_PATH": "s3://b/runs"})
+    assert resolved.run.storage_path == "s3://b/runs" and resolved.run.name == cfg.run.name
+    assert cfg.run.storage_path == "${RESULIC_STORAGE_PATH}", "the loaded config is left as it was"
+    assert storage_from_environment(resolved, "run.storage_path", "x", environ={}) is resolved, "a set path is kept"
+
+    # jobs/train.py (`resulic train`) with the variable unset: one line naming the key, before any Ray.
+    assert commands.main(["train", "--config", "configs/train/stage1-sd21.yaml"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert err.startswith("resulic: error: configs/train/stage1-sd21.yaml: run.storage_path: ${RESULIC_STORAGE_PATH}")
+    assert "RESULIC_STORAGE_PATH is not set" in err and "--set run.storage_path=" in err
+
+
+def test_a_sweep_takes_its_storage_from_the_environment_or_names_the_key(clean_env, monkeypatch):
+    from resulic.tune.sweep import Sweep
+
+    with pytest.raises(ConfigError, match=r"configs/sweep/sd21.yaml: storage_path: .*RESULIC_STORAGE_PATH is not set"):
+        Sweep.load("configs/sweep/sd21.yaml")
+    monkeypatch.setenv("RESULIC_STORAGE_PATH", "s3://b/sweeps")
+    assert Sweep.load("configs/sweep/sd21.yaml").config.storage_path == "s3://b/sweeps"
+    assert Sweep.load("configs/sweep/sd21.yaml", ["storage_path=/shared/x"]).config.storage_path == "/shared/x"
+
+
+def test_submit_needs_the_storage_a_cluster_config_leaves_open(clean_env, capsys):
+    sys.path.insert(0, str(REPO))
+    try:
+        from jobs import submit
+    finally:
+        sys.path.pop(0)
+    assert submit.main(["train", "configs/train/stage1-sd21.yaml", "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "run.storage_path" in err and "--storage <location>" in err
+    assert "ray job submit" not in err
 
 
 def test_environment_and_storage_reach_the_job(clean_env, monkeypatch):
@@ -297,13 +474,102 @@ def test_environment_and_storage_reach_the_job(clean_env, monkeypatch):
         build_command(JobRequest("promote", "configs/promote/sd21.yaml", storage="s3://x"))
 
 
-def test_a_bad_config_fails_before_submitting(clean_env, capsys):
+def packed_files(root: Path, excludes: list[str]) -> set[str]:
+    """The files Ray packs for a local folder of a runtime env, by Ray's own traversal (the
+    folder's .gitignore files and ``excludes``, matched relative to ``root``): paths under root."""
+    from ray._private.runtime_env.packaging import _dir_travel, _get_excludes
+
+    files: set[str] = set()
+
+    def keep(path: Path) -> None:
+        if path.is_file():
+            files.add(path.relative_to(root).as_posix())
+
+    _dir_travel(root, [_get_excludes(root, excludes)], keep, include_gitignore=True)
+    return files
+
+
+def test_the_bundled_weights_travel_once_per_job(clean_env):
+    """The working folder and the ``platform/resulic`` py_module both carried the library, so
+    every job uploaded the bundled weights (64 MB) twice: each file is in exactly one upload."""
+    from ray._private.ray_constants import get_runtime_env_default_excludes
+
+    from resulic.cli.submit import runtime_env
+
+    env = runtime_env(JobRequest("train", "configs/train/stage1.yaml"))
+    argv = build_command(JobRequest("train", "configs/train/stage1.yaml"))
+    assert argv[argv.index("--working-dir") + 1] == "."
+    # What `ray job submit` uploads: the working folder (Ray's default excludes + ours), then each
+    # py_module with the same `excludes`, matched relative to the module's folder.
+    uploads = {".": packed_files(REPO, get_runtime_env_default_excludes() + env["excludes"])}
+    for module in env["py_modules"]:
+        uploads[module] = {f"{module}/{path}" for path in packed_files(REPO / module, env["excludes"])}
+    weights = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "platform/resulic/weights").rglob("*") if p.is_file())
+    assert any(w.endswith(".safetensors") for w in weights)
+    for path in weights:
+        carriers = [name for name, files in uploads.items() if path in files]
+        assert carriers == ["platform/resulic"], f"{path} is uploaded by {carriers or 'none'} (working folder: '.')"
+    assert "jobs/train.py" in uploads["."] and "configs/train/stage1.yaml" in uploads["."]
+    assert "platform/resulic/cli/submit.py" in uploads["platform/resulic"]
+
+
+def submit_main():
     sys.path.insert(0, str(REPO))
     try:
         from jobs import submit
     finally:
         sys.path.pop(0)
-    assert submit.main(["train", "configs/train/stage1-sd21.yaml", "--set", "optim.stepz=3", "--dry-run"]) == 2
+    return submit.main
+
+
+def test_submit_refuses_a_dataset_the_nodes_cannot_read(clean_env, capsys):
+    """The small profile reads data/photos/manifest.jsonl, built on this machine and git-ignored:
+    never uploaded, so a submitted job could only fail on the nodes. Refused on the laptop, unless
+    the source is a URI, under the clusters' shared mount, or under a mount named --shared-path."""
+    main = submit_main()
+    assert main(["train", "configs/train/stage1-small.yaml", "--dry-run"]) == 2
+    out, err = capsys.readouterr()
+    assert "ray job submit" not in out and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert err.startswith("error: configs/train/stage1-small.yaml: data.source: data/photos/manifest.jsonl ")
+    assert "cannot read it" in err and "/shared/datasets/photos" in err and "--shared-path DIR" in err
+    assert main(["sweep", "configs/sweep/small.yaml", "--dry-run"]) == 2  # each stage of a sweep too
+    assert capsys.readouterr().err.startswith("error: configs/train/stage1-small.yaml: data.source: data/photos/")
+    for where in (["--set", "data.source=s3://a-bucket/photos/manifest.jsonl"],
+                  ["--set", "data.source=/shared/datasets/photos/manifest.jsonl"],
+                  ["--shared-path", str(REPO / "data")]):
+        assert main(["train", "configs/train/stage1-small.yaml", *where, "--dry-run"]) == 0, where
+        assert capsys.readouterr().out.startswith("ray job submit ")
+
+
+def test_a_dataset_in_the_working_folder_travels_unless_left_behind(tmp_path):
+    from resulic.cli.submit import check_data_reachable
+
+    if subprocess.run(["git", "init", "-q", str(tmp_path)], capture_output=True).returncode:
+        pytest.skip("no git here")
+    (tmp_path / ".gitignore").write_text("/data\n")
+    for name in ("data/photos/manifest.jsonl", "datasets/tiny/manifest.jsonl", "outputs/manifest.jsonl"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("{}\n")
+
+    def check(source: str) -> None:
+        request = JobRequest("train", str(REPO / "configs/train/stage1.yaml"), [f"data.source={source}"])
+        check_data_reachable(request, workdir=tmp_path)
+
+    check("datasets/tiny/manifest.jsonl")  # committed or not, not ignored: uploaded with the folder
+    check(str(tmp_path / "datasets/tiny/manifest.jsonl"))
+    check("samples")
+    with pytest.raises(ConfigError, match=r"data.source: data/photos/manifest.jsonl is git-ignored"):
+        check("data/photos/manifest.jsonl")
+    with pytest.raises(ConfigError, match=r"data.source: data/photos/manifest.jsonl is git-ignored"):
+        check(str(tmp_path / "data/photos/manifest.jsonl"))  # as a sweep's stages hold it
+    with pytest.raises(ConfigError, match=r"outputs/manifest.jsonl is git-ignored \(or excluded\)"):
+        check("outputs/manifest.jsonl")  # one of the job's EXCLUDES
+    with pytest.raises(ConfigError, match=r"/srv/photos/manifest.jsonl is a path on this machine under no shared mount"):
+        check("/srv/photos/manifest.jsonl")
+
+
+def test_a_bad_config_fails_before_submitting(clean_env, capsys):
+    assert submit_main()(["train", "configs/train/stage1-sd21.yaml", "--set", "optim.stepz=3", "--dry-run"]) == 2
     err = capsys.readouterr().err
     assert "optim.stepz: unknown key" in err and "ray job submit" not in err
 

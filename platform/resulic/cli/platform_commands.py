@@ -27,10 +27,13 @@ def add_parsers(sub) -> None:
 
 def cmd_train(args) -> int:
     from ..config import load_config
+    from ..services.storage import storage_from_environment
     from ..train.config import TrainConfig
-    from ..train.trainer import run_training
 
-    outcome = run_training(load_config(TrainConfig, args.config, args.overrides))
+    cfg = storage_from_environment(load_config(TrainConfig, args.config, args.overrides), "run.storage_path", args.config)
+    from ..train.trainer import run_training  # torch and Ray: only once the config is whole
+
+    outcome = run_training(cfg)
     print(f"run {outcome.run_name}: MLflow run {outcome.mlflow_run_id}; trained codec {outcome.model_dir}")
     return 0
 

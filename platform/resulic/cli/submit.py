@@ -1,12 +1,12 @@
 """``ray job submit`` commands for the platform's jobs on a Ray cluster (docs/cluster.md).
 
-    python jobs/submit.py train configs/train/stage1-sd21.yaml [--set key=value ...] [--dry-run]
+    python jobs/submit.py train configs/train/stage1-sd21.yaml --storage s3://… [--set key=value ...] [--dry-run]
 
 builds (and runs, unless ``--dry-run``)
 
     ray job submit --address http://127.0.0.1:8265 --working-dir . --submission-id <id>
         --runtime-env-json '{...}' --entrypoint-num-cpus 1 --no-wait
-        -- python jobs/train.py --config configs/train/stage1-sd21.yaml
+        -- python jobs/train.py --config configs/train/stage1-sd21.yaml --set run.storage_path=s3://…
 
 - The config is loaded and validated here first, so a bad key fails on the laptop, not after
   the upload.
@@ -16,11 +16,14 @@ builds (and runs, unless ``--dry-run``)
   ``--attempt N`` resubmits the same config (e.g. after a spot loss; training resumes from its
   last checkpoint).
 - The runtime environment: the working folder (``--working-dir .``, .gitignore'd files and
-  outputs excluded), ``platform/resulic`` as a py_module so the submitted library code is what
-  runs (not the copy installed on the nodes), the offline/telemetry variables, and
+  outputs excluded, and ``platform/resulic``, which travels as the py_module), ``platform/resulic``
+  as a py_module so the submitted library code is what runs (not the copy installed on the
+  nodes) and its bundled weights are uploaded once, the offline/telemetry variables, and
   ``MLFLOW_TRACKING_URI`` when ``--tracking-uri`` (or ``$RESULIC_TRACKING_URI``) names a server;
   otherwise the cluster's own (cluster.yaml and the KubeRay manifests set it on every node).
-- ``--storage`` (or ``$RESULIC_STORAGE_PATH``) sets the job's storage path key.
+- ``--storage`` (or ``$RESULIC_STORAGE_PATH``) sets the job's storage path key; a config that
+  leaves it to the environment (``${RESULIC_STORAGE_PATH}``, the cluster configs) is refused
+  without one.
 
 - Ray 2.60 clusters started with ``ray start`` ask for a token (``~/.ray/auth_token``); the
   ``ray job`` CLI only sends it when ``RAY_AUTH_MODE=token``, which ``submit_environment`` sets
@@ -33,14 +36,18 @@ No Ray or MLflow import at module level: building a command needs neither.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import os
 import re
 import shlex
+import subprocess
 from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
 
 from ..config import load_config
+from ..errors import ConfigError
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"  # `ray dashboard cluster.yaml` forwards the head's dashboard here
 # What every job needs on every node, whatever the cluster's defaults.
@@ -51,9 +58,18 @@ JOB_ENV = {
     "RAY_TRAIN_V2_ENABLED": "1",
     "TOKENIZERS_PARALLELISM": "false",
 }
-# Not uploaded with the working folder (Ray also skips what .gitignore lists).
-EXCLUDES = [".git", ".venv", "outputs", "ray_results", "mlruns", "mlartifacts", "mlflow.db", "*.rslc"]
 PY_MODULES = ["platform/resulic"]
+# Not uploaded with the working folder (Ray also skips what .gitignore lists). Ray matches these
+# against each py_module as well, relative to the module's own folder, so "/platform/resulic"
+# (anchored at the root) leaves the library out of the working folder only: the py_module carries
+# it, and the bundled weights (64 MB) travel once per job instead of twice.
+EXCLUDES = [".git", ".venv", "outputs", "ray_results", "mlruns", "mlartifacts", "mlflow.db", "*.rslc",
+            *(f"/{module}" for module in PY_MODULES)]
+
+
+# Where every node mounts the shared file system at the same path: cluster.yaml's EFS and the
+# resulic-shared volume of deploy/k8s. Other mounts are named with --shared-path.
+SHARED_MOUNTS = ["/shared"]
 
 
 @dataclass(frozen=True)
@@ -80,6 +96,7 @@ class JobRequest:
     storage: str | None = None
     attempt: int = 1
     wait: bool = False
+    shared_paths: list[str] = field(default_factory=list)  # folders every node mounts at this same path
 
     def all_overrides(self) -> list[str]:
         """The user's --set values plus the storage path one (last, so it wins)."""
@@ -87,34 +104,55 @@ class JobRequest:
         if self.storage:
             key = KINDS[self.kind].storage_key
             if key is None:
-                from ..errors import ConfigError
-
                 raise ConfigError(f"--storage: a {self.kind} job has no storage path (train and sweep jobs do)")
             extra.append(f"{key}={self.storage}")
         return [*self.overrides, *extra]
 
 
-def _resolved(kind: str, path: str, overrides: list[str]) -> tuple[str, dict]:
-    """(job name, resolved config as plain data), validated with the job's own schema."""
+def _schema(kind: str):
     if kind == "train":
         from ..train.config import TrainConfig
 
-        cfg = load_config(TrainConfig, path, overrides)
-        return cfg.run.name, cfg.model_dump(mode="json")
+        return TrainConfig
     if kind == "sweep":
         from ..tune.sweep import SweepConfig
 
-        cfg = load_config(SweepConfig, path, overrides)
-        return cfg.name, cfg.model_dump(mode="json")
+        return SweepConfig
     if kind == "promote":
         from ..tune.promote import PromoteConfig
 
-        cfg = load_config(PromoteConfig, path, overrides)
-        return f"{cfg.model_name}-{cfg.sweep}", cfg.model_dump(mode="json")
+        return PromoteConfig
     from ..evaluation.evaluate import EvaluateConfig
 
-    cfg = load_config(EvaluateConfig, path, overrides)
-    return cfg.name, cfg.model_dump(mode="json")
+    return EvaluateConfig
+
+
+def job_config(kind: str, path: str, overrides: list[str]):
+    """The job's config as the job itself loads it, validated with its own schema."""
+    return load_config(_schema(kind), path, overrides)
+
+
+def _with_storage(cfg, kind: str, path: str):
+    """A storage path the config leaves to ``$RESULIC_STORAGE_PATH`` must come with the request
+    (``--storage``, or the variable, which ``request_from_env`` turns into it): the job gets it on
+    its command line, so the submission id and the job agree, never from the nodes' environment."""
+    from ..services.storage import storage_from_environment
+
+    return storage_from_environment(cfg, KINDS[kind].storage_key, path, environ={}, hint="--storage <location>")
+
+
+def _resolved(kind: str, path: str, overrides: list[str]) -> tuple[str, dict]:
+    """(job name, resolved config as plain data)."""
+    cfg = job_config(kind, path, overrides)
+    if KINDS[kind].storage_key is not None:
+        cfg = _with_storage(cfg, kind, path)
+    if kind == "train":
+        name = cfg.run.name
+    elif kind == "promote":
+        name = f"{cfg.model_name}-{cfg.sweep}"
+    else:
+        name = cfg.name
+    return name, cfg.model_dump(mode="json")
 
 
 def slug(text: str) -> str:
@@ -139,8 +177,74 @@ def runtime_env(request: JobRequest) -> dict:
     return {"py_modules": PY_MODULES, "excludes": EXCLUDES, "env_vars": env}
 
 
+def _left_behind(relative: PurePosixPath, workdir: Path) -> bool:
+    """Whether the working folder is uploaded without ``relative``: one of EXCLUDES (names and
+    globs match any path component, a leading / anchors at the root), or git-ignored (Ray skips
+    what the .gitignore files list; `git check-ignore` reads them as Ray does). Outside a git
+    checkout only EXCLUDES can be checked."""
+    for pattern in EXCLUDES:
+        if pattern.startswith("/"):
+            anchored = PurePosixPath(pattern[1:])
+            if relative == anchored or anchored in relative.parents:
+                return True
+        elif any(fnmatch.fnmatch(part, pattern) for part in relative.parts):
+            return True
+    try:
+        check = subprocess.run(["git", "-C", str(workdir), "check-ignore", "-q", "--", str(relative)],
+                               capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return check.returncode == 0  # 1: not ignored; 128: not a git checkout
+
+
+def _unreachable(source: str, shared: list[str], workdir: Path) -> str | None:
+    """Why the cluster's nodes cannot read a data.source (None when they can): ``samples`` (in
+    the package) and URIs are read everywhere, a path under a shared mount is the same on every
+    node, and a path in the working folder travels with it unless it is left behind."""
+    if source == "samples" or "://" in source:
+        return None
+    path = Path(os.path.normpath(workdir / source))  # an absolute source stays as it is
+    if any(path == Path(root) or Path(root) in path.parents for root in map(os.path.normpath, shared)):
+        return None
+    if workdir not in path.parents:
+        return f"is a path on this machine under no shared mount ({', '.join(shared)})"
+    if not path.exists():
+        return "is not in the working folder, so no node gets it"
+    if _left_behind(PurePosixPath(path.relative_to(workdir).as_posix()), workdir):
+        return "is git-ignored (or excluded), so the working folder is uploaded without it"
+    return None
+
+
+def check_data_reachable(request: JobRequest, workdir: Path | None = None) -> None:
+    """Refuse a train or sweep job whose data.source the cluster's nodes cannot read: the job
+    would start, upload, wait for GPUs and only then fail on a file that exists only here."""
+    if request.kind not in ("train", "sweep"):
+        return
+    workdir = Path(workdir or os.getcwd()).resolve()
+    cfg = job_config(request.kind, request.config, request.all_overrides())
+    if request.kind == "train":
+        trainings = [(request.config, cfg.data.source)]
+    else:
+        from ..tune.sweep import Sweep
+
+        trainings = [(path, stage.data.source) for path, stage in zip(cfg.stages, Sweep.from_config(cfg).stages)]
+    shared = [*SHARED_MOUNTS, *request.shared_paths]
+    for config, source in trainings:
+        reason = _unreachable(source, shared, workdir)
+        if reason is not None:
+            # As written: a sweep's stages hold the absolute form of a local path (Sweep.from_config).
+            shown = Path(source).relative_to(workdir).as_posix() if Path(source).is_relative_to(workdir) else source
+            raise ConfigError(
+                f"{config}: data.source: {shown} {reason}, and the cluster's nodes cannot read it; put the dataset "
+                "where every node reads it (e.g. python jobs/build_dataset.py -o /shared/datasets/photos, then "
+                "--set data.source=/shared/datasets/photos/manifest.jsonl, or an s3:// URI), or pass "
+                "--shared-path DIR if every node mounts DIR at this same path"
+            )
+
+
 def build_command(request: JobRequest) -> list[str]:
     """The ``ray job submit`` argv (entrypoint last, after ``--``, unquoted)."""
+    check_data_reachable(request)
     argv = [
         "ray", "job", "submit",
         "--address", request.address,
@@ -227,7 +331,7 @@ def job_report(address: str, submission: str) -> JobReport:
 
 
 def request_from_env(kind: str, config: str, overrides=(), *, address=None, tracking_uri=None, storage=None,
-                     attempt: int = 1, wait: bool = False) -> JobRequest:
+                     attempt: int = 1, wait: bool = False, shared_paths=()) -> JobRequest:
     """A request with the defaults the environment gives: ``$RAY_ADDRESS``, ``$RESULIC_TRACKING_URI``,
     ``$RESULIC_STORAGE_PATH``."""
     return JobRequest(
@@ -235,5 +339,5 @@ def request_from_env(kind: str, config: str, overrides=(), *, address=None, trac
         address=address or os.environ.get("RAY_ADDRESS") or DEFAULT_ADDRESS,
         tracking_uri=tracking_uri or os.environ.get("RESULIC_TRACKING_URI") or None,
         storage=storage or os.environ.get("RESULIC_STORAGE_PATH") or None,
-        attempt=attempt, wait=wait,
+        attempt=attempt, wait=wait, shared_paths=list(shared_paths),
     )

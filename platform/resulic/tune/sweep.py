@@ -20,6 +20,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from ..services import cluster, tracking
+from ..services.storage import storage_from_environment
 from ..config import StrictModel, build_config, load_config
 from ..errors import ConfigError, ResulicError
 from ..train.config import TrainConfig, storage_root
@@ -77,7 +78,7 @@ class Sweep:
 
     @classmethod
     def load(cls, path: str | Path, overrides=()) -> "Sweep":
-        cfg = load_config(SweepConfig, path, overrides)
+        cfg = storage_from_environment(load_config(SweepConfig, path, overrides), "storage_path", str(path))
         return cls.from_config(cfg)
 
     @classmethod
