@@ -112,3 +112,20 @@ def test_split_is_deterministic_and_about_a_tenth():
     share = sum(map(text_model.is_measure_split, names)) / len(names)
     assert 0.07 < share < 0.13
     assert [text_model.is_measure_split(n) for n in names] == [text_model.is_measure_split(n) for n in names]
+
+
+def test_the_section_bound_holds_for_the_costliest_messages_and_refuses_longer_sections_at_once():
+    from resulic.errors import DecodeLimitError
+    from resulic.semantics.text_coding import max_section_bytes
+
+    # The rarest tokens after one another (the costliest messages there are) fit the bound...
+    model = text_model.default_model()
+    rarest = sorted(range(text_model.START_ID), key=lambda s: model.uni[s])[:20]
+    for n in (1, 10, 75):
+        ids = [rarest[i % len(rarest)] for i in range(n)]
+        assert len(encode_ids(ids)) <= max_section_bytes(n)
+        assert decode_ids(encode_ids(ids), max_tokens=n) == ids
+    # ...and a section past it is refused before any arithmetic (a 50 MB one decoded for ~50 s).
+    with pytest.raises(DecodeLimitError, match="never take more than"):
+        decode_ids(bytes(50 << 20), max_tokens=75)
+    assert max_section_bytes(75) < 1000

@@ -68,6 +68,13 @@ def encode_ids(ids: Sequence[int], model: TextModel | None = None, *, end_symbol
     return _shortest_bytes(*_interval(model or default_model(), ids, end_symbol))
 
 
+def max_section_bytes(max_tokens: int, model: TextModel | None = None) -> int:
+    """The longest section a message of ``max_tokens`` tokens (and its end symbol) can code to:
+    every symbol at the model's highest cost, plus the code's one byte of slack."""
+    model = model or default_model()
+    return math.ceil((max_tokens + 1) * model.max_symbol_bits / 8) + 1
+
+
 def decode_ids(
     data: bytes, model: TextModel | None = None, *, count: int | None = None, max_tokens: int | None = None
 ) -> list[int]:
@@ -77,6 +84,12 @@ def decode_ids(
     limit: each token costs arithmetic on numbers as long as the section)."""
     model = model or default_model()
     data = bytes(data)
+    if max_tokens is not None and len(data) > max_section_bytes(max_tokens, model):
+        # Refused before any arithmetic: decoding costs time in the section's length squared.
+        raise DecodeLimitError(
+            f"the text section is {len(data):,} bytes; {max_tokens} tokens never take more than "
+            f"{max_section_bytes(max_tokens, model):,}", "max_text_tokens"
+        )
     if not data:
         if count:
             raise BitstreamError("text section is empty but tokens were expected")

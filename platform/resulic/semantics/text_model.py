@@ -27,6 +27,7 @@ bit-identical intervals on every machine.
 from __future__ import annotations
 
 import bisect
+import math
 import hashlib
 import json
 from dataclasses import dataclass
@@ -95,6 +96,13 @@ class TextModel:
         assert self.uni_total == (n_tokens + n_types) * CODABLE
         self.levels = [_contexts(rows, pruned, k) for k, (rows, pruned) in enumerate(levels, start=1)]
         self.order = 1 + len(self.levels)
+        # The most any symbol can cost: its smallest unigram weight, escaped through the least
+        # likely escape of every level (a seen symbol costs less than its escape; see interval).
+        smallest = min(w for w in self.uni if w > 0)
+        self.max_symbol_bits = math.log2(self.uni_total / smallest) + sum(
+            max((math.log2((c.total + c.types) / c.types) for c in contexts.values()), default=0.0)
+            for contexts in self.levels
+        )
 
     def start(self) -> tuple[int, ...]:
         """The history before the first token."""
