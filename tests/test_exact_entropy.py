@@ -112,3 +112,13 @@ def test_exact_parameters_cost_almost_no_rate_and_stay_out_of_training():
     assert "linear_transform" not in CompressorConfig(**SMALL).model_dump()
     assert "exact_entropy_parameters" not in CompressorConfig(**SMALL).model_dump()  # older fingerprints unchanged
     assert CompressorConfig(**SMALL, exact_entropy_parameters=True).model_dump()["exact_entropy_parameters"]
+
+
+def test_eval_mode_forward_runs_and_parameters_come_back_as_exact_float32():
+    c = _compressor(True)
+    z = next(_latents(1))
+    with torch.no_grad():
+        out = c(z)  # eval mode: the exact networks, then g_s on float32
+        params = c.entropy_parameter_networks()[0](torch.randn(1, 64, 2, 3))
+    assert out["z_c"].dtype == torch.float32 and params.dtype == torch.float32
+    assert torch.equal(params.double() * 1024, torch.round(params.double() * 1024))  # on the grid, exactly

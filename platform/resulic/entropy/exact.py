@@ -134,7 +134,10 @@ class ExactNetwork(nn.Module):
         self.layers = nn.Sequential(*(_exact_layer(m) for m in layers))
 
     def forward(self, x: Tensor) -> Tensor:
-        return from_grid(self.layers(to_grid(x)))
+        # Back in the input's dtype: a grid value (10 fraction bits, magnitude < 2^12) fits a
+        # float32 significand exactly, so the cast loses nothing and the rest of the model
+        # (CompressAI's quantisers, g_s) sees the dtype it was built for.
+        return from_grid(self.layers(to_grid(x))).to(x.dtype)
 
 
 def _exact_layer(m: nn.Module) -> nn.Module:
