@@ -228,3 +228,24 @@ def test_a_linear_path_compressor_starts_from_the_training_latents(codec, tmp_pa
     assert torch.equal(compressor.linear_analysis.weight, seeded.linear_analysis.weight)
     rows_of_basis = compressor.linear_analysis.weight.reshape(compressor.config.latent_dim, -1)
     assert torch.allclose(rows_of_basis @ rows_of_basis.T, torch.eye(compressor.config.latent_dim), atol=1e-5)
+
+
+def test_frozen_transforms_leave_transforms_and_gains_still_while_the_entropy_model_learns(codec, two_images):
+    from resulic.train.config import TrainConfig
+    from resulic.train.loop import _optimizers, _set_lr
+
+    model = _trainable(codec, lambda_eps=0, lambda_pixel=1.0)
+    cfg = TrainConfig.model_validate({"optim": {"lr": 1e-2, "transform_lr": 1e-3, "freeze_transforms_steps": 1}})
+    optimizers = _optimizers(model, cfg)
+    base = {name: [g["lr"] for g in opt.param_groups] for name, opt in optimizers.items()}
+    assert [g["name"] for g in optimizers["main"].param_groups][:2] == ["main", "transform"] and base["main"][:2] == [1e-2, 1e-3]
+    groups = model.parameter_groups()
+    before = {k: [p.detach().clone() for p in groups[k]] for k in ("main", "transform")}
+    terms = model(two_images, ["", ""], rate_only=True)
+    assert set(terms) == {"bpp_estimated", "loss_guide", "loss", "loss_aux", "total"}  # no decoder pass
+    terms["total"].backward()
+    _set_lr(optimizers, base, 1.0, frozen=True)
+    for opt in optimizers.values():
+        opt.step()
+    assert all(torch.equal(a, b) for a, b in zip(before["transform"], groups["transform"]))
+    assert any(not torch.equal(a, b) for a, b in zip(before["main"], groups["main"]))

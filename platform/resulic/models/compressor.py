@@ -36,6 +36,8 @@ SCALE_TABLE = torch.exp(torch.linspace(math.log(0.11), math.log(256), 64)).tolis
 ANCHOR_PARITY = "odd"  # anchors where (row + col) is odd (RESULIC.md §2)
 # A variable-rate compressor's gain vectors (log domain), trained with a learning rate of their own.
 GAIN_PARAMETERS = ("log_gain", "log_inverse_gain")
+# The analysis and synthesis transforms (everything that is not the entropy model or a gain).
+TRANSFORM_MODULES = ("g_a", "g_s", "linear_analysis", "linear_synthesis")
 PATCH = 4  # latent cells per side of one y cell (g_a's two stride-2 stages)
 
 

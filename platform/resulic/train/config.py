@@ -87,6 +87,11 @@ class OptimConfig(StrictModel):
     # domain) could travel less than a factor e in 1000 steps: too slow for an anchor to reach
     # its rate when a variable model starts from a fixed-rate one.
     gain_lr: float | None = Field(None, gt=0, description="variable-rate gain vectors (default: lr); no weight decay")
+    transform_lr: float | None = Field(None, gt=0, description="the compressor's analysis/synthesis transforms (default: lr)")
+    # A compressor started from a good transform (its KLT path) first learns its entropy model
+    # with the transforms and gains frozen: until the entropy model has learned, the rate
+    # term's gradient is noise that would pull the transforms off their starting point.
+    freeze_transforms_steps: int = Field(0, ge=0, description="steps during which only the entropy model learns")
     grad_clip: float | None = Field(None, gt=0)
     # cosine: every learning rate falls along a half cosine from its value at step 0 to
     # min_lr_ratio of it at the last step (a function of the step alone, so a resumed run

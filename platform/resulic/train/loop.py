@@ -50,9 +50,11 @@ class InjectedFailure(RuntimeError):
 def _optimizers(trainable: TrainableCodec, cfg: TrainConfig) -> dict[str, torch.optim.Optimizer]:
     groups = trainable.parameter_groups()
     o = cfg.optim
-    main = [{"params": groups["main"]}]
+    main = [{"params": groups["main"], "name": "main"}]
+    if groups.get("transform"):
+        main.append({"params": groups["transform"], "lr": o.transform_lr or o.lr, "name": "transform"})
     if "gains" in groups:  # log-domain gains: their own lr, and no decay pulling every anchor to gain 1
-        main.append({"params": groups["gains"], "lr": o.gain_lr or o.lr, "weight_decay": 0.0})
+        main.append({"params": groups["gains"], "lr": o.gain_lr or o.lr, "weight_decay": 0.0, "name": "gains"})
     optimizers = {"main": torch.optim.AdamW(main, lr=o.lr, weight_decay=o.weight_decay)}
     if "aux" in groups:  # stage 0 has no entropy models
         optimizers["aux"] = torch.optim.AdamW(groups["aux"], lr=o.aux_lr, weight_decay=0.0)
@@ -71,10 +73,15 @@ def lr_factor(step: int, total: int, cfg: TrainConfig) -> float:
     return warmup * (o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def _set_lr(optimizers: dict[str, torch.optim.Optimizer], base: dict[str, list[float]], factor: float) -> None:
+FROZEN_WHILE_ENTROPY_LEARNS = ("transform", "gains")
+
+
+def _set_lr(optimizers: dict[str, torch.optim.Optimizer], base: dict[str, list[float]], factor: float,
+            frozen: bool = False) -> None:
+    """Every group's rate at ``factor`` of its base; ``frozen``: the transforms and gains at 0."""
     for name, opt in optimizers.items():
         for group, lr in zip(opt.param_groups, base[name]):
-            group["lr"] = lr * factor
+            group["lr"] = 0.0 if frozen and group.get("name") in FROZEN_WHILE_ENTROPY_LEARNS else lr * factor
 
 
 def _batches(shard, batch_size: int):
@@ -269,11 +276,13 @@ def train_loop_per_worker(loop_config: dict) -> None:
         batch = next(batches)
         images = _images(batch, device)
         latents = torch.from_numpy(np.asarray(batch["latent"], dtype=np.float32)).to(device) if "latent" in batch else None
+        frozen = step <= cfg.optim.freeze_transforms_steps
         with autocast:
-            terms = model(images, list(batch["caption"]), latents)
+            terms = model(images, list(batch["caption"]), latents, rate_only=frozen) if frozen else \
+                model(images, list(batch["caption"]), latents)
         for opt in optimizers.values():
             opt.zero_grad(set_to_none=True)
-        _set_lr(optimizers, base_lr, lr_factor(step, total, cfg))
+        _set_lr(optimizers, base_lr, lr_factor(step, total, cfg), frozen)
         terms["total"].backward()
         if cfg.optim.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_([p for g in optimizers["main"].param_groups for p in g["params"]],

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from ..config import ModelConfig
 from ..diffusion import ResidualSchedule
 from ..models.backbone import Backbone
-from ..models.compressor import GAIN_PARAMETERS, LatentCompressor
+from ..models.compressor import GAIN_PARAMETERS, TRANSFORM_MODULES, LatentCompressor
 from ..models.kernels import guard
 from .config import LossConfig
 
@@ -111,15 +111,17 @@ class TrainableCodec(nn.Module):
 
     # -- parameter groups ----------------------------------------------------------------------
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
-        """main: compressor (no quantiles, no gains) + control module; aux: quantiles; gains: a
-        variable-rate compressor's gain vectors (only when it has them); disc: discriminator."""
+        """main: the compressor's entropy model (no quantiles) + control module; transform: the
+        compressor's analysis and synthesis transforms; aux: quantiles; gains: a variable-rate
+        compressor's gain vectors (only when it has them); disc: discriminator."""
         named = list(self.compressor.named_parameters())
         aux = [p for n, p in named if n.endswith("quantiles")]
         gains = [p for n, p in named if n in GAIN_PARAMETERS]
-        own_group = {id(p) for p in aux + gains}
+        transform = [p for n, p in named if n.split(".")[0] in TRANSFORM_MODULES]
+        own_group = {id(p) for p in aux + gains + transform}
         main = [p for _, p in named if id(p) not in own_group]
         main += [p for p in self.cdm.parameters() if p.requires_grad]
-        groups = {"main": main, "aux": aux}
+        groups = {"main": main, "transform": transform, "aux": aux}
         if gains:
             groups["gains"] = gains
         if self.discriminator is not None:
@@ -159,13 +161,16 @@ class TrainableCodec(nn.Module):
         return self.backbone.decode_unclamped(window).float(), target.float()
 
     def forward(
-        self, images: Tensor, captions: list[str], latents: Tensor | None = None, draw: LossDraw | None = None
+        self, images: Tensor, captions: list[str], latents: Tensor | None = None, draw: LossDraw | None = None,
+        rate_only: bool = False,
     ) -> dict[str, Tensor]:
         """``images`` in [0, 1], (B, 3, H, W); ``latents``: their cached z_0, when the data has
         them (else the frozen encoder runs here). Returns the terms; ``total`` is what to
         backprop (the model loss, the entropy models' auxiliary loss and the discriminator's
         loss touch disjoint parameters, each stepped by its own optimiser). ``draw`` fixes the
-        random timesteps, noise and crop (default: fresh ones)."""
+        random timesteps, noise and crop (default: fresh ones). ``rate_only``: the rate term alone
+        (while the transforms are frozen nothing else has a gradient: STE rounding passes none to
+        the predicted means), so the decoder's passes are skipped."""
         backbone = self.backbone
         with torch.no_grad():
             z0 = latents if latents is not None else backbone.encode(images)
@@ -185,6 +190,11 @@ class TrainableCodec(nn.Module):
         else:  # each sample at its own rate: λ_R of its position along the anchors
             lambdas = torch.tensor([variable.lambda_at(float(p)) for p in position], device=bits.device)
             rate_term = (lambdas * bits).mean() / pixels
+        if rate_only:
+            terms["loss"] = rate_term
+            terms["loss_aux"] = self.compressor.aux_loss()
+            terms["total"] = rate_term + terms["loss_aux"]
+            return terms
         loss = rate_term + self.weights.lambda_guide * terms["loss_guide"]
         if self.weights.lambda_pixel > 0:
             decoded, target = self.decoded_window(z_c, images)
