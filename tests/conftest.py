@@ -97,8 +97,10 @@ def multinode(tmp_path_factory):
         server.start(timeout=240)
         yield MultiNode(cluster, server, root / "shared")
     finally:
-        server.stop()
-        cluster.stop()
+        # Throwaway processes: a few seconds' grace, then killed (a graceful Serve/raylet
+        # shutdown took up to 90 s of the suite here).
+        server.stop(grace=5)
+        cluster.stop(grace=5)
         if own_temp_dir:  # Ray's session folders (logs, unpacked jobs) of this cluster's nodes
             import shutil
 

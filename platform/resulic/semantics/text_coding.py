@@ -87,8 +87,8 @@ def decode_ids(
     if max_tokens is not None and len(data) > max_section_bytes(max_tokens, model):
         # Refused before any arithmetic: decoding costs time in the section's length squared.
         raise DecodeLimitError(
-            f"the text section is {len(data):,} bytes; {max_tokens} tokens never take more than "
-            f"{max_section_bytes(max_tokens, model):,}", "max_text_tokens"
+            f"the text section holds more than {max_tokens} tokens: it is {len(data):,} bytes, and "
+            f"{max_tokens} tokens never take more than {max_section_bytes(max_tokens, model):,}", "max_text_tokens"
         )
     if not data:
         if count:

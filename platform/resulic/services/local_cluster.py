@@ -225,14 +225,15 @@ class LocalCluster:
         os.kill(pid, signal.SIGKILL)
         return pid
 
-    def stop_node(self, name: str) -> None:
+    def stop_node(self, name: str, grace: float = 30.0) -> None:
         node = self.nodes.pop(name)
-        _stop_tree(node.process, node.descendants())
+        _stop_tree(node.process, node.descendants(), grace)
 
-    def stop(self) -> None:
-        """Further nodes first, then the head; every process by pid."""
+    def stop(self, grace: float = 30.0) -> None:
+        """Further nodes first, then the head; every process by pid, killed after ``grace``
+        seconds (a throwaway test cluster needs no graceful shutdown)."""
         for name in [n for n in self.nodes if n != "head"] + (["head"] if "head" in self.nodes else []):
-            self.stop_node(name)
+            self.stop_node(name, grace)
 
     # -- state ------------------------------------------------------------------------------------
     def _dashboard_up(self) -> bool:
@@ -334,7 +335,7 @@ class MlflowServer:
                 time.sleep(1)
         raise TimeoutError(f"mlflow server not up at {self.uri} after {timeout:.0f} s")
 
-    def stop(self) -> None:
+    def stop(self, grace: float = 30.0) -> None:
         if self.process is None:
             return
         import psutil
@@ -343,7 +344,7 @@ class MlflowServer:
             pids = [p.pid for p in psutil.Process(self.process.pid).children(recursive=True)]
         except psutil.NoSuchProcess:
             pids = []
-        _stop_tree(self.process, pids)
+        _stop_tree(self.process, pids, grace)
         self.process = None
 
 
