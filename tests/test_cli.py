@@ -200,6 +200,20 @@ def test_info_rates_lists_the_shipped_points_and_help_points_at_it(capsys):
     assert err.count("resulic: error:") == 2 and "--rates" in err
 
 
+def test_compress_refuses_what_a_default_decoder_would_refuse(tmp_path, image_file, capsys):
+    # The 200x150 photo is 256x256 = 65,536 pixels padded to 128: the limit counts those, as the
+    # decoder does, and the default is the decoders' default, so any file written reads back.
+    from resulic.cli.commands import COMPRESS_MAX_PIXELS
+    from resulic.codec.limits import DecodeLimits
+
+    assert COMPRESS_MAX_PIXELS == DecodeLimits().max_pixels
+    assert main(["compress", str(image_file), "-o", str(tmp_path / "p.rslc"), "--max-pixels", "65535"]) == 2
+    err = capsys.readouterr().err
+    assert "65,536 pixels padded to" in err and "--max-pixels" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "p.rslc").exists()
+    assert main(["compress", str(image_file), "-o", str(tmp_path / "p.rslc"), "--max-pixels", "65536"]) == 0
+
+
 def test_compress_says_which_rate_point_it_used(tmp_path, image_file, capsys, monkeypatch):
     monkeypatch.delenv("RESULIC_MODEL")  # the shipped codec
     assert main(["compress", str(image_file), "-o", str(tmp_path / "a.rslc"), "--rate", "r1"]) == 0

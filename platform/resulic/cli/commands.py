@@ -58,6 +58,10 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     tracking_uri_option(p)
 
 
+# DecodeLimits().max_pixels, written out so that --help needs no torch (tests/test_cli.py checks).
+COMPRESS_MAX_PIXELS = 16_000_000
+
+
 def _decode_limit_options(p: argparse.ArgumentParser) -> None:
     # Defaults are DecodeLimits()'s (importing it here would load torch for --help).
     g = p.add_argument_group("decode limits", "a file that asks for more is refused from its header, before any work")
@@ -122,7 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--semantics", metavar="YAML", help="semantics config: captioner, residual extractor, Pfo (see docs/semantics.md)")
     c.add_argument("--semantics-set", dest="semantics_overrides", metavar="KEY=VALUE", action="append", default=[],
                    help="override a semantics key, e.g. --semantics-set pfo.iterations=50 (repeatable)")
-    c.add_argument("--max-pixels", type=int, default=64_000_000, help="refuse larger images (default: 64M)")
+    c.add_argument("--max-pixels", type=int, default=COMPRESS_MAX_PIXELS,
+                   help="refuse images with more pixels, padded to 128 px, than this (default: "
+                        f"{COMPRESS_MAX_PIXELS:,}, what decoders accept by default, so every file "
+                        "written can be read back without raising their limit)")
 
     d = sub.add_parser("decompress", help=".rslc file(s) -> PNG", description="Decompress a file or a folder of .rslc files.")
     d.add_argument("input", help=f"a {SUFFIX} file or a folder of them")
@@ -228,7 +235,7 @@ def _check_header_options(args) -> None:
 
 
 def cmd_compress(args) -> int:
-    from ..images import IMAGE_SUFFIXES, open_image, write_atomic
+    from ..images import IMAGE_SUFFIXES, open_image, padded_size, write_atomic
 
     if args.pfo and not args.srr:
         raise ResulicError("--pfo refines the semantic residual: add --srr")
@@ -270,6 +277,11 @@ def cmd_compress(args) -> int:
         import warnings
 
         img = open_image(src, max_pixels=args.max_pixels)
+        ph, pw = padded_size(img.height, img.width, codec.config.stride)  # what a decoder will count
+        if ph * pw > args.max_pixels:
+            raise ResulicError(f"{src.name}: {img.width}x{img.height} is {ph * pw:,} pixels padded to "
+                               f"{codec.config.stride}, over the limit of {args.max_pixels:,} (what decoders "
+                               "accept by default; raise it with --max-pixels here and when decompressing)")
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", UserWarning)
