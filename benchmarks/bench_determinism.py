@@ -160,6 +160,11 @@ def main(argv: list[str] | None = None) -> int:
     for (label, dec_name), r in rows.items():
         print(f"| {label} | {dec_name} | {r['files']} | {r['differ']} | {r['fail']} | {r['max']:.3g} |")
 
+    sizes = {label: sum(len(f[2]) for f in files if f[0] == label) for label in models}
+    if len(sizes) == 2:
+        base, exact_bytes = sizes["float parameters"], sizes["exact parameters"]
+        print(f"\nlatent bytes of all files: float {base:,}, exact {exact_bytes:,} ({exact_bytes / base - 1:+.2%})")
+
     # Pixels: z_c through TAEF2 under the encoder's configuration and under two oneDNN threads.
     worst = 0.0
     sample = [f for f in files if f[0] == list(models)[-1]][: args.pixels]

@@ -224,8 +224,8 @@ def test_a_linear_path_compressor_starts_from_the_training_latents(codec, tmp_pa
         save_file({"latent": latent}, str(tmp_path / f"{i}.safetensors"))
         rows.append({"path": str(tmp_path / f"{i}.png"), "latent": str(tmp_path / f"{i}.safetensors")})
     compressor, _ = fresh_parts(config, codec.backbone, rows)
-    seeded, _ = fresh_parts(config, codec.backbone, list(reversed(rows)))  # the order of the rows does not matter
-    assert torch.equal(compressor.linear_analysis.weight, seeded.linear_analysis.weight)
+    reordered, _ = fresh_parts(config, codec.backbone, list(reversed(rows)))  # every worker picks the same
+    assert torch.equal(compressor.linear_analysis.weight, reordered.linear_analysis.weight)
     rows_of_basis = compressor.linear_analysis.weight.reshape(compressor.config.latent_dim, -1)
     assert torch.allclose(rows_of_basis @ rows_of_basis.T, torch.eye(compressor.config.latent_dim), atol=1e-5)
 
@@ -249,3 +249,10 @@ def test_frozen_transforms_leave_transforms_and_gains_still_while_the_entropy_mo
         opt.step()
     assert all(torch.equal(a, b) for a, b in zip(before["transform"], groups["transform"]))
     assert any(not torch.equal(a, b) for a, b in zip(before["main"], groups["main"]))
+
+
+def test_stage0_refuses_frozen_transforms():
+    from resulic.train.config import TrainConfig
+
+    with pytest.raises(ValueError, match="optim.freeze_transforms_steps"):
+        TrainConfig.model_validate({"stage": 0, "optim": {"freeze_transforms_steps": 5}})

@@ -222,7 +222,7 @@ class CropAndDrop:
     a mirrored latent is not the latent of the mirrored pixels. TAEF2's 32 channels are
     orientation-specific — the mirrored latent of a Kodak photo is 63-77 % of the latent's
     energy away from the latent of the mirrored photo and decodes to 19-25 dB against it, where
-    the latent itself decodes to 27-33 dB — so a mirrored pair would train the compressor
+    the latent itself decodes to 27-33 dB (benchmarks/mirror_latent.py) — so a mirrored pair would train the compressor
     against a target it cannot meet (the ~20 dB cap of training rounds 3 and 4,
     docs/small-profile.md).
     """

@@ -63,7 +63,9 @@ def klt_latents(sources: list[dict], backbone: Backbone, count: int = KLT_PHOTOS
         w, h = (img.width // 32) * 32, (img.height // 32) * 32
         if min(w, h) < 32:
             continue
-        pixels = torch.from_numpy(np.asarray(img.crop((0, 0, w, h)), dtype=np.float32) / 255).permute(2, 0, 1)[None]
+        left, top = (img.width - w) // 2, (img.height - h) // 2
+        centre = img.crop((left, top, left + w, top + h))
+        pixels = torch.from_numpy(np.asarray(centre, dtype=np.float32) / 255).permute(2, 0, 1)[None]
         with torch.no_grad():
             yield backbone.encode(pixels.to(backbone.text_encoder.device))
 

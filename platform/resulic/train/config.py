@@ -163,6 +163,8 @@ class TrainConfig(StrictModel):
     def _stage_rules(self) -> "TrainConfig":
         if self.stage == 2 and not self.init_from:
             raise ValueError("init_from: stage 2 starts from a stage-1 model; name its run or folder")
+        if self.stage == 0 and self.optim.freeze_transforms_steps:
+            raise ValueError("optim.freeze_transforms_steps: stage 0 trains the prior, which has no compressor transforms")
         if self.stage == 0 and self.init_from:
             raise ValueError("init_from: stage 0 continues the prior named by model.backbone.source")
         if self.stage == 0 and self.model.backbone.profile != "small":  # type: ignore[union-attr]

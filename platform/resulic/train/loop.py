@@ -277,9 +277,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
         images = _images(batch, device)
         latents = torch.from_numpy(np.asarray(batch["latent"], dtype=np.float32)).to(device) if "latent" in batch else None
         frozen = step <= cfg.optim.freeze_transforms_steps
+        extra = {"rate_only": True} if frozen else {}  # (stage 0's prior takes no such argument)
         with autocast:
-            terms = model(images, list(batch["caption"]), latents, rate_only=frozen) if frozen else \
-                model(images, list(batch["caption"]), latents)
+            terms = model(images, list(batch["caption"]), latents, **extra)
         for opt in optimizers.values():
             opt.zero_grad(set_to_none=True)
         _set_lr(optimizers, base_lr, lr_factor(step, total, cfg), frozen)
