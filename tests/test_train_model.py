@@ -256,3 +256,52 @@ def test_stage0_refuses_frozen_transforms():
 
     with pytest.raises(ValueError, match="optim.freeze_transforms_steps"):
         TrainConfig.model_validate({"stage": 0, "optim": {"freeze_transforms_steps": 5}})
+
+
+def test_log_rate_objective_is_the_log_bits_of_each_sample(codec, two_images):
+    weighted = _trainable(codec, lambda_eps=0)
+    log = TrainableCodec(codec.config, codec.backbone, weighted.compressor, weighted.cdm, 1,
+                         LossConfig(lambda_eps=0, rate_only_objective="log"), 6.0)
+    one = two_images[:1]
+    with torch.no_grad():
+        torch.manual_seed(5)
+        a = weighted(one, [""], rate_only=True)
+        torch.manual_seed(5)
+        b = log(one, [""], rate_only=True)
+    bits = float(a["bpp_estimated"]) * one.shape[-2] * one.shape[-1]
+    assert float(a["loss"]) == pytest.approx(6.0 * float(a["bpp_estimated"]), rel=1e-5)
+    assert float(b["loss"]) == pytest.approx(np.log2(bits), rel=1e-5)
+
+
+def test_frozen_compressor_trains_the_control_module_alone(codec, two_images):
+    from resulic.train.config import TrainConfig
+    from resulic.train.loop import _optimizers
+
+    compressor, cdm = fresh_parts(codec.config, codec.backbone)
+    model = TrainableCodec(codec.config, codec.backbone, compressor, cdm, 1, LossConfig(), 6.0, freeze_compressor=True)
+    groups = model.parameter_groups()
+    assert groups["transform"] == [] and groups["aux"] == []
+    assert {id(p) for p in groups["main"]} == {id(p) for p in cdm.parameters() if p.requires_grad}
+    optimizers = _optimizers(model, TrainConfig.model_validate({"optim": {"freeze_compressor": True}}))
+    assert set(optimizers) == {"main"}
+    before = {k: v.clone() for k, v in compressor.state_dict().items()}
+    terms = model(two_images, ["", ""])
+    assert {"loss_eps", "bpp_estimated", "loss_guide"} <= set(terms)
+    assert float(terms["loss"].detach()) == pytest.approx(float(terms["loss_eps"].detach()))  # the eps-loss is all that trains
+    terms["total"].backward()
+    optimizers["main"].step()
+    assert all(torch.equal(before[k], v) for k, v in compressor.state_dict().items())
+    assert all(p.grad is None for p in compressor.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in cdm.parameters())
+
+
+@pytest.mark.parametrize("settings, key", [
+    ({"stage": 0, "optim": {"freeze_compressor": True}}, "optim.freeze_compressor"),
+    ({"loss": {"lambda_eps": 0}, "optim": {"freeze_compressor": True}}, "optim.freeze_compressor"),
+    ({"optim": {"freeze_compressor": True, "freeze_transforms_steps": 3}}, "optim.freeze_transforms_steps"),
+])
+def test_frozen_compressor_refuses_settings_where_nothing_or_the_wrong_thing_trains(settings, key):
+    from resulic.train.config import TrainConfig
+
+    with pytest.raises(ValueError, match=key):
+        TrainConfig.model_validate(settings)

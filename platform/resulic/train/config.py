@@ -61,6 +61,12 @@ class LossConfig(StrictModel):
     # (train/feature_loss.py). Pixel MSE alone makes z_c decode to smooth averages that ST-LPIPS
     # (the judge, never a loss) ranks below the latent-loss model it started from.
     lambda_feature: float = Field(0.0, ge=0, description="perceptual term on the decoded window (needs lambda_pixel's window)")
+    # While optim.freeze_transforms_steps holds the transforms and gains, the distortion cannot
+    # change and only the bits can: 'lambda' weighs each sample's bits by its anchor's λ_R (the
+    # lowest anchor's λ then outweighs the others a hundredfold); 'log' minimises every sample's
+    # log bits, the same relative saving at every rate — what a BD-rate measures.
+    rate_only_objective: Literal["lambda", "log"] = Field(
+        "lambda", description="the rate term while the transforms are frozen: λ_R-weighted bits or log bits")
     lambda_mse: float = Field(1.0, ge=0, description="stage 2: pixel MSE on VAE-decoded x̂0, x in [-1, 1]")
     lambda_lpips: float = Field(1.0, ge=0, description="stage 2: LPIPS-VGG on VAE-decoded x̂0")
     lambda_adversarial: float = Field(0.0, ge=0, description="stage 2: optional hinge-GAN term, off by default")
@@ -92,6 +98,10 @@ class OptimConfig(StrictModel):
     # with the transforms and gains frozen: until the entropy model has learned, the rate
     # term's gradient is noise that would pull the transforms off their starting point.
     freeze_transforms_steps: int = Field(0, ge=0, description="steps during which only the entropy model learns")
+    # The control module learns to read a finished compressor's z_c: the compressor runs without
+    # gradients (its z_c exactly as a decoder rebuilds it) and no rate or latent term is trained.
+    # Stage 1 with the compressor free moves the rate as well (200 such steps once tripled it).
+    freeze_compressor: bool = Field(False, description="train the control module alone (stages 1-2)")
     grad_clip: float | None = Field(None, gt=0)
     # cosine: every learning rate falls along a half cosine from its value at step 0 to
     # min_lr_ratio of it at the last step (a function of the step alone, so a resumed run
@@ -165,6 +175,13 @@ class TrainConfig(StrictModel):
             raise ValueError("init_from: stage 2 starts from a stage-1 model; name its run or folder")
         if self.stage == 0 and self.optim.freeze_transforms_steps:
             raise ValueError("optim.freeze_transforms_steps: stage 0 trains the prior, which has no compressor transforms")
+        if self.optim.freeze_compressor:
+            if self.stage == 0:
+                raise ValueError("optim.freeze_compressor: stage 0 trains the prior, which has no compressor")
+            if self.loss.lambda_eps == 0:
+                raise ValueError("optim.freeze_compressor: with loss.lambda_eps 0 nothing would train (the control module learns from the eps-loss)")
+            if self.optim.freeze_transforms_steps:
+                raise ValueError("optim.freeze_transforms_steps: the whole compressor is frozen (optim.freeze_compressor)")
         if self.stage == 0 and self.init_from:
             raise ValueError("init_from: stage 0 continues the prior named by model.backbone.source")
         if self.stage == 0 and self.model.backbone.profile != "small":  # type: ignore[union-attr]

@@ -56,7 +56,7 @@ def _optimizers(trainable: TrainableCodec, cfg: TrainConfig) -> dict[str, torch.
     if "gains" in groups:  # log-domain gains: their own lr, and no decay pulling every anchor to gain 1
         main.append({"params": groups["gains"], "lr": o.gain_lr or o.lr, "weight_decay": 0.0, "name": "gains"})
     optimizers = {"main": torch.optim.AdamW(main, lr=o.lr, weight_decay=o.weight_decay)}
-    if "aux" in groups:  # stage 0 has no entropy models
+    if groups.get("aux"):  # stage 0 has no entropy models; a frozen compressor trains none
         optimizers["aux"] = torch.optim.AdamW(groups["aux"], lr=o.aux_lr, weight_decay=0.0)
     if "disc" in groups:
         optimizers["disc"] = torch.optim.Adam(groups["disc"], lr=o.lr, betas=(0.5, 0.9))
@@ -215,7 +215,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
             features = FeatureLoss().to(device)
         trainable = TrainableCodec(
             model_cfg, backbone, compressor, cdm, cfg.stage, cfg.loss, cfg.lambda_rate,
-            lpips if cfg.stage == 2 else None, features,
+            lpips if cfg.stage == 2 else None, features, cfg.optim.freeze_compressor,
         )
     trainable.train()
     optimizers = _optimizers(trainable, cfg)

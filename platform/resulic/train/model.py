@@ -12,6 +12,7 @@ the trained parts through the frozen VAE decoder. No Ray or MLflow here.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -86,9 +87,14 @@ class TrainableCodec(nn.Module):
         lambda_rate: float,
         lpips: nn.Module | None = None,
         features: nn.Module | None = None,
+        freeze_compressor: bool = False,
     ) -> None:
         super().__init__()
         self.compressor = compressor
+        # A frozen compressor keeps no trainable parameter (DDP and the optimisers then skip it).
+        self.freeze_compressor = freeze_compressor
+        if freeze_compressor:
+            compressor.requires_grad_(False)
         self.cdm = cdm
         self.discriminator = PatchDiscriminator() if stage == 2 and loss.lambda_adversarial > 0 else None
         # Frozen helpers are kept out of the module tree: DDP then neither syncs nor checks them.
@@ -114,7 +120,7 @@ class TrainableCodec(nn.Module):
         """main: the compressor's entropy model (no quantiles) + control module; transform: the
         compressor's analysis and synthesis transforms; aux: quantiles; gains: a variable-rate
         compressor's gain vectors (only when it has them); disc: discriminator."""
-        named = list(self.compressor.named_parameters())
+        named = [(n, p) for n, p in self.compressor.named_parameters() if p.requires_grad]
         aux = [p for n, p in named if n.endswith("quantiles")]
         gains = [p for n, p in named if n in GAIN_PARAMETERS]
         transform = [p for n, p in named if n.split(".")[0] in TRANSFORM_MODULES]
@@ -178,7 +184,8 @@ class TrainableCodec(nn.Module):
         variable = self.config.rate_point.variable
         position = draw.positions if draw is not None and draw.positions is not None else (
             None if variable is None else self.draw_positions(z0.shape[0], z0.device))
-        out = self.compressor(z0, position)
+        with torch.no_grad() if self.freeze_compressor else contextlib.nullcontext():
+            out = self.compressor(z0, position)
         z_c = out["z_c"]
         pixels = images.shape[-2] * images.shape[-1]
         bits = sum((-torch.log2(lk)).flatten(1).sum(1) for lk in out["likelihoods"].values())  # per sample
@@ -191,12 +198,16 @@ class TrainableCodec(nn.Module):
             lambdas = torch.tensor([variable.lambda_at(float(p)) for p in position], device=bits.device)
             rate_term = (lambdas * bits).mean() / pixels
         if rate_only:
+            if self.weights.rate_only_objective == "log":  # bits >= 1: log stays finite and >= 0
+                rate_term = torch.log2(bits.clamp_min(1.0)).mean()
             terms["loss"] = rate_term
             terms["loss_aux"] = self.compressor.aux_loss()
             terms["total"] = rate_term + terms["loss_aux"]
             return terms
-        loss = rate_term + self.weights.lambda_guide * terms["loss_guide"]
-        if self.weights.lambda_pixel > 0:
+        # A frozen compressor: the rate and latent terms are reported, not trained.
+        loss = rate_term + self.weights.lambda_guide * terms["loss_guide"] if not self.freeze_compressor \
+            else torch.zeros((), device=z0.device)
+        if self.weights.lambda_pixel > 0 and not self.freeze_compressor:
             decoded, target = self.decoded_window(z_c, images)
             terms["loss_pixel"] = F.mse_loss(decoded, target)
             loss = loss + self.weights.lambda_pixel * terms["loss_pixel"]
