@@ -204,6 +204,37 @@ def test_training_loss_weights_each_sample_by_its_own_lambda(vcodec):
     assert float(terms["loss"]) == pytest.approx(float(expected), rel=1e-4)
 
 
+def test_each_sample_trains_on_the_residual_schedule_its_level_decodes_with(vcodec):
+    """N_r follows the rate position in training as it follows the level in decoding: a sample at
+    the lowest anchor is noised on that anchor's schedule, one at the top on the top's."""
+    import torch.nn.functional as F
+
+    from resulic.config import RATE_LEVELS
+    from resulic.train.config import LossConfig
+    from resulic.train.model import LossDraw, TrainableCodec
+
+    cfg = vcodec.config
+    trainable = TrainableCodec(cfg, vcodec.backbone, vcodec.compressor, vcodec.cdm, 1, LossConfig(), lambda_rate=1.0).eval()
+    positions = torch.tensor([0.0, float(cfg.rate_point.variable.anchors - 1)])
+    n_r = trainable.residual_steps(positions)
+    assert n_r == [vcodec.schedule_for(0).N, vcodec.schedule_for(RATE_LEVELS).N] and n_r[0] != n_r[1]
+    draws = trainable.draw(torch.zeros(4000, 1, 1, 1), positions.repeat(2000)).timesteps.view(2000, 2)
+    assert draws.min() == 0 and [int(m) for m in draws.max(0).values] == n_r  # U{0..N_r} per sample
+
+    g = torch.Generator().manual_seed(3)
+    z0 = torch.randn(2, 4, 16, 16, generator=g)
+    noise = torch.randn(2, 4, 16, 16, generator=g)
+    n = torch.tensor([n_r[0] - 1, n_r[1] - 1])
+    with torch.no_grad():
+        terms = trainable(torch.rand(2, 3, 128, 128), ["", ""], z0, LossDraw(n, noise, positions=positions))
+        z_c = vcodec.compressor(z0, positions)["z_c"]
+        context = vcodec.backbone.encode_text(["", ""])
+        z_n = torch.cat([trainable.schedule_for(n_r[i]).q_sample(z0[i : i + 1], z_c[i : i + 1], noise[i : i + 1], n[i : i + 1])
+                         for i in range(2)])
+        eps = vcodec.cdm(z_n, n, encoder_hidden_states=context, controlnet_cond=z_c).sample
+    assert float(terms["loss_eps"]) == pytest.approx(float(F.mse_loss(eps, noise)), rel=1e-5)
+
+
 def test_gains_train_at_their_own_rate_without_weight_decay(vcodec):
     """Adam moves a parameter by about its lr per step: the gains get optim.gain_lr (an anchor
     must travel far from where a fixed-rate model put it), and no decay towards gain 1."""

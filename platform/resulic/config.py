@@ -186,7 +186,11 @@ class VariableRateConfig(StrictModel):
         return math.exp(self._interpolate([math.log(x) for x in self.lambda_rates], position))
 
     def residual_steps_at(self, level: int) -> int:
-        return int(round(self._interpolate([float(n) for n in self.residual_steps], self.position(level))))
+        return self.residual_steps_at_position(self.position(level))
+
+    def residual_steps_at_position(self, position: float) -> int:
+        """N_r at a position along the anchors (training draws positions, files carry levels)."""
+        return int(round(self._interpolate([float(n) for n in self.residual_steps], position)))
 
 
 class RatePointConfig(StrictModel):

@@ -107,6 +107,7 @@ class TrainableCodec(nn.Module):
         self.lambda_rate = lambda_rate
         rp = config.rate_point
         self.schedule = ResidualSchedule(residual_steps=rp.residual_steps, gamma_variant=rp.gamma, eta=rp.resolved_eta)
+        self._schedules = {rp.residual_steps: self.schedule}
         if stage == 2 and lpips is None and loss.lambda_lpips > 0:
             raise ValueError("stage 2 with lambda_lpips > 0 needs an LPIPS module")
         if loss.lambda_feature > 0 and features is None:
@@ -135,10 +136,43 @@ class TrainableCodec(nn.Module):
         return groups
 
     # -- the loss ------------------------------------------------------------------------------
-    def draw(self, z0: Tensor) -> LossDraw:
-        """n ~ U{0..N_r} (inclusive: n = N_r trains the start point, RESULIC.md §4) and eps ~ N(0, I)."""
-        n = torch.randint(0, self.schedule.N + 1, (z0.shape[0],), device=z0.device)
+    def draw(self, z0: Tensor, position: Tensor | None = None) -> LossDraw:
+        """n ~ U{0..N_r} (inclusive: n = N_r trains the start point, RESULIC.md §4) and eps ~ N(0, I);
+        each sample's own N_r where it has a rate position (``residual_steps``)."""
+        n_r = self.residual_steps(position)
+        if n_r is None:
+            n = torch.randint(0, self.schedule.N + 1, (z0.shape[0],), device=z0.device)
+        else:
+            top = torch.tensor(n_r, device=z0.device)
+            n = torch.minimum((torch.rand(z0.shape[0], device=z0.device) * (top + 1)).long(), top)
         return LossDraw(n, torch.randn_like(z0))
+
+    def residual_steps(self, position: Tensor | None) -> list[int] | None:
+        """Each sample's N_r: a variable-rate model's follows its rate position, as a decoder's
+        follows the file's level (so the steps a level decodes with are the ones it trained on);
+        None: the rate point's one N_r for every sample."""
+        variable = self.config.rate_point.variable
+        if variable is None or position is None:
+            return None
+        return [variable.residual_steps_at_position(float(p)) for p in position]
+
+    def schedule_for(self, n_r: int) -> ResidualSchedule:
+        if n_r not in self._schedules:
+            rp = self.config.rate_point
+            self._schedules[n_r] = ResidualSchedule(residual_steps=n_r, gamma_variant=rp.gamma, eta=rp.resolved_eta)
+        return self._schedules[n_r]
+
+    def per_schedule(self, n_r: list[int] | None, fn, *tensors: Tensor) -> Tensor:
+        """``fn(schedule, *rows)`` for each group of samples that share an N_r, back in batch order."""
+        if n_r is None:
+            return fn(self.schedule, *tensors)
+        out = None
+        for value in sorted(set(n_r)):
+            rows = torch.tensor([i for i, v in enumerate(n_r) if v == value], device=tensors[0].device)
+            part = fn(self.schedule_for(value), *(t[rows] for t in tensors))
+            out = part.new_empty((len(n_r), *part.shape[1:])) if out is None else out
+            out = out.index_put((rows,), part)
+        return out
 
     def draw_positions(self, batch: int, device) -> Tensor:
         """A variable-rate model trains every rate at once: positions ~ U[0, anchors - 1]."""
@@ -219,15 +253,16 @@ class TrainableCodec(nn.Module):
             terms["loss_aux"] = self.compressor.aux_loss()
             terms["total"] = loss + terms["loss_aux"]
             return terms
-        draw = draw if draw is not None else self.draw(z0)
+        draw = draw if draw is not None else self.draw(z0, position)
         n, noise = draw.timesteps, draw.noise
-        z_n = self.schedule.q_sample(z0, z_c, noise, n)
+        n_r = self.residual_steps(position)
+        z_n = self.per_schedule(n_r, lambda s, *rows: s.q_sample(*rows), z0, z_c, noise, n)
         eps = self.cdm(z_n, n, encoder_hidden_states=context, controlnet_cond=z_c).sample
         terms["loss_eps"] = F.mse_loss(eps.float(), noise.float())
         loss = self.weights.lambda_eps * terms["loss_eps"] + loss
         disc_loss = torch.zeros((), device=images.device)
         if self.stage == 2:
-            x0_hat = self.schedule.predict_x0(z_n, eps, z_c, n)
+            x0_hat = self.per_schedule(n_r, lambda s, *rows: s.predict_x0(*rows), z_n, eps, z_c, n)
             x_hat = backbone.decode_unclamped(x0_hat).float() * 2 - 1
             x = images * 2 - 1
             x_hat, x = shared_augment(x_hat, x, draw.crop)
