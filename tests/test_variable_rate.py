@@ -278,6 +278,32 @@ def test_a_variable_model_starts_from_a_fixed_rate_one(tmp_path, codec):
     assert compressor.log_gain[:, 0].tolist() == pytest.approx(expected, rel=1e-5)
 
 
+def test_reset_gains_moves_a_variable_models_anchors_and_keeps_everything_else(tmp_path, vcodec):
+    from resulic.codec.store import save_codec
+    from resulic.train.checkpoint import parts_from_folder
+    from resulic.train.config import TrainConfig
+
+    with torch.no_grad():
+        vcodec.compressor.log_gain.add_(0.3)  # as if trained away from their start (restored below)
+    try:
+        save_codec(vcodec, tmp_path / "vr")
+    finally:
+        with torch.no_grad():
+            vcodec.compressor.log_gain.sub_(0.3)
+    moved = [40.0, 4.0, 0.4]
+    cfg = vcodec.config.model_copy(update={"rate_point": vcodec.config.rate_point.model_copy(update={
+        "variable": vcodec.config.rate_point.variable.model_copy(update={"lambda_rates": moved})})})
+    kept, _ = parts_from_folder(tmp_path / "vr", cfg, vcodec.backbone, reference_lambda=0.3)
+    assert torch.allclose(kept.log_gain, vcodec.compressor.log_gain + 0.3)  # trained gains are kept by default
+    reset, _ = parts_from_folder(tmp_path / "vr", cfg, vcodec.backbone, reference_lambda=0.3, reset_gains=True)
+    expected = torch.tensor([0.5 * math.log(0.3 / lam) for lam in moved])
+    assert torch.allclose(reset.log_gain, expected[:, None].expand_as(reset.log_gain), atol=1e-6)
+    assert torch.allclose(reset.log_inverse_gain, -reset.log_gain)
+    assert torch.equal(reset.g_a[0].skip.weight, vcodec.compressor.g_a[0].skip.weight)
+    with pytest.raises(ValueError, match="reset_gains"):
+        TrainConfig.model_validate({"reset_gains": True})  # nothing to reset: no init_from
+
+
 # -- folders ---------------------------------------------------------------------------------
 def test_folders_hold_weights_only_and_reload_bit_exact(tmp_path, vcodec, small_photo):
     from safetensors.torch import load_file

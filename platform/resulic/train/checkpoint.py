@@ -71,10 +71,12 @@ def klt_latents(sources: list[dict], backbone: Backbone, count: int = KLT_PHOTOS
 
 
 def parts_from_folder(
-    folder: str | Path, config: ModelConfig, backbone: Backbone, reference_lambda: float | None = None
+    folder: str | Path, config: ModelConfig, backbone: Backbone, reference_lambda: float | None = None,
+    reset_gains: bool = False,
 ) -> tuple[LatentCompressor, torch.nn.Module]:
     """The trained parts of an earlier model, for a config that may change only the rate point
-    (or make a fixed-rate compressor variable: ``reference_lambda`` is the λ_R it was trained at)."""
+    (or make a fixed-rate compressor variable: ``reference_lambda`` is the λ_R it was trained at).
+    ``reset_gains``: a variable-rate model's gains restart from the config's anchors (init_gains)."""
     folder = Path(folder)
     try:
         saved = ModelConfig.model_validate(yaml.safe_load((folder / "config.yaml").read_text()))
@@ -90,7 +92,7 @@ def parts_from_folder(
                 f"model.{section}: differs from the model in {folder}; a later stage may change only the rate point"
             )
     compressor, cdm = load_trained_parts(folder, config, backbone, new_gains)
-    if new_gains:
+    if new_gains or reset_gains:
         # The gains start where the saved model's λ_R (loss.lambda_rate) sits among the anchors.
         compressor.init_gains(config.rate_point.variable.lambda_rates, reference_lambda)
     return compressor, cdm

@@ -158,6 +158,10 @@ class TrainConfig(StrictModel):
     # trained-codec folder, or shipped:<rate point>. Stage 1 may start from one too (fine-tuning
     # a trained codec to a new rate point); without it stage 1 starts fresh.
     init_from: str | None = None
+    # A variable-rate model started from init_from keeps its trained gains unless told: with
+    # reset_gains its anchors restart at gain_k = sqrt(loss.lambda_rate / λ_k) for the λ_R list
+    # of model.rate_point.variable, uniform over y's channels — to move where its anchors sit.
+    reset_gains: bool = Field(False, description="with init_from: start the gains afresh from the anchors' λ_R")
     data: DataConfig = Field(default_factory=DataConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
@@ -182,6 +186,8 @@ class TrainConfig(StrictModel):
                 raise ValueError("optim.freeze_compressor: with loss.lambda_eps 0 nothing would train (the control module learns from the eps-loss)")
             if self.optim.freeze_transforms_steps:
                 raise ValueError("optim.freeze_transforms_steps: the whole compressor is frozen (optim.freeze_compressor)")
+        if self.reset_gains and (not self.init_from or self.model.rate_point.variable is None):  # type: ignore[union-attr]
+            raise ValueError("reset_gains: needs init_from and a variable-rate model (model.rate_point.variable)")
         if self.stage == 0 and self.init_from:
             raise ValueError("init_from: stage 0 continues the prior named by model.backbone.source")
         if self.stage == 0 and self.model.backbone.profile != "small":  # type: ignore[union-attr]

@@ -200,7 +200,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         elif loop_config.get("init_folder"):
             init = loop_config["init_folder"]
             compressor, cdm = parts_from_folder(download_folder(init) if is_uri(init) else init, model_cfg, backbone,
-                                               reference_lambda=cfg.lambda_rate)
+                                               reference_lambda=cfg.lambda_rate, reset_gains=cfg.reset_gains)
         else:
             compressor, cdm = fresh_parts(model_cfg, backbone, loop_config.get("klt_sources"))
         if cfg.workers.gradient_checkpointing:
