@@ -91,16 +91,34 @@ def multinode(tmp_path_factory):
     ports = Ports.from_env()
     cluster = LocalCluster(root / "nodes", ports, [str(REPO / "platform"), str(REPO)], temp_dir=Path(temp_dir))
     server = MlflowServer(root / "mlflow", ports.mlflow, cluster.env)
+    import threading
+
+    # The tracking server starts (seconds of imports) while the nodes do, and stops with them.
+    server_error: list[BaseException] = []
+
+    def start_server() -> None:
+        try:
+            server.start(timeout=240)
+        except BaseException as exc:  # noqa: BLE001  (raised in the fixture below)
+            server_error.append(exc)
+
+    starting = threading.Thread(target=start_server, name="mlflow-server-start")
     try:
+        starting.start()
         cluster.start_head(cpus=3)
         cluster.add_node("node2", cpus=2)
-        server.start(timeout=240)
+        starting.join()
+        if server_error:
+            raise server_error[0]
         yield MultiNode(cluster, server, root / "shared")
     finally:
-        # Throwaway processes: a few seconds' grace, then killed (a graceful Serve/raylet
-        # shutdown took up to 90 s of the suite here).
-        server.stop(grace=5)
-        cluster.stop(grace=5)
+        # Throwaway processes: two seconds' grace, then killed (a graceful Serve/raylet
+        # shutdown took up to 90 s of the suite here); the server and the nodes at once.
+        starting.join()
+        stopping = threading.Thread(target=server.stop, kwargs={"grace": 2}, name="mlflow-server-stop")
+        stopping.start()
+        cluster.stop(grace=2)
+        stopping.join()
         if own_temp_dir:  # Ray's session folders (logs, unpacked jobs) of this cluster's nodes
             import shutil
 

@@ -111,7 +111,7 @@ def test_sweep_promote_evaluate_then_serve_the_champion(multinode, photo, tmp_pa
     deadline = time.monotonic() + 600
     while running_replicas(multinode.address, "resulic-codec", "CodecDeployment") < 2:
         assert time.monotonic() < deadline, "the second codec replica never started"
-        time.sleep(2)
+        time.sleep(0.5)
     from resulic.cli.client import CodecClient
 
     buf = io.BytesIO()
@@ -132,5 +132,5 @@ def _wait_healthy(url: str, timeout: float) -> None:
                     return
         except OSError as exc:
             last = exc
-        time.sleep(2)
+        time.sleep(0.5)
     raise TimeoutError(f"{url} not healthy after {timeout:.0f} s ({last})")

@@ -196,10 +196,12 @@ def test_every_listener_is_on_the_loopback(url, client, upload):
 
 
 def run_load(url: str, upload: bytes, seconds: float, clients: int, on_tick=None, until=None,
-             max_seconds: float = 45) -> tuple[list, list, list]:
+             max_seconds: float = 45, versions: list | None = None) -> tuple[list, list, list]:
     """``clients`` threads alternating compress and decompress for ``seconds``, longer (up to
-    ``max_seconds``) until ``until()`` holds; (ok, failures, versions)."""
-    ok, failures, versions = [], [], []
+    ``max_seconds``) until ``until()`` holds; (ok, failures, versions). ``versions``: the list
+    the model versions that answered are appended to, as they answer (for ``until``)."""
+    ok, failures = [], []
+    versions = [] if versions is None else versions
     start = time.monotonic()
     stop = start + seconds
 
@@ -253,7 +255,18 @@ def test_alias_swap_under_load(url, upload, client, models):
             set_alias(MODEL, "champion", models["v2"], tracking_uri=models["uri"])
             swapped.append(time.monotonic())
 
-    ok, failures, versions = run_load(url, upload, seconds=10, clients=4, on_tick=swap_once)
+    # The load runs until the swap is seen (the alias is followed each second, the ingress's
+    # catalog copy is at most 2 s old), then a little longer: at least 5 s in all.
+    answered: list = []
+    seen_v2: list = []
+
+    def v2_answering() -> bool:
+        if not seen_v2 and answered and answered[-1] == models["v2"]:
+            seen_v2.append(time.monotonic())
+        return bool(seen_v2) and time.monotonic() > seen_v2[0] + 1.5
+
+    ok, failures, versions = run_load(url, upload, seconds=5, clients=4, on_tick=swap_once, until=v2_answering,
+                                      versions=answered)
     assert not failures, failures[:3]
     assert set(versions) <= {models["v1"], models["v2"]} and versions[-1] == models["v2"], versions
     assert client.compress(upload).model_version == models["v2"]

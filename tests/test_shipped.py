@@ -3,9 +3,6 @@ that commands use without --model compress for real (not noise), at distinct rat
 by fingerprint."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -64,22 +61,37 @@ def test_every_shipped_point_reconstructs_the_photo_and_rates_increase(photo):
     assert min(qualities) > 13.5, qualities  # random weights give 8-12 dB here; measured 15.2-18.5
 
 
+@pytest.fixture
+def cli(tmp_path, monkeypatch, capsys):
+    """The `resulic` command without RESULIC_MODEL (the shipped default), run in this process
+    (a `python -m resulic.cli` process costs seconds of imports; tests/test_cli_startup.py
+    covers the process itself): run(*args) -> (exit status, stderr)."""
+    from resulic.cli.commands import main
+
+    monkeypatch.delenv("RESULIC_MODEL", raising=False)
+    monkeypatch.chdir(tmp_path)
+
+    def run(*args: str) -> tuple[int, str]:
+        code = main(list(args))
+        return code, capsys.readouterr().err
+
+    return run
+
+
 @needs_release
-def test_cli_default_compress_and_decompress_by_fingerprint(tmp_path, photo):
+def test_cli_default_compress_and_decompress_by_fingerprint(tmp_path, photo, cli):
     photo.save(tmp_path / "p.png")
-    env = {k: v for k, v in os.environ.items() if k != "RESULIC_MODEL"}
     names = shipped.rate_names()
-    run = lambda *a: subprocess.run([sys.executable, "-m", "resulic.cli", *a], capture_output=True, text=True, env=env, cwd=tmp_path)  # noqa: E731
-    low = run("compress", "p.png", "-o", "low.rslc", "--rate", names[0])
-    assert low.returncode == 0, low.stderr
-    default = run("compress", "p.png", "-o", "d.rslc")
-    assert default.returncode == 0, default.stderr
+    code, err = cli("compress", "p.png", "-o", "low.rslc", "--rate", names[0])
+    assert code == 0, err
+    code, err = cli("compress", "p.png", "-o", "d.rslc")
+    assert code == 0, err
     assert (tmp_path / "low.rslc").stat().st_size < (tmp_path / "d.rslc").stat().st_size
-    dec = run("decompress", "low.rslc", "-o", "low.png")  # no --rate: the header names the point
-    assert dec.returncode == 0, dec.stderr
+    code, err = cli("decompress", "low.rslc", "-o", "low.png")  # no --rate: the header names the point
+    assert code == 0, err
     assert psnr(photo, Image.open(tmp_path / "low.png")) > 13.5
-    bad = run("compress", "p.png", "-o", "x.rslc", "--rate", "nope")
-    assert bad.returncode == 2 and "not a shipped rate point" in bad.stderr and "Traceback" not in bad.stderr
+    code, err = cli("compress", "p.png", "-o", "x.rslc", "--rate", "nope")
+    assert code == 2 and "not a shipped rate point" in err and "Traceback" not in err
 
 
 @needs_release
@@ -92,7 +104,7 @@ def test_index_lists_points_in_rate_order_with_their_fingerprints():
 
 
 @needs_release
-def test_the_shipped_variable_rate_model_spans_the_points_and_hits_a_bpp_target(tmp_path, photo):
+def test_the_shipped_variable_rate_model_spans_the_points_and_hits_a_bpp_target(tmp_path, photo, cli):
     """One model for every rate (issue 17): its lowest and highest levels bracket a wide range,
     and `--bpp` without --model uses it and lands within -10 %..+5 % of the target."""
     codec = shipped.load(shipped.variable_name())
@@ -101,13 +113,10 @@ def test_the_shipped_variable_rate_model_spans_the_points_and_hits_a_bpp_target(
     assert psnr(photo, codec.decode(low.data).image) > 13.5
     target = (low.bpp * high.bpp) ** 0.5
     photo.save(tmp_path / "p.png")
-    env = {k: v for k, v in os.environ.items() if k != "RESULIC_MODEL"}
-    out = subprocess.run([sys.executable, "-m", "resulic.cli", "compress", "p.png", "-o", "p.rslc", "--bpp", f"{target:.4f}"],
-                         capture_output=True, text=True, env=env, cwd=tmp_path)
-    assert out.returncode == 0, out.stderr
+    code, err = cli("compress", "p.png", "-o", "p.rslc", "--bpp", f"{target:.4f}")
+    assert code == 0, err
     achieved = (tmp_path / "p.rslc").stat().st_size * 8 / (photo.width * photo.height)
     assert 0.9 * target <= achieved <= 1.05 * float(f"{target:.4f}"), (achieved, target)
-    dec = subprocess.run([sys.executable, "-m", "resulic.cli", "decompress", "p.rslc", "-o", "p-decoded.png", "--one-pass"],
-                         capture_output=True, text=True, env=env, cwd=tmp_path)
-    assert dec.returncode == 0, dec.stderr
+    code, err = cli("decompress", "p.rslc", "-o", "p-decoded.png", "--one-pass")
+    assert code == 0, err
     assert psnr(photo, Image.open(tmp_path / "p-decoded.png")) > 13.5

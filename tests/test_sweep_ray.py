@@ -1,4 +1,4 @@
-"""A 3-trial sweep of the tiny profile on a real local Ray with a real SQLite MLflow store."""
+"""A 2-trial sweep of the tiny profile on a real local Ray with a real SQLite MLflow store."""
 
 import json
 
@@ -9,6 +9,7 @@ from resulic.tune.space import SearchSpace
 from resulic.tune.sweep import Sweep, SweepConfig, run_sweep
 
 pytestmark = pytest.mark.slow
+TRIALS = 2  # each trial is a Ray Train run (~25 s on 2 cores); two show every behaviour below
 
 SPACE = {
     "loss.lambda_rate": {"type": "loguniform", "low": 1.0, "high": 36.0},
@@ -30,7 +31,7 @@ def swept(tmp_path_factory, ray_cluster):
         "trial_overrides": ["optim.steps=2", "run.checkpoint_every=1", "workers.num_workers=1",
                             "data.validation_size=64", f"model={_repo() / 'configs/model/tiny.yaml'}"],
         "space": SPACE,
-        "search": {"num_samples": 3, "seed": 1, "seed_published": False, "max_concurrent": 1},
+        "search": {"num_samples": TRIALS, "seed": 1, "seed_published": False, "max_concurrent": 1},
         "storage_path": str(tmp / "ray_results"),
         "tracking_uri": f"sqlite:///{tmp / 'mlflow.db'}",
         "experiment": "sweeps",
@@ -48,11 +49,11 @@ def _repo():
 
 def test_optuna_proposes_values_inside_the_space(swept):
     _, sweep, outcome = swept
-    assert len(outcome.rows) == 3
+    assert len(outcome.rows) == TRIALS
     for row in outcome.rows:
         assert row["error"] is None
         assert sweep.space.contains(row["values"]), row["values"]
-    assert len({r["values"]["loss.lambda_rate"] for r in outcome.rows}) == 3
+    assert len({r["values"]["loss.lambda_rate"] for r in outcome.rows}) == TRIALS
 
 
 def test_parent_run_has_a_child_per_trial_and_the_artifacts(swept):
@@ -65,7 +66,7 @@ def test_parent_run_has_a_child_per_trial_and_the_artifacts(swept):
     children = client.search_runs(
         [parent.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{outcome.parent_run_id}'"
     )
-    assert len(children) == 3
+    assert len(children) == TRIALS
     for child in children:
         assert "val_bpp_real" in child.data.metrics and "loss" in child.data.metrics
     artifacts = {a.path for a in client.list_artifacts(outcome.parent_run_id, "sweep")}

@@ -121,7 +121,9 @@ def test_a_restart_logs_the_rows_its_checkpoint_could_not(workdir, stage1):
 
 def test_stage2_starts_from_stage1_and_records_the_link(workdir, stage1):
     _, first = stage1
-    cfg = _config(workdir, 2, "s2", init_from="s1", optim__steps=2)
+    # data.loader 'worker' (each worker crops its own rows): the loader Ray Train runs here
+    # without Ray Data, whose start costs seconds a run; stage 1 above runs through Ray Data.
+    cfg = _config(workdir, 2, "s2", init_from="s1", optim__steps=2, data__loader="worker")
     outcome = run_training(cfg)
     run = _client(workdir).get_run(outcome.mlflow_run_id)
     assert run.data.tags["parent_stage_run"] == first.mlflow_run_id
@@ -136,7 +138,7 @@ def test_a_variable_rate_model_trains_from_a_fixed_rate_one(workdir, stage1):
     carries its level."""
     variable = {"lambda_rates": [8.0, 2.0, 0.5], "residual_steps": [60, 40, 20], "default_level": 64}
     cfg = _config(workdir, 1, "s1-variable", init_from="s1", optim__steps=2, loss__lambda_rate=2.0, loss__lambda_eps=0,
-                  workers__num_workers=1)
+                  workers__num_workers=1, data__loader="worker")
     cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={
         "compressor": cfg.model.compressor.model_copy(update={"gain_anchors": 3}),
         "rate_point": cfg.model.rate_point.model_copy(update={"variable": variable}),

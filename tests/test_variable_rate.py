@@ -400,17 +400,23 @@ def test_cli_refuses_bad_rate_arguments(tmp_path, small_photo, args, message):
     assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
 
 
-def test_cli_bpp_and_one_pass_round_trip(tmp_path, vcodec, small_photo):
+def test_cli_bpp_and_one_pass_round_trip(tmp_path, vcodec, small_photo, monkeypatch, capsys):
+    """The same commands run in this process (a `resulic` process costs seconds of imports each;
+    the refusals above and tests/test_cli_startup.py run the process itself)."""
+    from resulic.cli.commands import main
     from resulic.codec.store import save_codec
 
     save_codec(vcodec, tmp_path / "vr")
     small_photo.save(tmp_path / "a.png")
+    monkeypatch.chdir(tmp_path)
     target = vcodec.encode(small_photo, level=90).bpp
-    out = _resulic("compress", "a.png", "-o", "a.rslc", "--model", "vr", "--bpp", f"{target:.6f}", cwd=tmp_path)
-    assert out.returncode == 0, out.stderr
-    assert "level" in out.stdout and f"target {float(f'{target:.6f}'):g} bpp" in out.stdout
+    code = main(["compress", "a.png", "-o", "a.rslc", "--model", "vr", "--bpp", f"{target:.6f}"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert "level" in out.out and f"target {float(f'{target:.6f}'):g} bpp" in out.out
     assert (tmp_path / "a.rslc").stat().st_size * 8 / (128 * 128) <= target * 1.05 + 1e-9
-    out = _resulic("decompress", "a.rslc", "-o", "a-decoded.png", "--model", "vr", "--one-pass", cwd=tmp_path)
-    assert out.returncode == 0, out.stderr
-    out = _resulic("compress", "a.png", "-o", "b.rslc", "--bpp", "0.1", cwd=tmp_path)  # tiny: fixed rate
-    assert out.returncode == 2 and "fixed rate" in out.stderr
+    code = main(["decompress", "a.rslc", "-o", "a-decoded.png", "--model", "vr", "--one-pass"])
+    assert code == 0, capsys.readouterr().err
+    assert (tmp_path / "a-decoded.png").is_file()
+    code = main(["compress", "a.png", "-o", "b.rslc", "--bpp", "0.1"])  # tiny ($RESULIC_MODEL): fixed rate
+    assert code == 2 and "fixed rate" in capsys.readouterr().err
