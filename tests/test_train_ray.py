@@ -41,9 +41,13 @@ def workdir(tmp_path_factory, ray_cluster):
 
 
 @pytest.fixture(scope="module")
-def stage1(workdir, monkeypatch_module):
+def stage1(workdir, monkeypatch_module, ray_cluster):
+    """Ray Data feeds it, and its two workers take every CPU the cluster has free (issue 26: a
+    crop actor that reserved a CPU of its own then waited for ever, with no message)."""
     monkeypatch_module.chdir(workdir)  # ./mlartifacts of the SQLite store lands here
-    cfg = _config(workdir, 1, "s1", run__fail_once_at_step=3)
+    free = ray_cluster.available_resources().get("CPU", 0)
+    assert free >= 2, f"the session's Ray has {free} CPUs free"
+    cfg = _config(workdir, 1, "s1", run__fail_once_at_step=3, workers__cpus_per_worker=free / 2, data__loader="ray_data")
     return cfg, run_training(cfg)
 
 
@@ -60,6 +64,7 @@ def _client(workdir):
     return MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
 
 
+@pytest.mark.timeout(900)  # the first test to use stage1: a worker group that can never start fails here
 def test_stage1_restarts_after_a_failure_without_gaps_or_repeats(workdir, stage1):
     cfg, outcome = stage1
     assert (workdir / "ray_results" / "s1" / ".injected_failure").read_text() == "3"

@@ -326,8 +326,11 @@ def train_dataset(records: list[ImageRecord], crop_size: int, caption_dropout: f
     import ray.data
 
     # One long-lived actor crops, so no worker process is started per epoch (on a 2-core machine
-    # starting Python workers costs more than the crops).
+    # starting Python workers costs more than the crops). It reserves no CPU: the training workers
+    # it feeds hold the CPUs a job asks for, and an actor that waited for one more would wait for
+    # ever (a 2-CPU node with a 1-CPU job driver and a 1-CPU worker, or a restarted worker group
+    # on the node that survived). Its crops are light next to a training step.
     return ray.data.from_items(epoch_items(records, crop_size)).map(
         CropAndDrop, fn_constructor_kwargs={"crop_size": crop_size, "caption_dropout": caption_dropout, "hflip": hflip},
-        compute=ray.data.ActorPoolStrategy(size=1), num_cpus=0.25,
+        compute=ray.data.ActorPoolStrategy(size=1), num_cpus=0,
     )
