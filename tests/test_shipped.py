@@ -120,3 +120,35 @@ def test_the_shipped_variable_rate_model_spans_the_points_and_hits_a_bpp_target(
     code, err = cli("decompress", "p.rslc", "-o", "p-decoded.png", "--one-pass")
     assert code == 0, err
     assert psnr(photo, Image.open(tmp_path / "p-decoded.png")) > 13.5
+
+
+def test_the_variable_point_is_the_default_when_an_earlier_one_ships_beside_it(tmp_path):
+    """An earlier variable-rate release stays in the index so its files decode; --bpp and
+    --level use the default point when it is variable-rate, else the first such point."""
+    points = [{"name": "r1", "folder": "r1"}, {"name": "v1", "folder": "v1", "variable": {"default_level": 42}},
+              {"name": "variable", "folder": "variable", "variable": {"default_level": 64}}]
+    (tmp_path / "index.json").write_text(json.dumps({"default": "variable", "points": points}))
+    assert shipped.variable_name(tmp_path) == "variable"
+    (tmp_path / "index.json").write_text(json.dumps({"default": "r1", "points": points}))
+    assert shipped.variable_name(tmp_path) == "v1"
+
+
+def test_a_release_can_keep_an_earlier_point_byte_for_byte(tmp_path, codec):
+    """jobs/release_small.py --keep: the earlier point's folder is copied as it is (its files keep
+    decoding by fingerprint) and listed after the released points; a folder that the index never
+    listed is refused."""
+    from resulic.codec.store import save_codec
+    from resulic.errors import ModelLoadError
+
+    save_codec(codec, tmp_path / "trained")
+    out = tmp_path / "shipped"
+    first = shipped.release([("variable", tmp_path / "trained")], "variable", {}, out=out)
+    old = first["points"][0]
+    old_bytes = {p.name: p.read_bytes() for p in (out / "variable").iterdir()}
+    data = shipped.release([("variable", tmp_path / "trained")], "variable", {}, out=out, kept=[("v1", out / "variable")])
+    assert [p["name"] for p in data["points"]] == ["variable", "v1"]
+    assert data["points"][1]["fingerprint"] == old["fingerprint"] and data["points"][1]["kept"]
+    assert {p.name: p.read_bytes() for p in (out / "v1").iterdir()} == old_bytes
+    assert shipped.folder_for_fingerprint(bytes.fromhex(old["fingerprint"]), out) is not None
+    with pytest.raises(ModelLoadError, match="not a point of the shipped index"):
+        shipped.release([("variable", tmp_path / "trained")], "variable", {}, out=out, kept=[("x", tmp_path / "trained")])

@@ -42,10 +42,15 @@ def rate_names(folder: Path = SHIPPED_DIR) -> list[str]:
 
 
 def variable_name(folder: Path = SHIPPED_DIR) -> str:
-    """The shipped point that is one variable-rate model (``--bpp``, ``--level``)."""
-    for point in index(folder)["points"]:
-        if point.get("variable"):
-            return point["name"]
+    """The shipped point that is one variable-rate model (``--bpp``, ``--level``): the default
+    point when it is one (an earlier variable-rate release may ship beside it, kept so that its
+    files still decode), else the first in the index."""
+    data = index(folder)
+    variable = [point["name"] for point in data["points"] if point.get("variable")]
+    if data.get("default") in variable:
+        return data["default"]
+    if variable:
+        return variable[0]
     raise ModelLoadError("this installation ships no variable-rate model: --bpp and --level need --model "
                          "(a variable-rate codec, e.g. trained with configs/train/stage1-small-variable.yaml)")
 
@@ -101,10 +106,16 @@ def load_for_file(data: bytes, device="cpu", folder: Path = SHIPPED_DIR):
     return load_codec(codec_folder, backbone=_backbone(codec_folder), device=device)
 
 
-def release(points: list[tuple[str, Path]], default: str, provenance: dict, out: Path = SHIPPED_DIR) -> dict:
+def release(points: list[tuple[str, Path]], default: str, provenance: dict, out: Path = SHIPPED_DIR,
+            kept: list[tuple[str, Path]] = ()) -> dict:
     """Copy trained codecs into the shipped set: each named by its rate point, its weights
     rounded to float16 (half the size; the fingerprint is recomputed for the rounded weights,
-    so files say which release made them), and ``index.json`` listing them in rate order."""
+    so files say which release made them), and ``index.json`` listing them in rate order.
+    ``kept``: earlier shipped folders listed after them as they are (same bytes, same
+    fingerprint), so the files they wrote still decode; copied first, so a point may take a kept
+    one's old folder name."""
+    import shutil
+
     import torch
 
     from .codec import Codec
@@ -115,6 +126,16 @@ def release(points: list[tuple[str, Path]], default: str, provenance: dict, out:
         before = {p["name"]: p for p in index(out)["points"]}
     except ModelLoadError:
         before = {}
+    kept_entries = []
+    for name, folder in kept:
+        manifest = json.loads((Path(folder) / "manifest.json").read_text())
+        old = next((p for p in before.values() if p.get("fingerprint") == manifest["fingerprint"]), None)
+        if old is None:
+            raise ModelLoadError(f"--keep {name}={folder}: not a point of the shipped index (fingerprint {manifest['fingerprint']})")
+        if Path(folder).resolve() != (out / name).resolve():
+            shutil.rmtree(out / name, ignore_errors=True)
+            shutil.copytree(folder, out / name)
+        kept_entries.append({**old, "name": name, "folder": name, "kept": "an earlier release: its files still decode"})
     entries = []
     for name, folder in points:
         codec = load_codec(folder, backbone=_backbone(folder))
@@ -131,6 +152,6 @@ def release(points: list[tuple[str, Path]], default: str, provenance: dict, out:
         if Path(folder).resolve() == (out / name).resolve() and name in before:
             entry = {**before[name], **{k: v for k, v in entry.items() if k != "from"}}
         entries.append(entry)
-    data = {"default": default, "points": entries, "provenance": provenance}
+    data = {"default": default, "points": entries + kept_entries, "provenance": provenance}
     (out / INDEX).write_text(json.dumps(data, indent=2) + "\n")
     return data
