@@ -57,9 +57,13 @@ PLANTED: list[tuple[str, str, str, list[str]]] = [
     ("train/model.py", "F.mse_loss(eps.float(), noise.float())", "F.mse_loss(eps.float(), z_n.float())", [EQ, "-k", "every_loss_term"]),
     ("train/model.py", "x = images * 2 - 1", "x = images", [EQ, "-k", "every_loss_term"]),
     ("train/model.py", "backbone.vae.decode(x0_hat / backbone.scaling_factor)", "backbone.vae.decode(x0_hat)", [EQ, "-k", "every_loss_term"]),
-    ("train/model.py", "predict_x0(z_n, eps, z_c, n)", "predict_x0(z_n, noise, z_c, n)", [EQ, "-k", "every_loss_term"]),
+    ("train/model.py", "s.predict_x0(*rows), z_n, eps, z_c, n)", "s.predict_x0(*rows), z_n, noise, z_c, n)", [EQ, "-k", "every_loss_term"]),
     ("train/model.py", "left, right, top, bottom = crop if", "top, bottom, left, right = crop if", [EQ, "-k", "every_loss_term"]),
     ("models/backbone.py", "self.vae.encode(x * 2 - 1)", "self.vae.encode(x)", [EQ, "-k", "every_loss_term"]),
+    ("train/model.py", "z_n = self.per_schedule(n_r,", "z_n = self.per_schedule(None,",
+     ["tests/test_variable_rate.py", "-k", "schedule_its_level"]),
+    ("train/model.py", "torch.log2(bits.clamp_min(1.0)).mean()", "torch.log(bits.clamp_min(1.0)).mean()",
+     ["tests/test_train_model.py", "-k", "log_rate_objective"]),
 ]
 
 
