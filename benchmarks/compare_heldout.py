@@ -11,7 +11,8 @@ Both models must be variable-rate (``--level``). For each photo and level: compr
 alone through TAEF2; PSNR on RGB and ST-LPIPS (the real network of stlpips-pytorch, lower is
 better). Prints the mean per level for each model, then the candidate's BD-rate against the
 baseline (negative = fewer bits for the same quality) for PSNR and ST-LPIPS of the full decode,
-and writes ``<model>.json`` per model (CompressAI's results format) under ``-o``. A model's
+then each candidate level against the baseline at the same bpp and a verdict (a BD-rate averages
+over the shared range and can hide a range where the candidate is behind), and writes ``<model>.json`` per model (CompressAI's results format) under ``-o``. A model's
 results are reused from ``-o`` when they exist for the same images, levels and fingerprint
 (``--fresh`` recomputes).
 
@@ -74,6 +75,27 @@ def score_model(folder: Path, images: list[tuple[str, "object"]], levels: list[i
                  "images": [n for n, _ in images], "levels": levels},
         "results": means, "per_image": {str(level): rows[level] for level in levels},
     }
+
+
+def at_equal_rate(base: dict, cand: dict, metric: str) -> list[tuple[int, float, float, float]]:
+    """For each candidate point inside the baseline's rate range: (index, bpp, candidate's value,
+    the baseline's value at that bpp, interpolated linearly in log bpp between its points). A
+    BD-rate averages over the shared range and can hide a range where the candidate is behind;
+    this says where."""
+    bpp = np.log(np.asarray(base["bpp"], dtype=float))
+    order = np.argsort(bpp)
+    quality = np.asarray(base[metric], dtype=float)[order]
+    rows = []
+    for i, (b, q) in enumerate(zip(cand["bpp"], cand[metric])):
+        x = float(np.log(b))
+        if bpp[order][0] <= x <= bpp[order][-1]:
+            rows.append((i, float(b), float(q), float(np.interp(x, bpp[order], quality))))
+    return rows
+
+
+def behind(rows: list[tuple[int, float, float, float]], lower_is_better: bool) -> list[int]:
+    """The candidate's points that are worse than the baseline at their own rate."""
+    return [i for i, _, q, ref in rows if (q > ref if lower_is_better else q < ref)]
 
 
 def load_images(folder: Path, max_side: int):
@@ -141,6 +163,17 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {metric}: no BD-rate ({exc})")
                 continue
             print(f"  {metric}: {bd.value:+.1f} % over {bd.overlap_fraction:.0%} of the quality range")
+        print("\nAt equal rate (the baseline interpolated in log bpp at each candidate level inside its range):")
+        print("| level | bpp | PSNR dB | baseline | ST-LPIPS | baseline |")
+        print("|---|---|---|---|---|---|")
+        psnr_rows, lpips_rows = at_equal_rate(base, cand, "psnr"), at_equal_rate(base, cand, "st-lpips")
+        for (i, b, q, ref), (_, _, lq, lref) in zip(psnr_rows, lpips_rows):
+            print(f"| {args.level[i]} | {b:.4f} | {q:.2f} | {ref:.2f} | {lq:.3f} | {lref:.3f} |")
+        lagging = sorted({*behind(psnr_rows, False), *behind(lpips_rows, True)})
+        outside = [args.level[i] for i, b in enumerate(cand["bpp"]) if not min(base["bpp"]) <= b <= max(base["bpp"])]
+        verdict = "beats the baseline at every shared rate" if not lagging else \
+            "behind the baseline at level(s) " + ", ".join(str(args.level[i]) for i in lagging)
+        print(f"\nverdict: {verdict}" + (f" (outside its rate range: level(s) {', '.join(map(str, outside))})" if outside else ""))
     return 0
 
 

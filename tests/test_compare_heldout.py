@@ -1,0 +1,35 @@
+"""The release gate's pointwise comparison (benchmarks/compare_heldout.py): where a BD-rate over
+the shared range can hide a stretch where the candidate is behind, each candidate level is set
+against the baseline at the same bpp."""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(scope="module")
+def gate():
+    spec = importlib.util.spec_from_file_location("gate", Path(__file__).parents[1] / "benchmarks" / "compare_heldout.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_baseline_is_interpolated_in_log_bpp_at_each_candidate_rate(gate):
+    base = {"bpp": [0.04, 0.01, 0.16], "psnr": [16.0, 14.0, 18.0]}  # any order
+    cand = {"bpp": [0.005, 0.02, 0.08, 0.5], "psnr": [12.0, 15.5, 16.5, 22.0]}
+    rows = gate.at_equal_rate(base, cand, "psnr")
+    assert [r[0] for r in rows] == [1, 2]  # 0.005 and 0.5 lie outside the baseline's range
+    (_, bpp, q, ref), (_, _, q2, ref2) = rows
+    assert bpp == 0.02 and ref == pytest.approx(15.0) and ref2 == pytest.approx(17.0)  # halfway in log bpp
+    assert gate.behind(rows, lower_is_better=False) == [2]  # 16.5 < 17.0; 15.5 > 15.0
+
+
+def test_lower_is_better_metrics_are_behind_when_higher(gate):
+    base = {"bpp": [0.01, 0.1], "st-lpips": [0.4, 0.2]}
+    cand = {"bpp": [0.01, np.sqrt(0.001), 0.1], "st-lpips": [0.39, 0.31, 0.2]}
+    rows = gate.at_equal_rate(base, cand, "st-lpips")
+    assert [round(r[3], 6) for r in rows] == [0.4, 0.3, 0.2]
+    assert gate.behind(rows, lower_is_better=True) == [1]
