@@ -150,5 +150,7 @@ def test_a_release_can_keep_an_earlier_point_byte_for_byte(tmp_path, codec):
     assert data["points"][1]["fingerprint"] == old["fingerprint"] and data["points"][1]["kept"]
     assert {p.name: p.read_bytes() for p in (out / "v1").iterdir()} == old_bytes
     assert shipped.folder_for_fingerprint(bytes.fromhex(old["fingerprint"]), out) is not None
+    with pytest.raises(ModelLoadError, match="not a trained-codec folder"):
+        shipped.release([("variable", tmp_path / "trained")], "variable", {}, out=out, kept=[("x", tmp_path)])
     with pytest.raises(ModelLoadError, match="not a point of the shipped index"):
         shipped.release([("variable", tmp_path / "trained")], "variable", {}, out=out, kept=[("x", tmp_path / "trained")])

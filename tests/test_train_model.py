@@ -299,6 +299,7 @@ def test_frozen_compressor_trains_the_control_module_alone(codec, two_images):
     ({"stage": 0, "optim": {"freeze_compressor": True}}, "optim.freeze_compressor"),
     ({"loss": {"lambda_eps": 0}, "optim": {"freeze_compressor": True}}, "optim.freeze_compressor"),
     ({"optim": {"freeze_compressor": True, "freeze_transforms_steps": 3}}, "optim.freeze_transforms_steps"),
+    ({"loss": {"rate_only_objective": "log"}}, "loss.rate_only_objective"),  # would change nothing
 ])
 def test_frozen_compressor_refuses_settings_where_nothing_or_the_wrong_thing_trains(settings, key):
     from resulic.train.config import TrainConfig

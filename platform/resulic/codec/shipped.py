@@ -128,7 +128,10 @@ def release(points: list[tuple[str, Path]], default: str, provenance: dict, out:
         before = {}
     kept_entries = []
     for name, folder in kept:
-        manifest = json.loads((Path(folder) / "manifest.json").read_text())
+        try:
+            manifest = json.loads((Path(folder) / "manifest.json").read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ModelLoadError(f"--keep {name}={folder}: not a trained-codec folder ({exc})") from None
         old = next((p for p in before.values() if p.get("fingerprint") == manifest["fingerprint"]), None)
         if old is None:
             raise ModelLoadError(f"--keep {name}={folder}: not a point of the shipped index (fingerprint {manifest['fingerprint']})")

@@ -179,6 +179,9 @@ class TrainConfig(StrictModel):
             raise ValueError("init_from: stage 2 starts from a stage-1 model; name its run or folder")
         if self.stage == 0 and self.optim.freeze_transforms_steps:
             raise ValueError("optim.freeze_transforms_steps: stage 0 trains the prior, which has no compressor transforms")
+        if self.loss.rate_only_objective != "lambda" and not self.optim.freeze_transforms_steps:
+            raise ValueError("loss.rate_only_objective: it applies while the transforms are frozen; "
+                             "set optim.freeze_transforms_steps")
         if self.optim.freeze_compressor:
             if self.stage == 0:
                 raise ValueError("optim.freeze_compressor: stage 0 trains the prior, which has no compressor")
