@@ -11,8 +11,10 @@ Both models must be variable-rate (``--level``). For each photo and level: compr
 alone through TAEF2; PSNR on RGB and ST-LPIPS (the real network of stlpips-pytorch, lower is
 better). Prints the mean per level for each model, then the candidate's BD-rate against the
 baseline (negative = fewer bits for the same quality) for PSNR and ST-LPIPS of the full decode,
-then each candidate level against the baseline at the same bpp and a verdict (a BD-rate averages
-over the shared range and can hide a range where the candidate is behind), and writes ``<model>.json`` per model (CompressAI's results format) under ``-o``. A model's
+then each level of either model against the other's curve at the same bpp, and a verdict that
+fails a candidate behind anywhere or not reaching every baseline rate (a BD-rate averages over
+the shared range and can hide a range where the candidate is behind). Writes ``<model>.json``
+per model (CompressAI's results format) under ``-o``. A model's
 results are reused from ``-o`` when they exist for the same images, levels and fingerprint
 (``--fresh`` recomputes).
 
@@ -77,18 +79,25 @@ def score_model(folder: Path, images: list[tuple[str, "object"]], levels: list[i
     }
 
 
-def at_equal_rate(base: dict, cand: dict, metric: str) -> list[tuple[int, float, float, float]]:
-    """For each candidate point inside the baseline's rate range: (index, bpp, candidate's value,
-    the baseline's value at that bpp, interpolated linearly in log bpp between its points). A
-    BD-rate averages over the shared range and can hide a range where the candidate is behind;
-    this says where."""
+# A point within 5 % in bpp of the other curve's end is compared with that end point: two
+# curves that both start at ≈ 0.0116 bpp must not skip their lowest rate on a rounding hair.
+REACH = 1.05
+
+
+def at_equal_rate(base: dict, cand: dict, metric: str, reach: float = REACH) -> list[tuple[int, float, float, float]]:
+    """For each candidate point inside the baseline's rate range (or within ``reach`` of its ends):
+    (index, bpp, candidate's value, the baseline's value at that bpp, interpolated linearly in
+    log bpp between its points, its end point beyond them). A BD-rate averages over the shared
+    range and can hide a range where the candidate is behind; this says where. Swap the two
+    curves to set each baseline point against the candidate's curve."""
     bpp = np.log(np.asarray(base["bpp"], dtype=float))
     order = np.argsort(bpp)
     quality = np.asarray(base[metric], dtype=float)[order]
+    lo, hi = bpp[order][0] - np.log(reach), bpp[order][-1] + np.log(reach)
     rows = []
     for i, (b, q) in enumerate(zip(cand["bpp"], cand[metric])):
         x = float(np.log(b))
-        if bpp[order][0] <= x <= bpp[order][-1]:
+        if lo <= x <= hi:
             rows.append((i, float(b), float(q), float(np.interp(x, bpp[order], quality))))
     return rows
 
@@ -96,6 +105,21 @@ def at_equal_rate(base: dict, cand: dict, metric: str) -> list[tuple[int, float,
 def behind(rows: list[tuple[int, float, float, float]], lower_is_better: bool) -> list[int]:
     """The candidate's points that are worse than the baseline at their own rate."""
     return [i for i, _, q, ref in rows if (q > ref if lower_is_better else q < ref)]
+
+
+def verdict(base: dict, cand: dict, metrics: dict[str, bool]) -> dict[str, list[int]]:
+    """Where the candidate loses, both ways round (``metrics``: name -> lower is better):
+    ``behind`` its own points that are worse than the baseline's curve; ``behind_baseline``: the
+    baseline's points where the candidate's curve is worse; ``unreached``: the baseline's points
+    whose rate the candidate's curve does not reach (a release must cover every shipped rate)."""
+    lagging, lagging_base, covered = set(), set(), set(range(len(base["bpp"])))
+    for metric, lower in metrics.items():
+        lagging |= set(behind(at_equal_rate(base, cand, metric), lower))
+        reverse = at_equal_rate(cand, base, metric)  # the baseline's points against the candidate
+        lagging_base |= set(behind(reverse, not lower))
+        covered &= {j for j, *_ in reverse}
+    unreached = sorted(set(range(len(base["bpp"]))) - covered)
+    return {"behind": sorted(lagging), "behind_baseline": sorted(lagging_base - set(unreached)), "unreached": unreached}
 
 
 def load_images(folder: Path, max_side: int):
@@ -163,17 +187,26 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {metric}: no BD-rate ({exc})")
                 continue
             print(f"  {metric}: {bd.value:+.1f} % over {bd.overlap_fraction:.0%} of the quality range")
-        print("\nAt equal rate (the baseline interpolated in log bpp at each candidate level inside its range):")
+        print("\nAt equal rate (the baseline interpolated in log bpp at each candidate level inside its range, ±5 %):")
         print("| level | bpp | PSNR dB | baseline | ST-LPIPS | baseline |")
         print("|---|---|---|---|---|---|")
         psnr_rows, lpips_rows = at_equal_rate(base, cand, "psnr"), at_equal_rate(base, cand, "st-lpips")
         for (i, b, q, ref), (_, _, lq, lref) in zip(psnr_rows, lpips_rows):
             print(f"| {args.level[i]} | {b:.4f} | {q:.2f} | {ref:.2f} | {lq:.3f} | {lref:.3f} |")
-        lagging = sorted({*behind(psnr_rows, False), *behind(lpips_rows, True)})
-        outside = [args.level[i] for i, b in enumerate(cand["bpp"]) if not min(base["bpp"]) <= b <= max(base["bpp"])]
-        verdict = "beats the baseline at every shared rate" if not lagging else \
-            "behind the baseline at level(s) " + ", ".join(str(args.level[i]) for i in lagging)
-        print(f"\nverdict: {verdict}" + (f" (outside its rate range: level(s) {', '.join(map(str, outside))})" if outside else ""))
+        print("\nThe baseline's levels against the candidate's curve (interpolated in log bpp):")
+        print("| baseline level | bpp | PSNR dB | candidate | ST-LPIPS | candidate |")
+        print("|---|---|---|---|---|---|")
+        for (j, b, q, ref), (_, _, lq, lref) in zip(at_equal_rate(cand, base, "psnr"), at_equal_rate(cand, base, "st-lpips")):
+            print(f"| {args.level[j]} | {b:.4f} | {q:.2f} | {ref:.2f} | {lq:.3f} | {lref:.3f} |")
+        found = verdict(base, cand, {"psnr": False, "st-lpips": True})
+        named = lambda indices: ", ".join(str(args.level[i]) for i in indices)  # noqa: E731
+        problems = [f"behind the baseline at level(s) {named(found['behind'])}"] if found["behind"] else []
+        if found["behind_baseline"]:
+            problems.append(f"behind at the baseline's level(s) {named(found['behind_baseline'])}")
+        if found["unreached"]:
+            problems.append("does not reach the baseline's rate at its level(s) " + ", ".join(
+                f"{args.level[j]} ({base['bpp'][j]:.4f} bpp)" for j in found["unreached"]))
+        print("\nverdict: " + ("; ".join(problems) if problems else "beats the baseline at every rate the baseline covers"))
     return 0
 
 

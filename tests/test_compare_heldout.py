@@ -33,3 +33,24 @@ def test_lower_is_better_metrics_are_behind_when_higher(gate):
     rows = gate.at_equal_rate(base, cand, "st-lpips")
     assert [round(r[3], 6) for r in rows] == [0.4, 0.3, 0.2]
     assert gate.behind(rows, lower_is_better=True) == [1]
+
+
+def test_a_point_a_hair_outside_the_other_curve_is_compared_with_its_end(gate):
+    base = {"bpp": [0.01159, 0.04], "psnr": [15.2, 16.5]}
+    cand = {"bpp": [0.01162, 0.0167, 0.05], "psnr": [13.5, 16.1, 17.0]}
+    assert [r[0] for r in gate.at_equal_rate(base, cand, "psnr")] == [0, 1]  # 0.05 is 25 % beyond
+    found = gate.verdict(base, cand, {"psnr": False})
+    assert found["behind"] == [0] and found["behind_baseline"] == [0] and found["unreached"] == []
+
+
+def test_the_verdict_sets_each_baseline_point_against_the_candidate_and_fails_an_unreached_rate(gate):
+    # The candidate's points are all ahead, but its curve dips below the baseline's middle point,
+    # and it never reaches the baseline's lowest rate.
+    base = {"bpp": [0.005, 0.02, 0.04, 0.08], "psnr": [12.0, 15.0, 18.0, 19.0]}
+    cand = {"bpp": [0.01, 0.08], "psnr": [14.0, 19.5]}
+    found = gate.verdict(base, cand, {"psnr": False})
+    assert found["behind"] == []  # 14.0 against 13.5 at 0.01; 19.5 against 19.0
+    assert found["behind_baseline"] == [2]  # the candidate's line: 15.83 at 0.02 (ahead), 17.67 at 0.04 (behind)
+    assert found["unreached"] == [0]
+    ahead = {"bpp": [0.005, 0.08], "psnr": [12.5, 22.0]}
+    assert gate.verdict(base, ahead, {"psnr": False}) == {"behind": [], "behind_baseline": [], "unreached": []}

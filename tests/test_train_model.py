@@ -295,11 +295,43 @@ def test_frozen_compressor_trains_the_control_module_alone(codec, two_images):
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in cdm.parameters())
 
 
+def test_synthesis_only_trains_the_decoder_side_and_leaves_every_bit_where_it_was(codec, two_images):
+    from resulic.models.compressor import SYNTHESIS_MODULES
+    from resulic.train.config import TrainConfig
+    from resulic.train.loop import _optimizers
+
+    compressor, cdm = fresh_parts(codec.config, codec.backbone)
+    model = TrainableCodec(codec.config, codec.backbone, compressor, cdm, 1, LossConfig(lambda_eps=0), 6.0,
+                           synthesis_only=True)
+    decoder_side = {n for n, p in compressor.named_parameters()
+                    if n.split(".")[0] in SYNTHESIS_MODULES or n == "log_inverse_gain"}
+    assert decoder_side and {n for n, p in compressor.named_parameters() if p.requires_grad} == decoder_side
+    optimizers = _optimizers(model, TrainConfig.model_validate({"loss": {"lambda_eps": 0}, "optim": {"synthesis_only": True}}))
+    assert "aux" not in optimizers  # the quantiles belong to the entropy model: frozen
+    before = {k: v.clone() for k, v in compressor.state_dict().items()}
+    torch.manual_seed(3)
+    terms = model(two_images, ["", ""])
+    terms["total"].backward()
+    for opt in optimizers.values():
+        opt.step()
+    after = compressor.state_dict()
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    assert moved and all(k.split(".")[0] in SYNTHESIS_MODULES or k == "log_inverse_gain" for k in moved)
+    torch.manual_seed(3)
+    again = model(two_images, ["", ""])
+    assert float(again["bpp_estimated"]) == float(terms["bpp_estimated"])  # the same bits
+    assert float(again["loss_guide"].detach()) != float(terms["loss_guide"].detach())  # a different z_c
+
+
 @pytest.mark.parametrize("settings, key", [
     ({"stage": 0, "optim": {"freeze_compressor": True}}, "optim.freeze_compressor"),
     ({"loss": {"lambda_eps": 0}, "optim": {"freeze_compressor": True}}, "optim.freeze_compressor"),
     ({"optim": {"freeze_compressor": True, "freeze_transforms_steps": 3}}, "optim.freeze_transforms_steps"),
     ({"loss": {"rate_only_objective": "log"}}, "loss.rate_only_objective"),  # would change nothing
+    ({"stage": 0, "optim": {"synthesis_only": True}}, "optim.synthesis_only"),
+    ({"optim": {"synthesis_only": True, "freeze_compressor": True}}, "optim.synthesis_only"),
+    ({"optim": {"synthesis_only": True, "freeze_transforms_steps": 3}}, "optim.freeze_transforms_steps"),
+    ({"loss": {"lambda_pixel": 0, "lambda_guide": 0}, "optim": {"synthesis_only": True}}, "optim.synthesis_only"),
 ])
 def test_frozen_compressor_refuses_settings_where_nothing_or_the_wrong_thing_trains(settings, key):
     from resulic.train.config import TrainConfig

@@ -38,6 +38,7 @@ ANCHOR_PARITY = "odd"  # anchors where (row + col) is odd (RESULIC.md §2)
 GAIN_PARAMETERS = ("log_gain", "log_inverse_gain")
 # The analysis and synthesis transforms (everything that is not the entropy model or a gain).
 TRANSFORM_MODULES = ("g_a", "g_s", "linear_analysis", "linear_synthesis")
+SYNTHESIS_MODULES = ("g_s", "linear_synthesis")  # ŷ -> z_c: the decoder side, which no bit depends on
 PATCH = 4  # latent cells per side of one y cell (g_a's two stride-2 stages)
 
 

@@ -102,6 +102,10 @@ class OptimConfig(StrictModel):
     # gradients (its z_c exactly as a decoder rebuilds it) and no rate or latent term is trained.
     # Stage 1 with the compressor free moves the rate as well (200 such steps once tripled it).
     freeze_compressor: bool = Field(False, description="train the control module alone (stages 1-2)")
+    # The decoder side of a finished compressor learns alone: the analysis, the gains and the
+    # entropy model are frozen, so every level's bits stay exactly as they are, while the
+    # synthesis (and the inverse gains, which only the decoder applies) learns to rebuild ŷ.
+    synthesis_only: bool = Field(False, description="train the compressor's synthesis alone (rates unchanged)")
     grad_clip: float | None = Field(None, gt=0)
     # cosine: every learning rate falls along a half cosine from its value at step 0 to
     # min_lr_ratio of it at the last step (a function of the step alone, so a resumed run
@@ -189,6 +193,17 @@ class TrainConfig(StrictModel):
                 raise ValueError("optim.freeze_compressor: with loss.lambda_eps 0 nothing would train (the control module learns from the eps-loss)")
             if self.optim.freeze_transforms_steps:
                 raise ValueError("optim.freeze_transforms_steps: the whole compressor is frozen (optim.freeze_compressor)")
+        if self.optim.synthesis_only:
+            if self.stage == 0:
+                raise ValueError("optim.synthesis_only: stage 0 trains the prior, which has no compressor")
+            if self.optim.freeze_compressor:
+                raise ValueError("optim.synthesis_only: the whole compressor is frozen (optim.freeze_compressor)")
+            if self.optim.freeze_transforms_steps:
+                raise ValueError("optim.freeze_transforms_steps: with optim.synthesis_only the entropy model is frozen, "
+                                 "so a rate-only phase would train nothing")
+            if self.loss.lambda_pixel == 0 and self.loss.lambda_guide == 0:
+                raise ValueError("optim.synthesis_only: with loss.lambda_pixel and loss.lambda_guide both 0 "
+                                 "nothing would teach the synthesis")
         if self.reset_gains and (not self.init_from or self.model.rate_point.variable is None):  # type: ignore[union-attr]
             raise ValueError("reset_gains: needs init_from and a variable-rate model (model.rate_point.variable)")
         if self.stage == 0 and self.init_from:

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from ..config import ModelConfig
 from ..diffusion import ResidualSchedule
 from ..models.backbone import Backbone
-from ..models.compressor import GAIN_PARAMETERS, TRANSFORM_MODULES, LatentCompressor
+from ..models.compressor import GAIN_PARAMETERS, SYNTHESIS_MODULES, TRANSFORM_MODULES, LatentCompressor
 from ..models.kernels import guard
 from .config import LossConfig
 
@@ -88,13 +88,20 @@ class TrainableCodec(nn.Module):
         lpips: nn.Module | None = None,
         features: nn.Module | None = None,
         freeze_compressor: bool = False,
+        synthesis_only: bool = False,
     ) -> None:
         super().__init__()
         self.compressor = compressor
         # A frozen compressor keeps no trainable parameter (DDP and the optimisers then skip it).
         self.freeze_compressor = freeze_compressor
-        if freeze_compressor:
+        if freeze_compressor or synthesis_only:
             compressor.requires_grad_(False)
+        if synthesis_only:  # the bits depend on none of these: every rate stays where it is
+            for name, part in compressor.named_children():
+                if name in SYNTHESIS_MODULES:
+                    part.requires_grad_(True)
+            if compressor.variable_rate:
+                compressor.log_inverse_gain.requires_grad_(True)
         self.cdm = cdm
         self.discriminator = PatchDiscriminator() if stage == 2 and loss.lambda_adversarial > 0 else None
         # Frozen helpers are kept out of the module tree: DDP then neither syncs nor checks them.
