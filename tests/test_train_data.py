@@ -123,6 +123,23 @@ def test_science_hash_ignores_operational_keys():
     assert a.science_hash() == b.science_hash() != c.science_hash()
 
 
+def test_a_new_key_at_its_default_leaves_the_science_hash_and_old_runs_resumable():
+    from pydantic import Field
+
+    from resulic.train.trainer import same_science
+
+    class NextRelease(TrainConfig):  # a release that adds a switch, off by default
+        new_switch: bool = Field(False)
+
+    settings = {"optim": {"lr": 0.002}, "loss": {"lambda_pixel": 3.0}}
+    today, later = TrainConfig.model_validate(settings), NextRelease.model_validate(settings)
+    assert later.science_hash() == today.science_hash()
+    assert NextRelease.model_validate({**settings, "new_switch": True}).science_hash() != today.science_hash()
+    # a run started before this rule carries the every-key hash: it still resumes; another config does not
+    assert same_science(today.science_hash(every_key=True), today)
+    assert not same_science(TrainConfig.model_validate({}).science_hash(every_key=True), today)
+
+
 def test_hold_out_is_by_photo_not_by_file(tmp_path):
     """Every scale (or mirrored copy) of a held-out photo leaves the training set with it."""
     lines = []

@@ -142,7 +142,8 @@ def _with_storage(cfg, kind: str, path: str):
 
 
 def _resolved(kind: str, path: str, overrides: list[str]) -> tuple[str, dict]:
-    """(job name, resolved config as plain data)."""
+    """(job name, resolved config as plain data: the values that differ from their defaults, so a
+    release that adds a key leaves every submission id as it was)."""
     cfg = job_config(kind, path, overrides)
     if KINDS[kind].storage_key is not None:
         cfg = _with_storage(cfg, kind, path)
@@ -152,7 +153,7 @@ def _resolved(kind: str, path: str, overrides: list[str]) -> tuple[str, dict]:
         name = f"{cfg.model_name}-{cfg.sweep}"
     else:
         name = cfg.name
-    return name, cfg.model_dump(mode="json")
+    return name, cfg.model_dump(mode="json", exclude_defaults=True)
 
 
 def slug(text: str) -> str:

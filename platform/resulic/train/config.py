@@ -238,14 +238,19 @@ class TrainConfig(StrictModel):
         walk("", self.model_dump(mode="json"))
         return out
 
-    def science_hash(self) -> str:
+    def science_hash(self, every_key: bool = False) -> str:
         """Hash of what defines the result (not workers, run bookkeeping, step count or data loader), so a
-        resumed run can be checked against the config it was started with."""
-        data = self.model_dump(mode="json")
+        resumed run can be checked against the config it was started with. Only values that differ
+        from their defaults count: a release that adds a key (at a default that changes nothing)
+        leaves every earlier run resumable. ``every_key``: the hash before that rule (defaults
+        included), which runs started by earlier releases carry."""
+        data = self.model_dump(mode="json", exclude_defaults=not every_key)
         for operational in ("workers", "run"):
-            data.pop(operational)
-        data["optim"].pop("steps")
-        data["data"].pop("loader")  # how crops reach the workers, not which crops the science asks for
+            data.pop(operational, None)
+        for section, key in (("optim", "steps"), ("data", "loader")):  # loader: how crops reach the workers
+            data.get(section, {}).pop(key, None)
+            if data.get(section) == {}:
+                data.pop(section)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
 

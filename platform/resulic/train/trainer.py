@@ -110,6 +110,13 @@ def _trainer(cfg: TrainConfig, storage: str, loop_config: dict, datasets: dict, 
     )
 
 
+def same_science(stored_hash: str | None, cfg: TrainConfig) -> bool:
+    """Whether a run tagged with ``stored_hash`` was started with ``cfg``'s science: today's hash
+    (values that differ from their defaults), or the every-key hash that runs started by earlier
+    releases carry."""
+    return stored_hash in (cfg.science_hash(), cfg.science_hash(every_key=True))
+
+
 def run_training(cfg: TrainConfig, *, extra_tags: dict[str, str] | None = None, callbacks=()) -> TrainingOutcome:
     """Run (or resume) one stage. ``extra_tags`` go on a new MLflow run (a sweep passes
     ``mlflow.parentRunId``); ``callbacks`` are Ray Train callbacks (a sweep passes Tune's)."""
@@ -132,7 +139,7 @@ def run_training(cfg: TrainConfig, *, extra_tags: dict[str, str] | None = None, 
     config_hash = cfg.science_hash()
     existing = tracking.find_run(client, experiment, cfg.run.name, storage)
     if existing is not None:
-        if existing.data.tags.get(tracking.CONFIG_HASH_TAG) != config_hash:
+        if not same_science(existing.data.tags.get(tracking.CONFIG_HASH_TAG), cfg):
             raise ConfigError(
                 f"run.name: {cfg.run.name!r} already exists in {storage} with a different config "
                 f"({existing.data.tags.get(tracking.CONFIG_HASH_TAG)} != {config_hash}); pick a new run.name "
