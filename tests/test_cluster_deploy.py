@@ -85,6 +85,17 @@ def test_cluster_yaml_uses_our_ray_image_installs_the_lock_and_runs_mlflow_on_th
     assert "-v /shared:/shared" in cfg["docker"]["run_options"]
 
 
+def test_cluster_yaml_turns_token_auth_on_for_every_node_and_copies_the_token():
+    """Ray 2.60 starts a head without auth unless RAY_AUTH_MODE=token (or a token file happens to
+    exist), and its job API then runs anyone's code."""
+    cfg = launcher_config()
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        starts = [c for c in cfg[key] if "ray start" in c]
+        assert starts and all(re.search(r"export [^;]*RAY_AUTH_MODE=token[^;]*; ray start", c) for c in starts), key
+    assert cfg["file_mounts"]["/home/ray/.ray/auth_token"] == "~/.ray/auth_token"
+    assert "ray get-auth-token --generate" in (REPO / "cluster.yaml").read_text()
+
+
 def test_mlflow_server_script_is_valid_bash():
     subprocess.run(["bash", "-n", str(REPO / "deploy" / "mlflow_server.sh")], check=True)
 
@@ -317,10 +328,37 @@ def test_rayservice_embeds_serve_config_cluster_yaml():
     source = REPO / "serve" / "config.cluster.yaml"
     if not source.is_file():
         pytest.skip("serve/config.cluster.yaml is not in this branch yet (the Serve app's issue adds it)")
-    assert rayservice_serve_config() == yaml.safe_load(source.read_text()), (
+    expected = yaml.safe_load(source.read_text())
+    assert expected["http_options"]["host"] == "127.0.0.1"  # `serve deploy` on a machine: loopback
+    expected["http_options"]["host"] = "0.0.0.0"  # in a pod: KubeRay's serve Service targets the pod IP
+    assert rayservice_serve_config() == expected, (
         "deploy/k8s/rayservice.yaml's serveConfigV2 differs from serve/config.cluster.yaml: "
         "run python deploy/k8s/sync_serve_config.py"
     )
+
+
+def test_every_ray_container_in_the_manifests_runs_with_token_auth():
+    """Each Ray head, worker and RayJob submitter reads the token from the resulic-ray-auth Secret,
+    with RAY_AUTH_MODE=token (without it Ray 2.60 starts a head whose job API runs anyone's code)."""
+    secret = {"secretKeyRef": {"name": "resulic-ray-auth", "key": "auth_token"}}
+    seen = 0
+    for name, docs in manifests().items():
+        for doc in docs:
+            if doc.get("kind") not in ("RayJob", "RayService"):
+                continue
+            spec = doc["spec"]
+            cluster = spec.get("rayClusterSpec") or spec["rayClusterConfig"]
+            pods = [cluster["headGroupSpec"]["template"]] + [g["template"] for g in cluster["workerGroupSpecs"]]
+            if doc["kind"] == "RayJob":
+                pods.append(spec["submitterPodTemplate"])
+            for pod in pods:
+                for container in pod["spec"]["containers"]:
+                    env = {e["name"]: e for e in container.get("env", [])}
+                    assert env.get("RAY_AUTH_MODE", {}).get("value") == "token", (name, container["name"])
+                    assert env.get("RAY_AUTH_TOKEN", {}).get("valueFrom") == secret, (name, container["name"])
+                    seen += 1
+    assert seen >= 8  # 2 RayJobs x (head, worker, submitter) + the RayService's head and worker
+    assert "kubectl create secret generic resulic-ray-auth" in (K8S / "base.yaml").read_text()
 
 
 @pytest.mark.parametrize("name", ["config.local.yaml", "config.cluster.yaml"])

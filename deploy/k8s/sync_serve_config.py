@@ -1,5 +1,8 @@
 """Copy serve/config.cluster.yaml into the RayService's serveConfigV2 (deploy/k8s/rayservice.yaml),
-so that KubeRay serves exactly what `serve deploy serve/config.cluster.yaml` serves.
+so that KubeRay serves exactly what `serve deploy serve/config.cluster.yaml` serves — with one
+change: the HTTP proxy listens on the pod's address (0.0.0.0 inside the pod), because KubeRay's
+serve Service sends traffic to the pod IP, where a proxy bound to 127.0.0.1 refuses it. Only the
+Kubernetes Services in front of the pod decide who reaches it.
 
     python deploy/k8s/sync_serve_config.py [--check]
 
@@ -29,7 +32,18 @@ def embedded(manifest_text: str) -> tuple[re.Match, str]:
     return match, "".join(line[cut:] + "\n" for line in match["body"].splitlines())
 
 
+# http_options' host line of serve/config.cluster.yaml (its comment replaced along with it).
+HOST_LINE = re.compile(r"^(?P<indent> +)host: .*$", re.MULTILINE)
+POD_HOST = "host: 0.0.0.0            # the pod's address: KubeRay's serve Service reaches the proxy on the pod IP"
+
+
+def for_kuberay(serve_text: str) -> str:
+    """serve/config.cluster.yaml as a RayService runs it: the proxy on the pod's address."""
+    return HOST_LINE.sub(lambda m: m["indent"] + POD_HOST, serve_text, count=1)
+
+
 def synced(manifest_text: str, serve_text: str) -> str:
+    serve_text = for_kuberay(serve_text)
     match, _ = embedded(manifest_text)
     pad = match["indent"] + "  "
     body = "".join((pad + line if line.strip() else "") + "\n" for line in serve_text.rstrip("\n").splitlines())
