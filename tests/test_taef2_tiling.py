@@ -5,6 +5,7 @@ sees the whole picture run whole at the latent resolution."""
 import pytest
 import torch
 
+from resulic.errors import ConfigError
 from resulic.models import taef2
 
 
@@ -49,3 +50,27 @@ def test_a_halo_too_small_would_show(autoencoder, small_tiles, monkeypatch):
         diff = (autoencoder.decode(latents, tiled=True) - autoencoder.decode(latents, tiled=False)).abs().max()
     assert diff > 1e-3
 
+
+
+def test_bf16_precision_is_opt_in_close_to_fp32_and_never_used_for_gradients(autoencoder, monkeypatch):
+    """RESULIC_TAEF2_PRECISION=bf16: the same pictures within a few grey levels (bench_taef2.py
+    measures the speed); a pass that needs gradients (training's pixel loss) stays in fp32."""
+    assert autoencoder.precision == "fp32"  # the default
+    monkeypatch.setenv(taef2.PRECISION_ENV, "bf16")
+    fast = taef2.TinyAutoencoder.from_folder().eval()
+    assert fast.precision == "bf16"
+    torch.manual_seed(2)
+    latents = torch.randn(1, 32, 16, 24)
+    with torch.inference_mode():
+        exact, quick = autoencoder.decode(latents), fast.decode(latents)
+    assert quick.dtype == torch.float32 and quick.shape == exact.shape
+    difference = (quick.clamp(0, 1) - exact.clamp(0, 1)).abs()
+    assert 0 < difference.max() < 0.1 and difference.mean() < 0.01  # bf16 ran, and stayed close
+    with torch.enable_grad():
+        trained = latents.clone().requires_grad_(True)
+        out = fast.decode(trained)
+        out.mean().backward()
+    assert trained.grad is not None and torch.allclose(out.detach(), exact, atol=1e-4)
+    monkeypatch.setenv(taef2.PRECISION_ENV, "fp16")
+    with pytest.raises(ConfigError, match="RESULIC_TAEF2_PRECISION='fp16': one of fp32, bf16"):
+        taef2.TinyAutoencoder.from_folder()

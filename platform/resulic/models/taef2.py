@@ -14,10 +14,13 @@ the published weights load unchanged. No Ray, no MLflow.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+
+from ..errors import ConfigError
 
 LATENT_CHANNELS = 32
 WIDTH = 64
@@ -25,6 +28,20 @@ POOL_WIDTH = 256
 POOL_GROUPS = 4
 # The bundled release: weights converted from the original .pth files to safetensors.
 BUNDLED = Path(__file__).resolve().parent.parent / "weights" / "taef2"
+# The precision of TAEF2's convolutions outside training (benchmarks/bench_taef2.py, 768x512,
+# one thread of this Xeon): fp32 (the default) or bf16 — oneDNN's bfloat16 kernels, AMX tiles
+# where the CPU has them, 3.5x faster than fp32 here, pictures within ≈ 10 grey levels of fp32's
+# (-0.02 dB against the photo). Opt-in, because a bf16 decoder's pixels then differ from an fp32
+# decoder's by more than the one grey level kernels and threads may cost (docs/bitstream.md).
+PRECISION_ENV = "RESULIC_TAEF2_PRECISION"
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+
+
+def precision_from_env() -> str:
+    value = os.environ.get(PRECISION_ENV, "").strip().lower() or "fp32"
+    if value not in PRECISIONS:
+        raise ConfigError(f"{PRECISION_ENV}={value!r}: one of {', '.join(PRECISIONS)}")
+    return value
 
 
 def _conv(n_in: int, n_out: int, **kwargs) -> nn.Conv2d:
@@ -138,6 +155,19 @@ class TinyAutoencoder(nn.Module):
         # the decoder's begin after its last pool block.
         self._encoder_split = _pool_indices(self.encoder)[0]
         self._decoder_split = _pool_indices(self.decoder)[-1] + 1
+        self.precision = precision_from_env()
+        # channels-last: oneDNN's convolutions run 1.2-1.3x faster on it than on NCHW here, with
+        # pictures within one grey level (benchmarks/bench_taef2.py).
+        self.to(memory_format=torch.channels_last)
+
+    def _run(self, fn, x: Tensor) -> Tensor:
+        """``fn`` on ``x`` in channels-last, in bfloat16 when so configured and no gradient is needed."""
+        x = x.contiguous(memory_format=torch.channels_last)
+        dtype = PRECISIONS[self.precision]
+        if dtype is None or torch.is_grad_enabled():
+            return fn(x)
+        with torch.autocast(x.device.type, dtype=dtype):
+            return fn(x).float()
 
     def encode(self, images: Tensor, tiled: bool | None = None) -> Tensor:
         """Images -> latents; ``tiled`` (default: for pictures over TILE_ABOVE latent cells, when
@@ -147,10 +177,10 @@ class TinyAutoencoder(nn.Module):
         if tiled is None:
             tiled = (h // 8) * (w // 8) > TILE_ABOVE and not torch.is_grad_enabled()
         if not tiled or h % 8 or w % 8:
-            return self.encoder(images)
+            return self._run(self.encoder, images)
         layers, at = list(self.encoder), self._encoder_split
-        features = run_tiled(nn.Sequential(*layers[:at]), images, TILE * 8, ENCODER_HALO, 1 / 8, WIDTH)
-        return nn.Sequential(*layers[at:])(features)
+        features = run_tiled(lambda t: self._run(nn.Sequential(*layers[:at]), t), images, TILE * 8, ENCODER_HALO, 1 / 8, WIDTH)
+        return self._run(nn.Sequential(*layers[at:]), features)
 
     def decode(self, latents: Tensor, tiled: bool | None = None) -> Tensor:
         """Latents -> images in [0, 1] (not clamped, so pixel losses keep their gradients);
@@ -159,9 +189,10 @@ class TinyAutoencoder(nn.Module):
         if tiled is None:
             tiled = h * w > TILE_ABOVE and not torch.is_grad_enabled()
         if not tiled:
-            return self.decoder(latents)
+            return self._run(self.decoder, latents)
         layers, at = list(self.decoder), self._decoder_split
-        return run_tiled(nn.Sequential(*layers[at:]), nn.Sequential(*layers[:at])(latents), TILE, DECODER_HALO, 8, 3)
+        features = self._run(nn.Sequential(*layers[:at]), latents)
+        return run_tiled(lambda t: self._run(nn.Sequential(*layers[at:]), t), features, TILE, DECODER_HALO, 8, 3)
 
     @classmethod
     def from_folder(cls, folder: str | Path = BUNDLED) -> "TinyAutoencoder":
@@ -172,7 +203,7 @@ class TinyAutoencoder(nn.Module):
         folder = Path(folder)
         model.encoder.load_state_dict(load_file(folder / "encoder.safetensors"), strict=True)
         model.decoder.load_state_dict(load_file(folder / "decoder.safetensors"), strict=True)
-        return model
+        return model.to(memory_format=torch.channels_last)
 
     @classmethod
     def from_original(cls, encoder_pth: str | Path, decoder_pth: str | Path) -> "TinyAutoencoder":
