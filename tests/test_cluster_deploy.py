@@ -606,6 +606,24 @@ def test_a_dataset_in_the_working_folder_travels_unless_left_behind(tmp_path):
         check("/srv/photos/manifest.jsonl")
 
 
+def test_init_from_and_backbone_folders_must_be_readable_on_the_nodes(tmp_path):
+    from resulic.cli.submit import check_data_reachable
+
+    def check(*overrides: str) -> None:
+        request = JobRequest("train", str(REPO / "configs/train/stage1.yaml"), ["data.source=samples", *overrides])
+        check_data_reachable(request, workdir=tmp_path)
+
+    check("init_from=stage1-tiny")  # a run name: resolved under the storage path on the cluster
+    check("init_from=shipped:variable")
+    check("init_from=/shared/ray_results/stage1/model", "model.backbone.source=/shared/models/sd21-base")
+    check("model.backbone.source=stabilityai/stable-diffusion-2-1-base")  # a hub id, from the nodes' cache
+    with pytest.raises(ConfigError, match=r"init_from: /srv/runs/model is a path on this machine under no shared mount"):
+        check("init_from=/srv/runs/model")
+    with pytest.raises(ConfigError, match=r"model.backbone.source: /home/me/sd21 is a path on this machine .*"
+                                          r"under /shared, or an s3:// URI"):
+        check("model.backbone.source=/home/me/sd21")
+
+
 def test_a_bad_config_fails_before_submitting(clean_env, capsys):
     assert submit_main()(["train", "configs/train/stage1-sd21.yaml", "--set", "optim.stepz=3", "--dry-run"]) == 2
     err = capsys.readouterr().err

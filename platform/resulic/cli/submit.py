@@ -216,31 +216,53 @@ def _unreachable(source: str, shared: list[str], workdir: Path) -> str | None:
     return None
 
 
+def _path_like(value: str, workdir: Path) -> bool:
+    """Whether a model or init location names a file-system path (absolute, ./-relative or present
+    in the working folder) rather than a hub id, a run name, ``bundled`` or a URI."""
+    if "://" in value or value in ("bundled", "random", "samples") or value.startswith("shipped:"):
+        return False
+    return value.startswith(("/", "./", "../", "~")) or (workdir / value).exists()
+
+
+def _locations(stage, workdir: Path) -> list[tuple[str, str]]:
+    """(key, value) of every location a training stage reads that must exist on the nodes."""
+    found = [("data.source", stage.data.source)]
+    if stage.init_from and _path_like(stage.init_from, workdir):
+        found.append(("init_from", stage.init_from))
+    source = stage.model.backbone.source
+    if _path_like(source, workdir):
+        found.append(("model.backbone.source", source))
+    return found
+
+
 def check_data_reachable(request: JobRequest, workdir: Path | None = None) -> None:
-    """Refuse a train or sweep job whose data.source the cluster's nodes cannot read: the job
-    would start, upload, wait for GPUs and only then fail on a file that exists only here."""
+    """Refuse a train or sweep job that reads a location the cluster's nodes cannot (its
+    data.source, a folder init_from names, the backbone's weights folder): the job would start,
+    upload, wait for GPUs and only then fail on a file that exists only here."""
     if request.kind not in ("train", "sweep"):
         return
     workdir = Path(workdir or os.getcwd()).resolve()
     cfg = job_config(request.kind, request.config, request.all_overrides())
     if request.kind == "train":
-        trainings = [(request.config, cfg.data.source)]
+        stages = [(request.config, cfg)]
     else:
         from ..tune.sweep import Sweep
 
-        trainings = [(path, stage.data.source) for path, stage in zip(cfg.stages, Sweep.from_config(cfg).stages)]
+        stages = list(zip(cfg.stages, Sweep.from_config(cfg).stages))
     shared = [*SHARED_MOUNTS, *request.shared_paths]
-    for config, source in trainings:
-        reason = _unreachable(source, shared, workdir)
-        if reason is not None:
+    for config, stage in stages:
+        for key, value in _locations(stage, workdir):
+            reason = _unreachable(os.path.expanduser(value), shared, workdir)
+            if reason is None:
+                continue
             # As written: a sweep's stages hold the absolute form of a local path (Sweep.from_config).
-            shown = Path(source).relative_to(workdir).as_posix() if Path(source).is_relative_to(workdir) else source
-            raise ConfigError(
-                f"{config}: data.source: {shown} {reason}, and the cluster's nodes cannot read it; put the dataset "
-                "where every node reads it (e.g. python jobs/build_dataset.py -o /shared/datasets/photos, then "
-                "--set data.source=/shared/datasets/photos/manifest.jsonl, or an s3:// URI), or pass "
-                "--shared-path DIR if every node mounts DIR at this same path"
-            )
+            shown = Path(value).relative_to(workdir).as_posix() if Path(value).is_relative_to(workdir) else value
+            where = ("put the dataset where every node reads it (e.g. python jobs/build_dataset.py -o "
+                     "/shared/datasets/photos, then --set data.source=/shared/datasets/photos/manifest.jsonl, "
+                     "or an s3:// URI)") if key == "data.source" else \
+                "put it where every node reads it (under /shared, or an s3:// URI)"
+            raise ConfigError(f"{config}: {key}: {shown} {reason}, and the cluster's nodes cannot read it; "
+                              f"{where}, or pass --shared-path DIR if every node mounts DIR at this same path")
 
 
 def build_command(request: JobRequest) -> list[str]:
