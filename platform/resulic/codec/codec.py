@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from ..config import NEGATIVE_PROMPT, ModelConfig
-from ..diffusion import CallCounter, ResidualSchedule, residual_ddim_sample
+from ..diffusion import CallCounter, ResidualSchedule, ResidualSchedules, residual_ddim_sample
 from ..diffusion.sampler import Sampler
 from ..errors import BitstreamError, ModelMismatchError
 from ..images import image_to_tensor, pad_to_multiple, padded_size, tensor_to_image
@@ -104,7 +104,7 @@ class Codec:
         self.compressor = compressor.eval()
         self.cdm = cdm.eval()
         self.device = torch.device(device)
-        self._schedules: dict[int, ResidualSchedule] = {}
+        self._schedules = ResidualSchedules(config.rate_point)
         self.schedule = self.schedule_for(None)  # at the default rate level
         self.fingerprint = self._fingerprint()
         check_clip_vocabulary(backbone.tokenizer)  # the text coder's model is over CLIP ids
@@ -125,11 +125,7 @@ class Codec:
     def schedule_for(self, level: int | None) -> ResidualSchedule:
         """The residual schedule of a file at ``level`` (its N_r follows the rate of a
         variable-rate model; a fixed-rate model has one)."""
-        rp = self.config.rate_point
-        n_r = rp.residual_steps_for(level)
-        if n_r not in self._schedules:
-            self._schedules[n_r] = ResidualSchedule(residual_steps=n_r, gamma_variant=rp.gamma, eta=rp.resolved_eta)
-        return self._schedules[n_r]
+        return self._schedules(self.config.rate_point.residual_steps_for(level))
 
     def rate_position(self, level: int | None) -> float | None:
         """Where a file at ``level`` sits along the compressor's gain anchors (None: fixed rate)."""

@@ -168,3 +168,20 @@ class ResidualSchedule(SchedulerMixin, ConfigMixin):
         """z_N = sqrt(a_N) z_c + sqrt(1 - a_N) eps."""
         a = self._a(self.N)
         return float(a.sqrt()) * z_c + float((1 - a).sqrt()) * noise
+
+
+class ResidualSchedules:
+    """A rate point's residual schedules, one per N_r, each made once (its gamma and eta are the
+    rate point's): a variable-rate model's levels, and the training batches that follow them, use
+    several N_r. ``rate_point``: anything with ``gamma`` and ``resolved_eta``."""
+
+    def __init__(self, rate_point) -> None:
+        self._rate_point = rate_point
+        self._made: dict[int, ResidualSchedule] = {}
+
+    def __call__(self, residual_steps: int) -> ResidualSchedule:
+        if residual_steps not in self._made:
+            rp = self._rate_point
+            self._made[residual_steps] = ResidualSchedule(residual_steps=residual_steps, gamma_variant=rp.gamma,
+                                                          eta=rp.resolved_eta)
+        return self._made[residual_steps]

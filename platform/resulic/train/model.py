@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import ModelConfig
-from ..diffusion import ResidualSchedule
+from ..diffusion import ResidualSchedule, ResidualSchedules
 from ..models.backbone import Backbone
 from ..models.compressor import GAIN_PARAMETERS, SYNTHESIS_MODULES, TRANSFORM_MODULES, LatentCompressor
 from ..models.kernels import guard
@@ -113,8 +113,8 @@ class TrainableCodec(nn.Module):
         self.weights = loss
         self.lambda_rate = lambda_rate
         rp = config.rate_point
-        self.schedule = ResidualSchedule(residual_steps=rp.residual_steps, gamma_variant=rp.gamma, eta=rp.resolved_eta)
-        self._schedules = {rp.residual_steps: self.schedule}
+        self._schedules = ResidualSchedules(rp)
+        self.schedule = self._schedules(rp.residual_steps)
         if stage == 2 and lpips is None and loss.lambda_lpips > 0:
             raise ValueError("stage 2 with lambda_lpips > 0 needs an LPIPS module")
         if loss.lambda_feature > 0 and features is None:
@@ -164,10 +164,7 @@ class TrainableCodec(nn.Module):
         return [variable.residual_steps_at_position(float(p)) for p in position]
 
     def schedule_for(self, n_r: int) -> ResidualSchedule:
-        if n_r not in self._schedules:
-            rp = self.config.rate_point
-            self._schedules[n_r] = ResidualSchedule(residual_steps=n_r, gamma_variant=rp.gamma, eta=rp.resolved_eta)
-        return self._schedules[n_r]
+        return self._schedules(n_r)
 
     def per_schedule(self, n_r: list[int] | None, fn, *tensors: Tensor) -> Tensor:
         """``fn(schedule, *rows)`` for each group of samples that share an N_r, back in batch order."""
