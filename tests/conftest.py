@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -144,13 +146,32 @@ class MultiNode:
     def submit(self, kind: str, config: str, *overrides: str, storage: bool = False, attempt: int = 1,
                timeout: float = 1500):
         """``jobs/submit.py <kind> <config> --wait`` against the cluster; the finished process."""
-        import subprocess
-        import sys
+        return self.start_submit(kind, config, *overrides, storage=storage, attempt=attempt).finish(timeout)
 
+    def start_submit(self, kind: str, config: str, *overrides: str, storage: bool = False, attempt: int = 1):
+        """The same submission, started: ``.finish(timeout)`` waits for it (so a test can do
+        something else while a job runs)."""
         argv = [sys.executable, str(REPO / "jobs" / "submit.py"), kind, config, "--address", self.address,
                 "--tracking-uri", self.tracking_uri, "--wait", "--attempt", str(attempt)]
         if storage:
             argv += ["--storage", str(self.shared / "ray_results")]
         for override in overrides:
             argv += ["--set", override]
-        return subprocess.run(argv, cwd=REPO, env=self.cluster.env, capture_output=True, text=True, timeout=timeout)
+        return Submission(subprocess.Popen(argv, cwd=REPO, env=self.cluster.env, stdout=subprocess.PIPE,
+                                           stderr=subprocess.PIPE, text=True))
+
+
+class Submission:
+    """A running ``jobs/submit.py``; ``finish`` returns it as ``subprocess.run`` would."""
+
+    def __init__(self, process: subprocess.Popen):
+        self.process = process
+
+    def finish(self, timeout: float = 1500) -> subprocess.CompletedProcess:
+        try:
+            stdout, stderr = self.process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.communicate()
+            raise
+        return subprocess.CompletedProcess(self.process.args, self.process.returncode, stdout, stderr)

@@ -74,7 +74,12 @@ def test_training_runs_on_two_nodes_tracks_over_http_and_publishes_a_loadable_mo
 
 def test_sweep_promote_evaluate_then_serve_the_champion(multinode, photo, tmp_path):
     # A sweep submitted as a job: two Optuna trials, MLflow parent run + children, over HTTP.
-    runs = _succeeded(multinode.submit("sweep", "configs/sweep/tiny-cluster.yaml", storage=True))
+    # Both trials at once (their start-ups overlap), each worker cropping its own rows: Ray Data
+    # on this cluster is the training test's above, and the sweep is about Tune, MLflow and promotion.
+    trial_overrides = yaml.safe_load(Path(REPO / "configs/sweep/tiny-cluster.yaml").read_text())["trial_overrides"]
+    runs = _succeeded(multinode.submit("sweep", "configs/sweep/tiny-cluster.yaml", "search.max_concurrent=2",
+                                       f"trial_overrides=[{', '.join([*trial_overrides, 'data.loader=worker'])}]",
+                                       storage=True))
     client = _client(multinode)
     parent = client.get_run(runs[0])
     children = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{runs[0]}'")
@@ -87,14 +92,12 @@ def test_sweep_promote_evaluate_then_serve_the_champion(multinode, photo, tmp_pa
     champion = client.get_model_version_by_alias("resulic-cluster", "champion")
     assert champion.source.startswith("mlflow-artifacts:")
 
-    # Evaluation of the champion, a job, fetching it through the registry; its results on shared storage.
+    # Evaluation of the champion, a job, fetching it through the registry; its results on shared
+    # storage. It needs only the champion, as Serve below does: it runs while Serve starts.
     out = multinode.shared / "evaluate"
-    proc = multinode.submit("evaluate", "configs/evaluate.yaml", "models=[models:/resulic-cluster@champion]",
-                            "max_images=1", "crop=128", "metrics.names=[psnr]", f"output_dir={out}", "track=true")
-    evaluation = _succeeded(proc)
-    results = json.loads((out / "results.json").read_text())
-    assert len(results["results"]["bpp"]) == 1 and results["results"]["psnr-rgb"][0] > 5
-    assert client.get_run(evaluation[0]).info.status == "FINISHED"
+    evaluating = multinode.start_submit("evaluate", "configs/evaluate.yaml", "models=[models:/resulic-cluster@champion]",
+                                        "max_images=1", "crop=128", "metrics.names=[psnr]", f"output_dir={out}",
+                                        "track=true")
 
     # Serve, deployed to the running cluster the way a RayService does, answers over HTTP.
     from resulic.services.local_cluster import running_replicas, serve_config
@@ -120,6 +123,11 @@ def test_sweep_promote_evaluate_then_serve_the_champion(multinode, photo, tmp_pa
     result = remote.compress(buf.getvalue())
     assert result.data and str(champion.version) in result.model_version
     assert remote.decompress(result.data).data[:8] == b"\x89PNG\r\n\x1a\n"
+
+    evaluation = _succeeded(evaluating.finish(timeout=1500))
+    results = json.loads((out / "results.json").read_text())
+    assert len(results["results"]["bpp"]) == 1 and results["results"]["psnr-rgb"][0] > 5
+    assert client.get_run(evaluation[0]).info.status == "FINISHED"
 
 
 def _wait_healthy(url: str, timeout: float) -> None:

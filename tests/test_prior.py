@@ -73,8 +73,11 @@ def test_stage0_on_ray_then_stage1_builds_on_it(tmp_path, ray_cluster, monkeypat
     monkeypatch.chdir(tmp_path)
     run = {"storage_path": str(tmp_path / "rr"), "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
            "experiment": "tests", "checkpoint_every": 2}
+    # data.loader 'worker' (no Ray Data start-up in either run): this test is about stage 0 and
+    # the lineage; test_train_ray runs the Ray Data loader.
     common = {
-        "data": {"source": "samples", "crop_size": 128, "validation_images": 1, "validation_size": 64},
+        "data": {"source": "samples", "crop_size": 128, "validation_images": 1, "validation_size": 64,
+                 "loader": "worker"},
         "optim": {"steps": 2, "batch_size": 1},
         "workers": {"num_workers": 1, "cpus_per_worker": 1},
     }

@@ -94,34 +94,37 @@ def test_stage1_checkpoints_params_metrics_and_images(workdir, stage1):
     assert codec.decompress(codec.compress(img)).size == (100, 90)
 
 
-def test_resubmitting_a_finished_run_resumes_it(workdir, stage1):
-    cfg, first = stage1
-    again = run_training(cfg)
-    assert again.resumed and again.mlflow_run_id == first.mlflow_run_id
-    assert again.checkpoint_path == first.checkpoint_path
-    history = _client(workdir).get_metric_history(first.mlflow_run_id, "loss")
-    assert sorted(m.step for m in history) == [1, 2, 3, 4]
-    changed = cfg.model_copy(update={"optim": cfg.optim.model_copy(update={"lr": 5e-4})})
-    with pytest.raises(ConfigError, match="already exists .* with a different config"):
-        run_training(changed)
-
-
-def test_a_restart_logs_the_rows_its_checkpoint_could_not(workdir, stage1):
-    """MLflow down for longer than its client's retries: the rows logged right after a checkpoint
-    never arrive (the worker fails, Ray Train restarts from that checkpoint). Simulated on the
-    store itself: the rows of steps 3 and 4 (the last checkpoint's) are deleted; a restart from
-    that checkpoint logs them again, once."""
+def test_resubmitting_resumes_and_logs_the_rows_its_checkpoint_could_not(workdir, stage1):
+    """Resubmitting a finished run resumes it: the same MLflow run and checkpoint, no step logged
+    twice. And the restart logs the rows its checkpoint could not: with MLflow down for longer
+    than its client's retries, the rows logged right after a checkpoint never arrive (the worker
+    fails, Ray Train restarts from that checkpoint). Simulated on the store itself: the rows of
+    steps 3 and 4 (the last checkpoint's) are deleted before the resubmission, which logs them
+    again, once, as the very rows that were lost (same step, time and value: on a store that
+    still holds them they add nothing). One resubmission checks both: a Ray Train run here takes
+    tens of seconds."""
     import sqlite3
 
     cfg, first = stage1
+    client = _client(workdir)
+    lost = sorted((m.step, m.timestamp, m.value) for m in client.get_metric_history(first.mlflow_run_id, "loss")
+                  if m.step in (3, 4))
+    assert [step for step, _, _ in lost] == [3, 4]
     with sqlite3.connect(workdir / "mlflow.db") as db:
         db.execute("DELETE FROM metrics WHERE run_uuid = ? AND step IN (3, 4)", (first.mlflow_run_id,))
-    assert sorted(m.step for m in _client(workdir).get_metric_history(first.mlflow_run_id, "loss")) == [1, 2]
+    assert sorted(m.step for m in client.get_metric_history(first.mlflow_run_id, "loss")) == [1, 2]
+
     again = run_training(cfg)
-    assert again.resumed
-    client = _client(workdir)
-    assert sorted(m.step for m in client.get_metric_history(first.mlflow_run_id, "loss")) == [1, 2, 3, 4]
+    assert again.resumed and again.mlflow_run_id == first.mlflow_run_id
+    assert again.checkpoint_path == first.checkpoint_path
+    history = client.get_metric_history(first.mlflow_run_id, "loss")
+    assert sorted(m.step for m in history) == [1, 2, 3, 4]  # 1 and 2 not again, 3 and 4 back once
+    assert sorted((m.step, m.timestamp, m.value) for m in history if m.step in (3, 4)) == lost
     assert [m.step for m in client.get_metric_history(first.mlflow_run_id, "val_psnr")] == [2, 4]
+
+    changed = cfg.model_copy(update={"optim": cfg.optim.model_copy(update={"lr": 5e-4})})
+    with pytest.raises(ConfigError, match="already exists .* with a different config"):
+        run_training(changed)
 
 
 def test_stage2_starts_from_stage1_and_records_the_link(workdir, stage1):

@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import ConfigError, ImageError
-from ..images import list_images, open_image, sample_images
+from ..images import list_images, open_image, sample_images, save_image_atomic
 
 LATENT_FACTOR = 8  # pixels per latent cell (the autoencoders of every profile downsample by 8)
 MIN_EPOCH_ROWS = 512  # rows of one pass over the data (small datasets are repeated)
@@ -99,10 +99,8 @@ def materialize_samples(folder: str | Path) -> list[ImageRecord]:
     records = []
     for name, img in sample_images():
         path = folder / f"{name}.png"
-        if not path.exists():
-            tmp = path.with_suffix(".tmp")
-            img.save(tmp, format="PNG")
-            tmp.replace(path)
+        if not path.exists():  # a temporary name of its own: concurrent trials write the same folder
+            save_image_atomic(img, path)
         records.append(ImageRecord(str(path.resolve())))
     return records
 
