@@ -17,6 +17,7 @@ import re
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -42,6 +43,22 @@ def _client(multinode):
     from mlflow import MlflowClient
 
     return MlflowClient(tracking_uri=multinode.tracking_uri)
+
+
+def test_the_job_api_refuses_a_submission_without_the_token(multinode):
+    """Token auth is on where the platform starts Ray (issue 26): without it a Ray head runs any
+    code anyone who reaches its dashboard submits."""
+    from resulic.services.local_cluster import auth_headers
+
+    body = json.dumps({"entrypoint": "echo unauthenticated", "submission_id": "no-token"}).encode()
+    request = urllib.request.Request(f"{multinode.address}/api/jobs/", data=body, method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=30)
+    assert refused.value.code in (401, 403), refused.value
+    listed = urllib.request.Request(f"{multinode.address}/api/jobs/", headers=auth_headers())
+    with urllib.request.urlopen(listed, timeout=30) as answer:  # with the token: answered, and no such job
+        assert all(job.get("submission_id") != "no-token" for job in json.loads(answer.read()))
 
 
 def test_training_runs_on_two_nodes_tracks_over_http_and_publishes_a_loadable_model(multinode, photo):
