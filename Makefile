@@ -40,7 +40,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q $(ARGS)
 
 # Everything but the multi-node cluster tests (a two-node Ray and an MLflow server on
-# 127.0.0.1, submitted jobs, serve deploy: 10-20 minutes on 2 cores; docs/cluster.md).
+# 127.0.0.1, submitted jobs, serve deploy: ≈ 3 minutes on 2 quiet cores; docs/cluster.md).
 test-quick: $(STAMP)
 	$(PY) -m pytest -q -m "not cluster" $(ARGS)
 

@@ -3,7 +3,7 @@ two-node Ray on 127.0.0.1 that the platform did not start (conftest's ``multinod
 tracking server reached only over HTTP, the Serve app deployed with ``serve deploy`` the way a
 RayService does, answering over HTTP.
 
-Slow (10-20 minutes on 2 cores: two Ray nodes, an MLflow server, four submitted jobs): marked
+Slow (≈ 3 minutes on 2 quiet cores: two Ray nodes, an MLflow server, four submitted jobs): marked
 ``cluster``; ``make test`` runs it, ``make test-quick`` (``-m "not cluster"``) skips it.
 The faults (a lost node, a killed replica, a killed sweep driver, a stopped tracking server) are
 drilled by benchmarks/cluster_faults.py, with the numbers in docs/cluster.md.
