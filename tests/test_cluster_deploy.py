@@ -361,7 +361,7 @@ def test_every_ray_container_in_the_manifests_runs_with_token_auth():
     assert "kubectl create secret generic resulic-ray-auth" in (K8S / "base.yaml").read_text()
 
 
-@pytest.mark.parametrize("name", ["config.local.yaml", "config.cluster.yaml"])
+@pytest.mark.parametrize("name", ["config.local.yaml", "config.cluster.yaml", "config.cluster-cpu.yaml"])
 def test_serve_config_files_are_valid_and_name_existing_code(name):
     path = REPO / "serve" / name
     if not path.is_file():
@@ -671,3 +671,22 @@ def test_the_job_report_names_status_logs_and_mlflow_runs():
     assert lines[1].startswith("logs: ray job logs resulic-train-x-1 --address http://127.0.0.1:8265")
     assert lines[2:] == ["MLflow run 0123456789abcdef0123456789abcdef in sqlite:////tmp/m.db: 0123456789abcdef0123456789abcdef",
                          f"MLflow run {'f' * 32} in sqlite:////tmp/m.db: {'f' * 32}"]
+
+
+@pytest.mark.parametrize("name", ["config.local.yaml", "config.cluster.yaml", "config.cluster-cpu.yaml"])
+def test_serve_config_files_give_the_app_arguments_it_accepts(name):
+    """The application's own argument schema (what serve.app:build validates at deploy time)."""
+    from resulic.serving.catalog import ServeAppConfig
+
+    path = REPO / "serve" / name
+    if not path.is_file():
+        pytest.skip(f"serve/{name} is not in this branch")
+    for app in yaml.safe_load(path.read_text())["applications"]:
+        ServeAppConfig.model_validate(app.get("args", {}))
+
+
+def test_the_cpu_cluster_config_asks_for_no_gpu():
+    config = yaml.safe_load((REPO / "serve" / "config.cluster-cpu.yaml").read_text())
+    app = config["applications"][0]
+    assert app["args"]["device"] == "cpu" and app["runtime_env"]["env_vars"]["OMP_NUM_THREADS"] == "1"
+    assert all(d.get("ray_actor_options", {}).get("num_gpus", 0) == 0 for d in app["deployments"])
