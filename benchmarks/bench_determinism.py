@@ -8,7 +8,8 @@ Crops of varied photos (random sizes 128-384 px, random places, random rate leve
 once, with native kernels on one thread. Each file is then decoded under every other
 configuration: oneDNN on, two threads, and every sum of the entropy networks taken in another
 order (input channels in reversed chunks: what another kernel, thread split or device does to a
-sum; and CUDA when there is a GPU). The same compressor runs twice: as trained (float entropy
+sum; and CUDA when there is a GPU); TAEF2 in bfloat16 changes no bit of ŷ (the entropy path is
+float32 on native kernels), only pictures, which the pixel comparison measures. The same compressor runs twice: as trained (float entropy
 parameters) and with exact entropy parameters (entropy/exact.py). A file "differs" when its
 decoded ŷ is not bit-identical to the encoder's; it "fails" when any element is off by 0.5 or
 more or the stream cannot be read at all (the symbols themselves desynchronised). For ``--pixels`` files the decoded pixels (z_c
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import random
 import sys
 from pathlib import Path
@@ -112,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
     from resulic.codec.store import load_codec, load_compressor_state
+    from resulic.models import taef2
     from resulic.models.compressor import LatentCompressor
     from resulic.images import image_to_tensor
     from resulic.services.runtime import configure_threads, quiet_libraries
@@ -165,19 +168,31 @@ def main(argv: list[str] | None = None) -> int:
         base, exact_bytes = sizes["float parameters"], sizes["exact parameters"]
         print(f"\nlatent bytes of all files: float {base:,}, exact {exact_bytes:,} ({exact_bytes / base - 1:+.2%})")
 
-    # Pixels: z_c through TAEF2 under the encoder's configuration and under two oneDNN threads.
-    worst = 0.0
+    # Pixels: z_c through TAEF2 under the encoder's configuration, under two oneDNN threads, and
+    # with TAEF2 in bfloat16 (RESULIC_TAEF2_PRECISION=bf16; the entropy path stays fp32, so the
+    # same ŷ and z_c: only TAEF2's arithmetic differs).
+    os.environ[taef2.PRECISION_ENV] = "bf16"
+    fast = taef2.TinyAutoencoder.from_folder().eval()
+    os.environ.pop(taef2.PRECISION_ENV)
+    exact_vae = codec.backbone.vae
+    worst = {"oneDNN, 2 threads": 0.0, "TAEF2 in bf16 (oneDNN, 1 thread)": 0.0}
     sample = [f for f in files if f[0] == list(models)[-1]][: args.pixels]
     for _, name, data, hw, position, _ in tqdm(sample, desc="pixels", unit="file"):
         model = models[list(models)[-1]]
-        images = []
-        for settings in ((False, 1, False), (True, 2, False)):
+        images = {}
+        for label, settings, vae in (("reference", (False, 1, False), exact_vae),
+                                     ("oneDNN, 2 threads", (True, 2, False), exact_vae),
+                                     ("TAEF2 in bf16 (oneDNN, 1 thread)", (True, 1, False), fast)):
+            codec.backbone.vae = vae
             with configuration(*settings), torch.no_grad():
                 z_c = model.decompress(data, hw, position)
-                images.append(np.asarray(codec.backbone.decode(z_c).clamp(0, 1).mul(255).round()))
-        worst = max(worst, float(np.abs(images[0] - images[1]).max()))
-    print(f"\ndecoded pixels, {len(sample)} files, native 1 thread vs oneDNN 2 threads: "
-          f"largest difference {worst:.0f} grey level(s)")
+                images[label] = np.asarray(codec.backbone.decode(z_c).clamp(0, 1).mul(255).round())
+        codec.backbone.vae = exact_vae
+        for label in worst:
+            worst[label] = max(worst[label], float(np.abs(images["reference"] - images[label]).max()))
+    for label, value in worst.items():
+        print(f"\ndecoded pixels, {len(sample)} files, native 1 thread vs {label}: "
+              f"largest difference {value:.0f} grey level(s)")
     return 0
 
 

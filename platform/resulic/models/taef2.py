@@ -30,9 +30,10 @@ POOL_GROUPS = 4
 BUNDLED = Path(__file__).resolve().parent.parent / "weights" / "taef2"
 # The precision of TAEF2's convolutions outside training (benchmarks/bench_taef2.py, 768x512,
 # one thread of this Xeon): fp32 (the default) or bf16 — oneDNN's bfloat16 kernels, AMX tiles
-# where the CPU has them, 3.5x faster than fp32 here, pictures within ≈ 10 grey levels of fp32's
-# (-0.02 dB against the photo). Opt-in, because a bf16 decoder's pixels then differ from an fp32
-# decoder's by more than the one grey level kernels and threads may cost (docs/bitstream.md).
+# where the CPU has them, 3.5x faster than fp32 here; pictures ≈ 50 dB from fp32's (up to tens of
+# grey levels at the worst pixel), +0.02 dB / -0.001 ST-LPIPS on Kodak. Opt-in, because a bf16
+# decoder's pixels then differ from an fp32 decoder's by more than the one grey level kernels and
+# threads may cost (docs/bitstream.md).
 PRECISION_ENV = "RESULIC_TAEF2_PRECISION"
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 
