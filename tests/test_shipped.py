@@ -154,3 +154,42 @@ def test_a_release_can_keep_an_earlier_point_byte_for_byte(tmp_path, codec):
         shipped.release([("variable", tmp_path / "trained")], "variable", {}, out=out, kept=[("x", tmp_path)])
     with pytest.raises(ModelLoadError, match="not a point of the shipped index"):
         shipped.release([("variable", tmp_path / "trained")], "variable", {}, out=out, kept=[("x", tmp_path / "trained")])
+
+
+def test_every_config_that_fine_tunes_a_shipped_point_matches_its_parts():
+    """`make run`'s demo sweep fine-tunes a shipped point (init_from=shipped:...): its stage's
+    backbone, compressor and control must equal the point's, or every trial fails at start
+    (it did once the shipped points were re-released with exact entropy parameters and the
+    small model config was not)."""
+    from resulic.codec import shipped
+    from resulic.config import load_config
+    from resulic.train.checkpoint import check_continues
+    from resulic.train.config import TrainConfig
+    from resulic.tune.sweep import Sweep, SweepConfig
+
+    repo = Path(__file__).resolve().parents[1]
+    stages = [(p.name, Sweep.from_config(load_config(SweepConfig, p)).stages[0])
+              for p in sorted((repo / "configs" / "sweep").glob("*.yaml"))]
+    stages += [(p.name, load_config(TrainConfig, p)) for p in sorted((repo / "configs" / "train").glob("*.yaml"))]
+    checked = 0
+    for name, stage in stages:
+        if (stage.init_from or "").startswith("shipped:"):
+            check_continues(shipped.folder_for(stage.init_from.split(":", 1)[1]), stage.model)  # ConfigError names the keys
+            checked += 1
+    assert checked >= 2, "fewer configs fine-tune a shipped point than when this test was written"
+
+
+def test_a_config_that_cannot_continue_a_shipped_point_is_told_which_keys_differ():
+    from resulic.config import ModelConfig
+    from resulic.errors import ConfigError
+    from resulic.train.checkpoint import check_continues
+
+    folder = shipped.folder_for("r2")
+    import yaml
+
+    saved = ModelConfig.model_validate(yaml.safe_load((folder / "config.yaml").read_text()))
+    assert check_continues(folder, saved) is False  # itself: fine, no gains added
+    changed = saved.model_copy(update={"compressor": saved.compressor.model_copy(
+        update={"exact_entropy_parameters": False, "channels": 32})})
+    with pytest.raises(ConfigError, match=r"model.compressor: differs .* \(channels, exact_entropy_parameters\)"):
+        check_continues(folder, changed)

@@ -70,6 +70,29 @@ def klt_latents(sources: list[dict], backbone: Backbone, count: int = KLT_PHOTOS
             yield backbone.encode(pixels.to(backbone.text_encoder.device))
 
 
+def check_continues(folder: str | Path, config: ModelConfig) -> bool:
+    """ConfigError unless ``config`` may continue the model in ``folder``: the same backbone,
+    compressor and control module, only the rate point changed — or a fixed-rate compressor made
+    variable (the same compressor plus gains: then True)."""
+    folder = Path(folder)
+    try:
+        saved = ModelConfig.model_validate(yaml.safe_load((folder / "config.yaml").read_text()))
+    except FileNotFoundError:
+        raise ModelLoadError(f"{folder}: not a trained-codec folder (no config.yaml)") from None
+    new_gains = config.compressor.gain_anchors > 0 and saved.compressor.gain_anchors == 0
+    saved_compressor = saved.compressor.model_copy(update={"gain_anchors": config.compressor.gain_anchors}) \
+        if new_gains else saved.compressor
+    for section, before in (("backbone", saved.backbone), ("compressor", saved_compressor), ("control", saved.control)):
+        after = getattr(config, section)
+        if before != after:
+            keys = sorted(k for k in type(after).model_fields if getattr(before, k) != getattr(after, k))
+            raise ConfigError(
+                f"model.{section}: differs from the model in {folder} ({', '.join(keys)}); a later stage may "
+                "change only the rate point"
+            )
+    return new_gains
+
+
 def parts_from_folder(
     folder: str | Path, config: ModelConfig, backbone: Backbone, reference_lambda: float | None = None,
     reset_gains: bool = False,
@@ -78,19 +101,7 @@ def parts_from_folder(
     (or make a fixed-rate compressor variable: ``reference_lambda`` is the λ_R it was trained at).
     ``reset_gains``: a variable-rate model's gains restart from the config's anchors (init_gains)."""
     folder = Path(folder)
-    try:
-        saved = ModelConfig.model_validate(yaml.safe_load((folder / "config.yaml").read_text()))
-    except FileNotFoundError:
-        raise ModelLoadError(f"{folder}: not a trained-codec folder (no config.yaml)") from None
-    # A variable-rate model may start from a fixed-rate one: the same compressor plus gains.
-    new_gains = config.compressor.gain_anchors > 0 and saved.compressor.gain_anchors == 0
-    saved_compressor = saved.compressor.model_copy(update={"gain_anchors": config.compressor.gain_anchors}) \
-        if new_gains else saved.compressor
-    for section, before in (("backbone", saved.backbone), ("compressor", saved_compressor), ("control", saved.control)):
-        if before != getattr(config, section):
-            raise ConfigError(
-                f"model.{section}: differs from the model in {folder}; a later stage may change only the rate point"
-            )
+    new_gains = check_continues(folder, config)
     compressor, cdm = load_trained_parts(folder, config, backbone, new_gains)
     if new_gains or reset_gains:
         # The gains start where the saved model's λ_R (loss.lambda_rate) sits among the anchors.
