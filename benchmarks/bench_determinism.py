@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import random
 import sys
 from pathlib import Path
@@ -114,7 +113,6 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
     from resulic.codec.store import load_codec, load_compressor_state
-    from resulic.models import taef2
     from resulic.models.compressor import LatentCompressor
     from resulic.images import image_to_tensor
     from resulic.services.runtime import configure_threads, quiet_libraries
@@ -171,23 +169,20 @@ def main(argv: list[str] | None = None) -> int:
     # Pixels: z_c through TAEF2 under the encoder's configuration, under two oneDNN threads, and
     # with TAEF2 in bfloat16 (RESULIC_TAEF2_PRECISION=bf16; the entropy path stays fp32, so the
     # same ŷ and z_c: only TAEF2's arithmetic differs).
-    os.environ[taef2.PRECISION_ENV] = "bf16"
-    fast = taef2.TinyAutoencoder.from_folder().eval()
-    os.environ.pop(taef2.PRECISION_ENV)
-    exact_vae = codec.backbone.vae
+    autoencoder = codec.backbone.vae
     worst = {"oneDNN, 2 threads": 0.0, "TAEF2 in bf16 (oneDNN, 1 thread)": 0.0}
     sample = [f for f in files if f[0] == list(models)[-1]][: args.pixels]
     for _, name, data, hw, position, _ in tqdm(sample, desc="pixels", unit="file"):
         model = models[list(models)[-1]]
         images = {}
-        for label, settings, vae in (("reference", (False, 1, False), exact_vae),
-                                     ("oneDNN, 2 threads", (True, 2, False), exact_vae),
-                                     ("TAEF2 in bf16 (oneDNN, 1 thread)", (True, 1, False), fast)):
-            codec.backbone.vae = vae
+        for label, settings, precision in (("reference", (False, 1, False), "fp32"),
+                                           ("oneDNN, 2 threads", (True, 2, False), "fp32"),
+                                           ("TAEF2 in bf16 (oneDNN, 1 thread)", (True, 1, False), "bf16")):
+            autoencoder.precision = precision
             with configuration(*settings), torch.no_grad():
                 z_c = model.decompress(data, hw, position)
                 images[label] = np.asarray(codec.backbone.decode(z_c).clamp(0, 1).mul(255).round())
-        codec.backbone.vae = exact_vae
+        autoencoder.precision = "fp32"
         for label in worst:
             worst[label] = max(worst[label], float(np.abs(images["reference"] - images[label]).max()))
     for label, value in worst.items():

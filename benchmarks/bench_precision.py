@@ -12,7 +12,6 @@ is float32 on the native kernels in every combination (docs/bitstream.md): only 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -45,11 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     if not paths:
         raise SystemExit(f"error: {args.images} holds no images")
     codec = load_codec(args.model)
-    autoencoders = {}
-    for precision in ("fp32", "bf16"):
-        os.environ[taef2.PRECISION_ENV] = precision
-        autoencoders[precision] = taef2.TinyAutoencoder.from_folder().eval()
-    os.environ.pop(taef2.PRECISION_ENV)
+    autoencoder = codec.backbone.vae  # its precision is what RESULIC_TAEF2_PRECISION sets at load
+    if not isinstance(autoencoder, taef2.TinyAutoencoder):
+        raise SystemExit(f"error: {args.model} does not decode with TAEF2 (the small profile does)")
     st_lpips = build_st_lpips()
 
     def perceptual(a, b) -> float:
@@ -62,10 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     for path in tqdm(paths, desc="kodak", unit="image"):
         img = open_image(path)
         for enc_precision in ("fp32", "bf16"):
-            codec.backbone.vae = autoencoders[enc_precision]
+            autoencoder.precision = enc_precision
             data = codec.encode(img, level=args.level).data
             for dec_precision in ("fp32", "bf16"):
-                codec.backbone.vae = autoencoders[dec_precision]
+                autoencoder.precision = dec_precision
                 out = codec.decode(data).image
                 rows[(enc_precision, dec_precision)].append((len(data) * 8 / (img.width * img.height), psnr(img, out),
                                                              perceptual(img, out)))

@@ -580,7 +580,7 @@ def test_submit_refuses_a_dataset_the_nodes_cannot_read(clean_env, capsys):
 
 
 def test_a_dataset_in_the_working_folder_travels_unless_left_behind(tmp_path):
-    from resulic.cli.submit import check_data_reachable
+    from resulic.cli.submit import check_reachable
 
     if subprocess.run(["git", "init", "-q", str(tmp_path)], capture_output=True).returncode:
         pytest.skip("no git here")
@@ -591,7 +591,7 @@ def test_a_dataset_in_the_working_folder_travels_unless_left_behind(tmp_path):
 
     def check(source: str) -> None:
         request = JobRequest("train", str(REPO / "configs/train/stage1.yaml"), [f"data.source={source}"])
-        check_data_reachable(request, workdir=tmp_path)
+        check_reachable(request, workdir=tmp_path)
 
     check("datasets/tiny/manifest.jsonl")  # committed or not, not ignored: uploaded with the folder
     check(str(tmp_path / "datasets/tiny/manifest.jsonl"))
@@ -607,11 +607,11 @@ def test_a_dataset_in_the_working_folder_travels_unless_left_behind(tmp_path):
 
 
 def test_init_from_and_backbone_folders_must_be_readable_on_the_nodes(tmp_path):
-    from resulic.cli.submit import check_data_reachable
+    from resulic.cli.submit import check_reachable
 
     def check(*overrides: str) -> None:
         request = JobRequest("train", str(REPO / "configs/train/stage1.yaml"), ["data.source=samples", *overrides])
-        check_data_reachable(request, workdir=tmp_path)
+        check_reachable(request, workdir=tmp_path)
 
     check("init_from=stage1-tiny")  # a run name: resolved under the storage path on the cluster
     check("init_from=shipped:variable")

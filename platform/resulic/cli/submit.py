@@ -235,7 +235,7 @@ def _locations(stage, workdir: Path) -> list[tuple[str, str]]:
     return found
 
 
-def check_data_reachable(request: JobRequest, workdir: Path | None = None) -> None:
+def check_reachable(request: JobRequest, workdir: Path | None = None) -> None:
     """Refuse a train or sweep job that reads a location the cluster's nodes cannot (its
     data.source, a folder init_from names, the backbone's weights folder): the job would start,
     upload, wait for GPUs and only then fail on a file that exists only here."""
@@ -267,7 +267,7 @@ def check_data_reachable(request: JobRequest, workdir: Path | None = None) -> No
 
 def build_command(request: JobRequest) -> list[str]:
     """The ``ray job submit`` argv (entrypoint last, after ``--``, unquoted)."""
-    check_data_reachable(request)
+    check_reachable(request)
     argv = [
         "ray", "job", "submit",
         "--address", request.address,

@@ -204,7 +204,7 @@ class TinyAutoencoder(nn.Module):
         folder = Path(folder)
         model.encoder.load_state_dict(load_file(folder / "encoder.safetensors"), strict=True)
         model.decoder.load_state_dict(load_file(folder / "decoder.safetensors"), strict=True)
-        return model.to(memory_format=torch.channels_last)
+        return model  # still channels-last: loading copies into the parameters in their layout
 
     @classmethod
     def from_original(cls, encoder_pth: str | Path, decoder_pth: str | Path) -> "TinyAutoencoder":
