@@ -3,13 +3,17 @@
     python jobs/release_small.py prior ray_results/stage0-small/model
     python jobs/release_small.py codecs --point r1=<codec folder> --point r2=<...> --default r2 \
         [--keep v1=platform/resulic/weights/small-codecs/variable]
+    python jobs/release_small.py tiered --main <codec folder> --low <codec folder> --levels 8 \
+        --low-levels 0 7 --main-from 14 -o <new codec folder>
 
 'prior' copies a stage-0 run's prior to resulic/weights/small-prior (float16 storage; train the
 codec stages on the released prior, backbone.source 'bundled'). 'codecs' writes the chosen
 trained codecs, one per rate point in rate order, to resulic/weights/small-codecs with an
 index.json (float16 weights; fingerprints recomputed). --keep lists an earlier shipped point
 as it is, under a new name, so the files it wrote still decode; --note replaces the index's
-provenance note (other provenance entries are kept).
+provenance note (other provenance entries are kept). 'tiered' puts two trained variable-rate
+models behind one rate level (resulic/codec/tiers.py): the low one codes the lowest levels; the
+result is a codec folder to judge (benchmarks/compare_heldout.py) and then release with 'codecs'.
 """
 
 from __future__ import annotations
@@ -35,8 +39,24 @@ def main(argv: list[str] | None = None) -> int:
                     help="an earlier shipped point kept as it is (same fingerprint) under NAME, so its files still decode")
     co.add_argument("--default", required=True, help="the rate point commands use without --rate")
     co.add_argument("--note", default="", help="provenance note kept in index.json (e.g. the sweep's MLflow run)")
+    ti = sub.add_parser("tiered", help="two trained variable-rate models behind one rate level")
+    ti.add_argument("--main", type=Path, required=True, help="the codec folder for every level but the lowest")
+    ti.add_argument("--low", type=Path, required=True, help="the codec folder for the lowest levels")
+    ti.add_argument("--levels", type=int, required=True, help="how many of the lowest levels the low model codes")
+    ti.add_argument("--low-levels", type=int, nargs=2, required=True, metavar=("FIRST", "LAST"),
+                    help="the low model's own levels those levels span")
+    ti.add_argument("--main-from", type=int, required=True,
+                    help="the main model's own level at level --levels (its level 127 stays 127)")
+    ti.add_argument("--main-residual-steps", type=int, nargs="+", metavar="N_R",
+                    help="N_r at each of the main model's anchors (default: its own)")
+    ti.add_argument("--low-residual-steps", type=int, nargs="+", metavar="N_R",
+                    help="N_r at each of the low model's anchors (default: its own)")
+    ti.add_argument("--default-level", type=int, help="the level files use unless told (default: the main model's)")
+    ti.add_argument("-o", "--output", type=Path, required=True, help="the new codec folder")
     args = p.parse_args(argv)
     try:
+        if args.what == "tiered":
+            return release_tiered(args)
         return release_prior(args.folder) if args.what == "prior" else release_codecs(args)
     except ResulicError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -56,6 +76,29 @@ def release_prior(folder: Path) -> int:
     if info.is_file():
         shutil.copy(info, SMALL_PRIOR / "training.json")  # lineage: the stage-0 run
     print(f"prior from {folder} -> {SMALL_PRIOR} (float16)")
+    return 0
+
+
+def release_tiered(args) -> int:
+    from pydantic import ValidationError
+
+    from resulic.codec import tiers
+    from resulic.codec.store import load_codec, save_codec
+
+    main_codec = load_codec(args.main)
+    low_codec = load_codec(args.low, backbone=main_codec.backbone)
+    try:
+        codec = tiers.assemble(tiers.with_residual_steps(main_codec, args.main_residual_steps),
+                               tiers.with_residual_steps(low_codec, args.low_residual_steps),
+                               levels=args.levels, own_levels=tuple(args.low_levels), main_from=args.main_from,
+                               default_level=args.default_level)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise ResulicError(f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}") from None
+    save_codec(codec, args.output)
+    print(f"{args.output}: levels 0..{args.levels - 1} from {args.low} (its levels {args.low_levels[0]}.."
+          f"{args.low_levels[1]}), {args.levels}..127 from {args.main} (its levels {args.main_from}..127); "
+          f"fingerprint {codec.fingerprint.hex()}")
     return 0
 
 

@@ -230,6 +230,32 @@ def test_a_linear_path_compressor_starts_from_the_training_latents(codec, tmp_pa
     assert torch.allclose(rows_of_basis @ rows_of_basis.T, torch.eye(compressor.config.latent_dim), atol=1e-5)
 
 
+def test_a_frozen_linear_path_stays_exactly_while_the_nonlinear_branches_learn(codec, two_images):
+    from resulic.models.compressor import LINEAR_MODULES
+    from resulic.train.checkpoint import build_compressor, build_control_unet
+    from resulic.train.config import TrainConfig
+    from resulic.train.loop import _optimizers
+
+    config = codec.config.model_copy(update={"compressor": codec.config.compressor.model_copy(update={"linear_transform": True})})
+    with pytest.raises(ValueError, match="optim.freeze_linear_path: this compressor has no linear path"):
+        TrainableCodec(codec.config, codec.backbone, *fresh_parts(codec.config, codec.backbone), 1,
+                       LossConfig(lambda_eps=0), 6.0, freeze_linear_path=True)
+    compressor, cdm = build_compressor(config), build_control_unet(codec.backbone.unet, config.control)  # any linear path will do
+    model = TrainableCodec(config, codec.backbone, compressor, cdm, 1, LossConfig(lambda_eps=0, lambda_pixel=1.0), 6.0,
+                           freeze_linear_path=True)
+    cfg = TrainConfig.model_validate({"loss": {"lambda_eps": 0}, "optim": {"lr": 1e-2, "freeze_linear_path": True}})
+    optimizers = _optimizers(model, cfg)
+    before = {k: v.clone() for k, v in compressor.state_dict().items()}
+    terms = model(two_images, ["", ""])
+    terms["total"].backward()
+    for opt in optimizers.values():
+        opt.step()
+    after = compressor.state_dict()
+    moved = {k.split(".")[0] for k in before if not torch.equal(before[k], after[k])}
+    assert not moved & set(LINEAR_MODULES)
+    assert {"g_a", "g_s"} <= moved  # the branches learn (and the entropy model beside them)
+
+
 def test_frozen_transforms_leave_transforms_and_gains_still_while_the_entropy_model_learns(codec, two_images):
     from resulic.train.config import TrainConfig
     from resulic.train.loop import _optimizers, _set_lr
@@ -332,6 +358,8 @@ def test_synthesis_only_trains_the_decoder_side_and_leaves_every_bit_where_it_wa
     ({"optim": {"synthesis_only": True, "freeze_compressor": True}}, "optim.synthesis_only"),
     ({"optim": {"synthesis_only": True, "freeze_transforms_steps": 3}}, "optim.freeze_transforms_steps"),
     ({"loss": {"lambda_pixel": 0, "lambda_guide": 0}, "optim": {"synthesis_only": True}}, "optim.synthesis_only"),
+    ({"stage": 0, "optim": {"freeze_linear_path": True}}, "optim.freeze_linear_path"),
+    ({"optim": {"freeze_linear_path": True, "freeze_compressor": True}}, "optim.freeze_linear_path"),
 ])
 def test_frozen_compressor_refuses_settings_where_nothing_or_the_wrong_thing_trains(settings, key):
     from resulic.train.config import TrainConfig

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal, Sequence, TypeVar
+from typing import Any, Literal, NamedTuple, Sequence, TypeVar
 
 import yaml
 from pydantic import (
@@ -193,6 +193,44 @@ class VariableRateConfig(StrictModel):
         return int(round(self._interpolate([float(n) for n in self.residual_steps], position)))
 
 
+class LowTierConfig(StrictModel):
+    """The lowest rate levels of a variable-rate model, coded by a second compressor that is the
+    better one there (docs/variable-rate.md, "Two compressors, one rate level"). The model's levels
+    0 .. levels - 1 span this compressor's own levels ``own_levels`` (linearly); the model's levels
+    from ``levels`` to 127 span the main compressor's own levels ``main_from`` .. 127. A file
+    carries the model's level and fingerprint like any other; the decoder routes it by level.
+    Assembled from two trained models (``jobs/release_small.py tiered``), never trained as one."""
+
+    levels: int = Field(ge=1, le=RATE_LEVELS - 1, description="how many of the lowest levels this compressor codes")
+    own_levels: list[int] = Field(description="[first, last]: its own levels that those levels span")
+    main_from: int = Field(0, ge=0, le=RATE_LEVELS - 1, description="the main compressor's own level at the model's level `levels`")
+    compressor: CompressorConfig
+    variable: VariableRateConfig = Field(description="its own anchors' λ_R and N_r (default_level unused)")
+
+    @field_validator("own_levels")
+    @classmethod
+    def _a_range(cls, levels: list[int]) -> list[int]:
+        if len(levels) != 2 or not 0 <= levels[0] <= levels[1] <= RATE_LEVELS:
+            raise ValueError(f"must be [first, last] with 0 <= first <= last <= {RATE_LEVELS}")
+        return levels
+
+    @model_validator(mode="after")
+    def _anchors_match(self):
+        if self.compressor.gain_anchors != self.variable.anchors:
+            raise ValueError(f"variable: the low tier's compressor has {self.compressor.gain_anchors} gain anchors, "
+                             f"its variable gives {self.variable.anchors}")
+        return self
+
+
+class Route(NamedTuple):
+    """Where a variable-rate model's level is coded: which compressor (``low`` tier or ``main``),
+    at which position along that compressor's gain anchors, decoded with which N_r."""
+
+    tier: str
+    position: float
+    residual_steps: int
+
+
 class RatePointConfig(StrictModel):
     """One trained rate point: its rate weight and the decoder settings it implies. A
     variable-rate model (``variable``) covers a range: its N_r follows the file's rate level
@@ -210,6 +248,7 @@ class RatePointConfig(StrictModel):
         description="DDIM η of the decoder; null = the γ variant's own (0 constant, 1 time_varying)",
     )
     variable: VariableRateConfig | None = None
+    low_tier: LowTierConfig | None = None
 
     @field_validator("sampling_steps")
     @classmethod
@@ -243,8 +282,9 @@ class RatePointConfig(StrictModel):
         data = handler(self)
         if isinstance(data, dict) and data.get("eta", 0) is None:
             data.pop("eta")
-        if isinstance(data, dict) and "variable" in data and data["variable"] is None:
-            data.pop("variable")  # likewise for fixed-rate models
+        for key in ("variable", "low_tier"):  # likewise for fixed-rate and single-compressor models
+            if isinstance(data, dict) and key in data and data[key] is None:
+                data.pop(key)
         return data
 
     @model_validator(mode="after")
@@ -252,18 +292,45 @@ class RatePointConfig(StrictModel):
         if self.variable is not None and min(self.variable.residual_steps) < self.sampling_steps:
             raise ValueError(f"variable.residual_steps: {min(self.variable.residual_steps)} is below "
                              f"sampling_steps ({self.sampling_steps})")
+        if self.low_tier is not None:
+            if self.variable is None:
+                raise ValueError("low_tier: only a variable-rate model (rate_point.variable) has rate levels to share")
+            if min(self.low_tier.variable.residual_steps) < self.sampling_steps:
+                raise ValueError(f"low_tier.variable.residual_steps: {min(self.low_tier.variable.residual_steps)} is "
+                                 f"below sampling_steps ({self.sampling_steps})")
         return self
 
     @property
     def max_residual_steps(self) -> int:
         """The largest N_r any file of this model decodes with."""
-        return max(self.variable.residual_steps) if self.variable is not None else self.residual_steps
+        if self.variable is None:
+            return self.residual_steps
+        return max(self.variable.residual_steps + (self.low_tier.variable.residual_steps if self.low_tier else []))
+
+    def route(self, level: int | None) -> Route:
+        """Where a variable-rate model codes ``level`` (None: its default level)."""
+        variable, tier = self.variable, self.low_tier
+        if variable is None:
+            raise ValueError("this model has a fixed rate: a rate level (or a bpp target) needs a variable-rate model")
+        level = variable.default_level if level is None else level
+        if not 0 <= level <= RATE_LEVELS:
+            raise ValueError(f"rate level {level} is outside 0..{RATE_LEVELS}")
+        if tier is None:
+            own, name = float(level), "main"
+        elif level < tier.levels:
+            first, last = tier.own_levels
+            own, variable, name = first + (last - first) * level / max(1, tier.levels - 1), tier.variable, "low"
+        else:
+            own = tier.main_from + (RATE_LEVELS - tier.main_from) * (level - tier.levels) / (RATE_LEVELS - tier.levels)
+            name = "main"
+        position = own / RATE_LEVELS * (variable.anchors - 1)
+        return Route(name, position, variable.residual_steps_at_position(position))
 
     def residual_steps_for(self, level: int | None) -> int:
         """N_r of a file at ``level`` (None: the default level; fixed-rate models: their N_r)."""
         if self.variable is None:
             return self.residual_steps
-        return self.variable.residual_steps_at(self.variable.default_level if level is None else level)
+        return self.route(level).residual_steps
 
 
 class ModelConfig(StrictModel):

@@ -19,7 +19,7 @@ from typing import NamedTuple
 import torch
 from PIL import Image
 
-from ..config import NEGATIVE_PROMPT, ModelConfig
+from ..config import NEGATIVE_PROMPT, ModelConfig, Route
 from ..diffusion import CallCounter, ResidualSchedule, ResidualSchedules, residual_ddim_sample
 from ..diffusion.sampler import Sampler
 from ..errors import BitstreamError, ModelMismatchError
@@ -127,15 +127,17 @@ class Codec:
         variable-rate model; a fixed-rate model has one)."""
         return self._schedules(self.config.rate_point.residual_steps_for(level))
 
-    def rate_position(self, level: int | None) -> float | None:
-        """Where a file at ``level`` sits along the compressor's gain anchors (None: fixed rate)."""
-        variable = self.config.rate_point.variable
-        if variable is None:
+    def rate_position(self, level: int | None) -> float | Route | None:
+        """Where a file at ``level`` sits along the compressor's gain anchors (None: fixed rate);
+        with two compressors (``rate_point.low_tier``), the whole route: which one, and where."""
+        rp = self.config.rate_point
+        if rp.variable is None:
             if level is not None:
                 raise ValueError("this model has a fixed rate: a rate level (or a bpp target) needs a "
                                  "variable-rate model")
             return None
-        return variable.position(variable.default_level if level is None else level)
+        route = rp.route(level)
+        return route if rp.low_tier is not None else route.position
 
     def to(self, device: str | torch.device) -> "Codec":
         self.device = torch.device(device)

@@ -30,7 +30,7 @@ from ..config import ModelConfig, build_config, yaml_mapping
 from ..errors import ModelLoadError
 from ..images import current_umask
 from ..models.backbone import Backbone, load_backbone
-from ..models.compressor import LatentCompressor
+from ..models.compressor import LatentCompressor, compressor_for
 from ..models.control import build_control_unet, control_state_dict, load_control_state
 from .codec import Codec
 
@@ -292,7 +292,7 @@ def load_trained_parts(
     compressor_state = _read_safetensors(folder, "compressor.safetensors")
     control_state = _read_safetensors(folder, "control.safetensors")
     try:
-        compressor = LatentCompressor(config.compressor)
+        compressor = compressor_for(config)
         load_compressor_state(compressor, compressor_state, new_gains)
         cdm = build_control_unet(backbone.unet, config.control)
         load_control_state(cdm, control_state)

@@ -39,6 +39,7 @@ GAIN_PARAMETERS = ("log_gain", "log_inverse_gain")
 # The analysis and synthesis transforms (everything that is not the entropy model or a gain).
 TRANSFORM_MODULES = ("g_a", "g_s", "linear_analysis", "linear_synthesis")
 SYNTHESIS_MODULES = ("g_s", "linear_synthesis")  # ŷ -> z_c: the decoder side, which no bit depends on
+LINEAR_MODULES = ("linear_analysis", "linear_synthesis")  # the KLT-started path (compressor.linear_transform)
 PATCH = 4  # latent cells per side of one y cell (g_a's two stride-2 stages)
 
 
@@ -355,12 +356,49 @@ class LatentCompressor(nn.Module):
         return out["y_hat"]
 
 
-def build_compressor(config: ModelConfig) -> LatentCompressor:
+class TieredCompressor(nn.Module):
+    """Two trained compressors behind one rate level (``rate_point.low_tier``): ``low`` codes the
+    model's lowest levels, ``main`` the rest. Each call takes the level's ``Route`` (which tier,
+    and where along that tier's own anchors) instead of a position; the bits are the chosen
+    compressor's own, so its part of the model codes exactly as the model it came from."""
+
+    def __init__(self, main: LatentCompressor, low: LatentCompressor) -> None:
+        super().__init__()
+        self.main = main
+        self.low = low
+
+    variable_rate = True
+
+    def tier(self, route) -> LatentCompressor:
+        return self.low if route.tier == "low" else self.main
+
+    def update(self, force: bool = True) -> None:
+        self.main.update(force)
+        self.low.update(force)
+
+    def compress(self, z0: Tensor, position, y: Tensor | None = None) -> CompressedLatent:
+        return self.tier(position).compress(z0, position.position, y)
+
+    def decompress(self, data: bytes, latent_hw: tuple[int, int], position) -> Tensor:
+        return self.tier(position).decompress(data, latent_hw, position.position)
+
+
+def compressor_for(config: ModelConfig) -> LatentCompressor | TieredCompressor:
+    """An untrained compressor of ``config``'s shape (weights to be loaded): one, or two tiers."""
+    main = LatentCompressor(config.compressor)
+    tier = config.rate_point.low_tier
+    return main if tier is None else TieredCompressor(main, LatentCompressor(tier.compressor))
+
+
+def build_compressor(config: ModelConfig) -> LatentCompressor | TieredCompressor:
     """A fresh compressor for ``config``, seeded (every machine builds the same); a
     variable-rate one with its gains spread over its anchors' λ_R."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.compressor.seed)
-        compressor = LatentCompressor(config.compressor)
+        compressor = compressor_for(config)
     if config.rate_point.variable is not None:
-        compressor.init_gains(config.rate_point.variable.lambda_rates)
+        main = compressor.main if isinstance(compressor, TieredCompressor) else compressor
+        main.init_gains(config.rate_point.variable.lambda_rates)
+    if isinstance(compressor, TieredCompressor):
+        compressor.low.init_gains(config.rate_point.low_tier.variable.lambda_rates)
     return compressor

@@ -106,6 +106,10 @@ class OptimConfig(StrictModel):
     # entropy model are frozen, so every level's bits stay exactly as they are, while the
     # synthesis (and the inverse gains, which only the decoder applies) learns to rebuild ŷ.
     synthesis_only: bool = Field(False, description="train the compressor's synthesis alone (rates unchanged)")
+    # A KLT-started compressor's nonlinear branches start at zero beside its linear path; they
+    # can learn what the linear code misses (its low end) while the linear path, which holds the
+    # upper rates' fidelity, stays exactly as it is.
+    freeze_linear_path: bool = Field(False, description="keep a KLT-started compressor's linear path as it is")
     grad_clip: float | None = Field(None, gt=0)
     # cosine: every learning rate falls along a half cosine from its value at step 0 to
     # min_lr_ratio of it at the last step (a function of the step alone, so a resumed run
@@ -204,6 +208,12 @@ class TrainConfig(StrictModel):
             if self.loss.lambda_pixel == 0 and self.loss.lambda_guide == 0:
                 raise ValueError("optim.synthesis_only: with loss.lambda_pixel and loss.lambda_guide both 0 "
                                  "nothing would teach the synthesis")
+        if self.optim.freeze_linear_path and (self.stage == 0 or self.optim.freeze_compressor):
+            raise ValueError("optim.freeze_linear_path: " + ("stage 0 trains the prior, which has no compressor"
+                             if self.stage == 0 else "the whole compressor is frozen (optim.freeze_compressor)"))
+        if self.model.rate_point.low_tier is not None:  # type: ignore[union-attr]
+            raise ValueError("model: rate_point.low_tier puts two trained models behind one rate level; it is "
+                             "assembled from them (jobs/release_small.py tiered), not trained — train each on its own")
         if self.reset_gains and (not self.init_from or self.model.rate_point.variable is None):  # type: ignore[union-attr]
             raise ValueError("reset_gains: needs init_from and a variable-rate model (model.rate_point.variable)")
         if self.stage == 0 and self.init_from:

@@ -216,6 +216,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         trainable = TrainableCodec(
             model_cfg, backbone, compressor, cdm, cfg.stage, cfg.loss, cfg.lambda_rate,
             lpips if cfg.stage == 2 else None, features, cfg.optim.freeze_compressor, cfg.optim.synthesis_only,
+            cfg.optim.freeze_linear_path,
         )
     trainable.train()
     optimizers = _optimizers(trainable, cfg)

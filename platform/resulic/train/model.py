@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from ..config import ModelConfig
 from ..diffusion import ResidualSchedule, ResidualSchedules
 from ..models.backbone import Backbone
-from ..models.compressor import GAIN_PARAMETERS, SYNTHESIS_MODULES, TRANSFORM_MODULES, LatentCompressor
+from ..models.compressor import GAIN_PARAMETERS, LINEAR_MODULES, SYNTHESIS_MODULES, TRANSFORM_MODULES, LatentCompressor
 from ..models.kernels import guard
 from .config import LossConfig
 
@@ -89,6 +89,7 @@ class TrainableCodec(nn.Module):
         features: nn.Module | None = None,
         freeze_compressor: bool = False,
         synthesis_only: bool = False,
+        freeze_linear_path: bool = False,
     ) -> None:
         super().__init__()
         self.compressor = compressor
@@ -102,6 +103,12 @@ class TrainableCodec(nn.Module):
                     part.requires_grad_(True)
             if compressor.variable_rate:
                 compressor.log_inverse_gain.requires_grad_(True)
+        if freeze_linear_path:
+            if not compressor.config.linear_transform:
+                raise ValueError("optim.freeze_linear_path: this compressor has no linear path "
+                                 "(compressor.linear_transform is false)")
+            for name in LINEAR_MODULES:
+                getattr(compressor, name).requires_grad_(False)
         self.cdm = cdm
         self.discriminator = PatchDiscriminator() if stage == 2 and loss.lambda_adversarial > 0 else None
         # Frozen helpers are kept out of the module tree: DDP then neither syncs nor checks them.

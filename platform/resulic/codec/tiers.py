@@ -1,0 +1,53 @@
+"""Two trained variable-rate models behind one rate level (``rate_point.low_tier``).
+
+A model trained for the lowest rates (a nonlinear compressor: round 8 of docs/small-profile.md)
+and one for the rest (the KLT-started compressor) are each the better codec over part of the
+range. ``assemble`` puts them into one codec: the low one codes the model's lowest levels, the
+main one the others, both decoded through the main model's control module and prior. The result
+is an ordinary trained-codec folder — one fingerprint, levels 0..127, rate control, Serve — and
+each tier codes exactly the bits its own model codes (its weights, entropy model and gains are
+copied whole). No Ray, no MLflow.
+"""
+
+from __future__ import annotations
+
+from ..config import RATE_LEVELS, LowTierConfig
+from ..errors import ModelLoadError
+from ..models.compressor import LatentCompressor, TieredCompressor
+from .codec import Codec
+
+
+def with_residual_steps(codec: Codec, residual_steps: list[int] | None) -> Codec:
+    """The same trained model decoded with other N_r at its anchors (a decoder setting: its
+    bitstreams are the same, its fingerprint is not)."""
+    if residual_steps is None:
+        return codec
+    variable = codec.config.rate_point.variable
+    if variable is None:
+        raise ModelLoadError("residual steps per anchor: the model has a fixed rate")
+    config = codec.config.model_copy(deep=True)
+    config.rate_point.variable = variable.model_copy(update={"residual_steps": list(residual_steps)})
+    config = type(config).model_validate(config.model_dump(mode="json"))  # checked like a loaded config
+    return Codec(config, codec.backbone, codec.compressor, codec.cdm, codec.device)
+
+
+def assemble(main: Codec, low: Codec, *, levels: int, own_levels: tuple[int, int], main_from: int,
+             default_level: int | None = None) -> Codec:
+    """One codec: ``low``'s own levels ``own_levels`` as the model's levels 0..levels-1, ``main``'s
+    own levels main_from..127 as the rest; ``main``'s control module, prior and decoder settings."""
+    for name, codec in (("main", main), ("low", low)):
+        if not isinstance(codec.compressor, LatentCompressor) or codec.config.rate_point.variable is None:
+            raise ModelLoadError(f"{name}: a single variable-rate model is needed (rate levels), "
+                                 f"not {'a fixed-rate' if codec.config.rate_point.variable is None else 'a tiered'} one")
+    if low.backbone.identity != main.backbone.identity:
+        raise ModelLoadError("low and main are built on different backbones: their latents would not match")
+    tier = LowTierConfig(levels=levels, own_levels=list(own_levels), main_from=main_from,
+                         compressor=low.config.compressor, variable=low.config.rate_point.variable)
+    config = main.config.model_copy(deep=True)
+    config.rate_point.low_tier = tier
+    if default_level is not None:
+        config.rate_point.variable.default_level = default_level
+    config = type(config).model_validate(config.model_dump(mode="json"))
+    if not 0 <= config.rate_point.variable.default_level <= RATE_LEVELS:
+        raise ModelLoadError(f"default level {default_level} is outside 0..{RATE_LEVELS}")
+    return Codec(config, main.backbone, TieredCompressor(main.compressor, low.compressor), main.cdm, main.device)

@@ -1,0 +1,124 @@
+"""Two trained variable-rate models behind one rate level (``rate_point.low_tier``,
+resulic/codec/tiers.py): the routing of levels, bits identical to each tier's own model, folders
+that reload bit-exact, and the configs and commands that refuse what cannot work. Tiny profile."""
+
+from __future__ import annotations
+
+import pytest
+
+from resulic.codec.container import unpack
+from resulic.config import RATE_LEVELS, ModelConfig
+
+MAIN = {"lambda_rates": [8.0, 2.0, 0.5], "residual_steps": [60, 40, 20], "default_level": 64}
+LOW = {"lambda_rates": [64.0, 16.0], "residual_steps": [90, 70], "default_level": 0}
+
+
+def variable_config(variable: dict, seed: int = 1) -> ModelConfig:
+    return ModelConfig.model_validate({
+        "compressor": {"gain_anchors": len(variable["lambda_rates"]), "seed": seed},
+        "rate_point": {"name": "vr", "residual_steps": 50, "sampling_steps": 2, "variable": variable},
+    })
+
+
+@pytest.fixture(scope="module")
+def tiers():
+    from resulic.codec import Codec
+    from resulic.codec.tiers import assemble
+
+    main = Codec.build(variable_config(MAIN))
+    low = Codec.build(variable_config(LOW, seed=7), backbone=main.backbone)
+    return main, low, assemble(main, low, levels=4, own_levels=(0, 30), main_from=20)
+
+
+@pytest.fixture(scope="module")
+def small_photo(photo):
+    return photo.crop((0, 0, 128, 128))
+
+
+def test_levels_route_to_each_tiers_own_levels(tiers):
+    _, _, tiered = tiers
+    rp = tiered.config.rate_point
+    assert [r.tier for r in map(rp.route, (0, 3, 4, RATE_LEVELS))] == ["low", "low", "main", "main"]
+    assert rp.route(0).position == 0.0 and rp.route(3).position == pytest.approx(30 / RATE_LEVELS)  # LOW: 2 anchors
+    assert rp.route(4).position == pytest.approx(20 / RATE_LEVELS * 2) and rp.route(RATE_LEVELS).position == 2.0
+    assert rp.route(0).residual_steps == 90 and rp.route(RATE_LEVELS).residual_steps == 20  # each tier's own N_r
+    assert rp.max_residual_steps == 90
+    assert rp.route(None) == rp.route(64)  # the main model's default level
+    with pytest.raises(ValueError, match="outside 0..127"):
+        rp.route(RATE_LEVELS + 1)
+
+
+def test_each_tier_codes_exactly_the_bits_of_its_own_model(tiers, small_photo):
+    main, low, tiered = tiers
+    for level, own, own_level in ((0, low, 0), (3, low, 30), (4, main, 20), (RATE_LEVELS, main, RATE_LEVELS)):
+        ours, theirs = tiered.encode(small_photo, level=level), own.encode(small_photo, level=own_level)
+        assert unpack(ours.data).latent == unpack(theirs.data).latent, level
+        assert unpack(ours.data).header.level == (None if level == 64 else level)
+    decoded = tiered.decode(tiered.encode(small_photo, level=4).data)
+    same = main.decode(main.encode(small_photo, level=20).data)  # same z_c, N_r and control module
+    assert list(decoded.image.getdata()) == list(same.image.getdata())
+
+
+def test_a_tiered_folder_reloads_bit_exact_with_its_own_fingerprint(tiers, small_photo, tmp_path):
+    from resulic.codec.store import load_codec, save_codec
+
+    main, _, tiered = tiers
+    save_codec(tiered, tmp_path / "tiered")
+    again = load_codec(tmp_path / "tiered")
+    assert again.fingerprint == tiered.fingerprint != main.fingerprint
+    assert again.encode(small_photo, level=1).data == tiered.encode(small_photo, level=1).data
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"variable": None}, "low_tier: only a variable-rate model"),
+    ({"low_tier": {"own_levels": [9, 3]}}, "own_levels"),
+    ({"low_tier": {"levels": RATE_LEVELS}}, "levels"),
+    ({"low_tier": {"variable": {"lambda_rates": [9.0, 3.0, 1.0], "residual_steps": [9, 9, 9]}}}, "2 gain anchors"),
+    ({"low_tier": {"variable": {"residual_steps": [90, 1]}}}, "low_tier.variable.residual_steps"),
+])
+def test_bad_tier_configs_name_the_key(tiers, change, message):
+    data = tiers[2].config.model_dump(mode="json")
+    rate_point = data["rate_point"]
+    for key, value in change.items():
+        if isinstance(value, dict):
+            for k, v in value.items():
+                rate_point[key][k] = {**rate_point[key][k], **v} if isinstance(v, dict) else v
+        else:
+            rate_point[key] = value
+    if rate_point["variable"] is None:
+        data["compressor"].pop("gain_anchors")
+    with pytest.raises(ValueError, match=message):
+        ModelConfig.model_validate(data)
+
+
+def test_a_tiered_model_is_assembled_not_trained(tiers):
+    from resulic.train.config import TrainConfig
+
+    with pytest.raises(ValueError, match="model: rate_point.low_tier"):
+        TrainConfig.model_validate({"model": tiers[2].config.model_dump(mode="json")})
+
+
+def test_the_release_command_assembles_a_folder_and_refuses_a_fixed_rate_model(tiers, codec, tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    from resulic.codec.store import load_codec, save_codec
+
+    spec = importlib.util.spec_from_file_location("release_small", Path(__file__).parents[1] / "jobs" / "release_small.py")
+    release = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(release)
+    main, low, _ = tiers
+    save_codec(main, tmp_path / "main")
+    save_codec(low, tmp_path / "low")
+    save_codec(codec, tmp_path / "fixed")
+    args = ["tiered", "--main", str(tmp_path / "main"), "--low", str(tmp_path / "low"), "--levels", "4",
+            "--low-levels", "0", "30", "--main-from", "20", "--low-residual-steps", "80", "60", "-o"]
+    assert release.main([*args, str(tmp_path / "tiered")]) == 0
+    tiered = load_codec(tmp_path / "tiered")
+    assert tiered.config.rate_point.low_tier.variable.residual_steps == [80, 60]
+    assert tiered.config.rate_point.route(0).residual_steps == 80
+    capsys.readouterr()
+    assert release.main([*args[:2], str(tmp_path / "fixed"), *args[3:], str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: main: a single variable-rate model is needed") and err.count("\n") == 1
+    assert not (tmp_path / "bad").exists()
