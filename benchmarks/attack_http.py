@@ -7,7 +7,8 @@ parts, malformed boundaries, truncated bodies, random bytes and damaged bitstrea
 good requests among them, while a prober times ``/healthz``. Every answer must be an HTTP status
 below 500 with a one-line JSON error (or a good result); a connection error, a 5xx or a missing answer
 within the timeout is a failure. Prints a table by request kind: count, statuses, worst and median
-seconds, plus /healthz latency and the ingress's and replicas' peak RSS.
+seconds (median, p95, worst), /healthz latency, and each replica's RSS before the attack, its peak
+during it (sampled with the /healthz probes) and after it: the growth bad requests leave behind.
 
     python benchmarks/attack_http.py --count 1000 --clients 8
 """
@@ -104,12 +105,14 @@ def send(port: int, method: str, path: str, body: bytes, ctype: str, timeout: fl
 
 
 def run(port: int, count: int, clients: int, seed: int, png: bytes, good: bytes, timeout: float) -> dict:
+    """Send the plan from ``clients`` threads; also returns each replica's peak RSS during it."""
     rng = random.Random(seed)
     plan = [(i, KINDS[i % len(KINDS)]) for i in range(count)]
     rng.shuffle(plan)
     results, lock = [], threading.Lock()
     queue = list(plan)  # bodies are made when sent: 100 oversized bodies alone are 1.7 GB
     health, stop = [], threading.Event()
+    peak_rss: dict[str, float] = {}
 
     def worker() -> None:
         while True:
@@ -135,6 +138,8 @@ def run(port: int, count: int, clients: int, seed: int, png: bytes, good: bytes,
             t0 = time.perf_counter()
             status, _ = send(port, "GET", "/healthz", b"", "text/plain", timeout)
             health.append((status, time.perf_counter() - t0))
+            for name, mb in replica_rss_mb().items():
+                peak_rss[name] = max(peak_rss.get(name, 0.0), mb)
             stop.wait(0.5)
 
     threads = [threading.Thread(target=worker) for _ in range(clients)]
@@ -146,11 +151,11 @@ def run(port: int, count: int, clients: int, seed: int, png: bytes, good: bytes,
         t.join()
     stop.set()
     probe.join()
-    return {"results": results, "health": health}
+    return {"results": results, "health": health, "peak_rss": peak_rss}
 
 
 def table(results: list, health: list) -> str:
-    lines = ["| kind | requests | statuses | median s | worst s |", "|---|---|---|---|---|"]
+    lines = ["| kind | requests | statuses | median s | p95 s | worst s |", "|---|---|---|---|---|---|"]
     for kind in KINDS:
         rows = [r for r in results if r[0] == kind]
         if not rows:
@@ -158,11 +163,17 @@ def table(results: list, health: list) -> str:
         statuses = collections.Counter(str(r[1]) for r in rows)
         times = [r[2] for r in rows]
         lines.append(f"| {kind} | {len(rows)} | {', '.join(f'{s}×{n}' for s, n in sorted(statuses.items()))} | "
-                     f"{statistics.median(times):.3f} | {max(times):.2f} |")
+                     f"{statistics.median(times):.3f} | {p95(times):.2f} | {max(times):.2f} |")
     h = [t for _, t in health]
     lines.append(f"\n/healthz during the attack: {len(h)} probes, median {statistics.median(h):.3f} s, "
                  f"worst {max(h):.2f} s, statuses {dict(collections.Counter(str(s) for s, _ in health))}")
     return "\n".join(lines)
+
+
+def p95(values: list[float]) -> float:
+    """The 95th percentile (nearest rank: with 100 values, the 95th smallest)."""
+    ordered = sorted(values)
+    return ordered[max(0, -(-95 * len(ordered) // 100) - 1)]
 
 
 def is_failure(row) -> bool:
@@ -217,11 +228,16 @@ def main(argv=None) -> int:
         off = [s for s in sockets if s[0] not in LOOPBACK]
         print(f"{len(sockets)} listening sockets of the processes started here; off the loopback: {off}")
         port = int(url.rsplit(":", 1)[1])
+        rss_before = replica_rss_mb()
         t0 = time.perf_counter()
         out = run(port, args.count, args.clients, args.seed, png, good, args.timeout)
         print(f"{len(out['results'])} requests, {args.clients} clients, {time.perf_counter() - t0:.0f} s")
         print(table(out["results"], out["health"]))
-        print(f"replica RSS after the attack (MB): {replica_rss_mb()}")
+        rss_after = replica_rss_mb()
+        print("| replica | RSS before MB | peak during MB | after MB |\n|---|---|---|---|")
+        for name in sorted(set(rss_before) | set(rss_after)):
+            print(f"| {name} | {rss_before.get(name, 0):.0f} | {out['peak_rss'].get(name, 0):.0f} | "
+                  f"{rss_after.get(name, 0):.0f} |")
         failures = [r for r in out["results"] if is_failure(r)]
         print(f"{len(failures)} failures: {failures[:10]}")
         after = listening_sockets()

@@ -136,3 +136,29 @@ def test_library_logs_are_warnings_only_unless_verbose(rslc, verbose):
                           "mlflow": 30, "alembic": 30, "ray_init": 30, "workers": None,
                           "serve": 30, "serve_app": {"log_level": "WARNING", "enable_access_log": False},
                           "preemption_watcher": "0"}
+
+
+def test_the_ingress_checks_a_header_without_torch(rslc):
+    """Serve's ingress refuses a bad file from its header alone; importing the codec's limits once
+    pulled torch, transformers and diffusers in with the text coder's token count (+840 MB of
+    ingress memory after the first bad file: benchmarks/attack_http.py)."""
+    probe = (
+        "import dataclasses, json, sys\n"
+        "from resulic.serving.limits import ServeLimits, bitstream_header, check_header_settings, RequestError\n"
+        f"header = bitstream_header(open({str(rslc)!r}, 'rb').read(), ServeLimits())\n"
+        "settings = {'rate_point': {'residual_steps': 5, 'sampling_steps': 3}, 'stride': 128}\n"
+        "check_header_settings(header, settings, ServeLimits())\n"
+        "try:\n"
+        "    check_header_settings(dataclasses.replace(header, steps=9), settings, ServeLimits())\n"
+        "    refused = None\n"
+        "except RequestError as exc:\n"
+        "    refused = str(exc)\n"
+        f"print(json.dumps({{'refused': refused, 'heavy': [m for m in {HEAVY!r} if m in sys.modules]}}))\n"
+    )
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    r = json.loads(done.stdout.splitlines()[-1])
+    assert r["refused"] == "steps = 9 exceeds this model's N_r = 5"
+    assert r["heavy"] == []

@@ -28,6 +28,10 @@ from .errors import ConfigError
 
 # The prompt text the decoder wraps around the transmitted caption (RESULIC.md §3.6).
 QUALITY_SUFFIX = "best quality, extremely detailed"
+# CLIP's context: the text encoder's token positions, start and end tokens included. Here, not
+# in models/, so that checking a file's header (Serve's ingress) imports no torch.
+TEXT_LENGTH = 77
+MAX_TEXT_TOKENS = TEXT_LENGTH - 2  # the text section's tokens: start and end take two positions
 NEGATIVE_PROMPT = (
     "oil painting, cartoon, blurring, dirty, messy, low quality, frames, deformed, lowres, "
     "over-smooth."

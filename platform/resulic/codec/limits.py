@@ -12,10 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..config import RatePointConfig
+from ..config import MAX_TEXT_TOKENS, RatePointConfig
 from ..errors import DecodeLimitError
 from ..images import padded_size
-from ..semantics.prompt import MAX_TEXT_TOKENS
 from .container import Header
 
 # Default ceiling on S as a multiple of the rate point's own S: room to trade time for quality,

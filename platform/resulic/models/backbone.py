@@ -26,14 +26,13 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from huggingface_hub import constants as hf_constants
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from ..config import BackboneConfig
+from ..config import TEXT_LENGTH, BackboneConfig
 from ..errors import ModelLoadError
 from .taef2 import LATENT_CHANNELS as TAEF2_CHANNELS
 from .taef2 import TinyAutoencoder
 from .tokenizer import byte_level_tokenizer
 
 SD_SCALING_FACTOR = 0.18215
-TEXT_LENGTH = 77
 
 TINY_VAE = dict(
     in_channels=3,

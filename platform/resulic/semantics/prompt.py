@@ -12,12 +12,10 @@ from __future__ import annotations
 import torch
 from transformers import CLIPTokenizer
 
-from ..config import QUALITY_SUFFIX
+from ..config import MAX_TEXT_TOKENS, QUALITY_SUFFIX, TEXT_LENGTH  # noqa: F401  (MAX_TEXT_TOKENS: re-exported)
 from ..errors import ModelLoadError
-from ..models.backbone import TEXT_LENGTH
 from ..models.tokenizer import _byte_tokens
 
-MAX_TEXT_TOKENS = TEXT_LENGTH - 2  # start and end tokens take two of CLIP's 77 positions
 
 
 def check_clip_vocabulary(tokenizer: CLIPTokenizer) -> None:
