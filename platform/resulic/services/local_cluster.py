@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -245,27 +246,33 @@ class LocalCluster:
         except OSError:
             return False
 
+    def _state(self, resource: str, filters: list[tuple[str, str, str]] = ()) -> list[dict]:
+        """Ray's state API over the head's dashboard (what ``ray list nodes|actors`` and
+        ``ray.util.state`` read): a plain HTTP request, where a Python process that imports Ray
+        and connects costs seconds a call (the node polls of start-up made several)."""
+        params = [("limit", "10000"), ("timeout", "30"), ("detail", "true")]
+        for key, predicate, value in filters:
+            params += [("filter_keys", key), ("filter_predicates", predicate), ("filter_values", value)]
+        request = urllib.request.Request(f"{self.dashboard_url}/api/v0/{resource}?{urllib.parse.urlencode(params)}",
+                                         headers=auth_headers())
+        with urllib.request.urlopen(request, timeout=60) as response:
+            answer = json.loads(response.read())
+        if answer.get("result") is False:
+            raise RuntimeError(f"state API ({resource}): {answer.get('msg')}")
+        return answer["data"]["result"]["result"]
+
     def alive_nodes(self) -> list[dict]:
-        """Ray's node table (``ray.nodes()`` from a short-lived process, so this one stays free of Ray)."""
-        code = ("import json, ray; ray.init(address=%r, logging_level='ERROR', log_to_driver=False); "
-                "print(json.dumps([{'id': n['NodeID'], 'resources': n['Resources']} for n in ray.nodes() if n['Alive']]))"
-                % self.gcs_address)
-        out = subprocess.run([sys.executable, "-c", code], env=self.env, capture_output=True, text=True, timeout=120)
-        if out.returncode:
+        """Ray's alive nodes (id and resources, as ``ray.nodes()`` gives them), or [] while the
+        head's dashboard does not answer."""
+        try:
+            nodes = self._state("nodes", [("state", "=", "ALIVE")])
+        except (OSError, ValueError, KeyError, RuntimeError):
             return []
-        return json.loads(out.stdout.strip().splitlines()[-1])
+        return [{"id": n["node_id"], "resources": n.get("resources_total", {})} for n in nodes]
 
     def actor_nodes(self, class_name: str) -> set[str]:
-        """Node ids where actors of ``class_name`` ran (alive or dead), from Ray's state API in a
-        short-lived process (this one may hold another Ray, or none, and Ray reads its token
-        settings once, when imported)."""
-        code = ("import json; from ray.util.state import list_actors; "
-                "print(json.dumps(sorted({a.node_id for a in list_actors(address=%r, filters=[('class_name', '=', %r)], "
-                "limit=10000, raise_on_missing_output=False)})))" % (self.dashboard_url, class_name))
-        out = subprocess.run([sys.executable, "-c", code], env=self.env, capture_output=True, text=True, timeout=120)
-        if out.returncode:
-            raise RuntimeError(f"state API: {out.stderr.strip().splitlines()[-1] if out.stderr.strip() else out.returncode}")
-        return set(json.loads(out.stdout.strip().splitlines()[-1]))
+        """Node ids where actors of ``class_name`` ran (alive or dead), from Ray's state API."""
+        return {a["node_id"] for a in self._state("actors", [("class_name", "=", class_name)])}
 
     def wait_for_nodes(self, count: int, timeout: float = 180, node: Node | None = None) -> list[dict]:
         nodes: list[dict] = []
@@ -287,7 +294,7 @@ class LocalCluster:
                                    + _tail(node.log))
             if check():
                 return
-            time.sleep(1)
+            time.sleep(0.25)  # a check is one local HTTP request
         raise TimeoutError(f"no {what} after {timeout:.0f} s" + (f"; see {node.log}" if node else ""))
 
 
@@ -332,7 +339,7 @@ class MlflowServer:
                 with urllib.request.urlopen(f"{self.uri}/health", timeout=5):
                     return
             except OSError:
-                time.sleep(1)
+                time.sleep(0.25)
         raise TimeoutError(f"mlflow server not up at {self.uri} after {timeout:.0f} s")
 
     def stop(self, grace: float = 30.0) -> None:
