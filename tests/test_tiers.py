@@ -122,3 +122,22 @@ def test_the_release_command_assembles_a_folder_and_refuses_a_fixed_rate_model(t
     err = capsys.readouterr().err
     assert err.startswith("error: main: a single variable-rate model is needed") and err.count("\n") == 1
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_tiered_model_ships_in_float16_and_decodes_its_files_by_fingerprint(tiers, small_photo, tmp_path):
+    """jobs/release_small.py codecs: both tiers' weights rounded to float16, re-fingerprinted;
+    the shipped folder loads as one tiered model and decodes the files it writes."""
+    from resulic.codec import shipped
+    from resulic.codec.store import save_codec
+
+    _, _, tiered = tiers
+    save_codec(tiered, tmp_path / "tiered")
+    data = shipped.release([("variable", tmp_path / "tiered")], "variable", {}, out=tmp_path / "shipped")
+    point = data["points"][0]
+    assert point["low_tier"]["levels"] == 4 and point["fingerprint"] != tiered.fingerprint.hex()
+    released = shipped.load("variable", folder=tmp_path / "shipped")
+    assert released.fingerprint.hex() == point["fingerprint"]
+    for level in (1, 90):
+        file = released.encode(small_photo, level=level).data
+        again = shipped.load_for_file(file, folder=tmp_path / "shipped")
+        assert again.decode(file).image.size == small_photo.size
