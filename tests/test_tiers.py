@@ -56,7 +56,7 @@ def test_each_tier_codes_exactly_the_bits_of_its_own_model(tiers, small_photo):
         assert unpack(ours.data).header.level == (None if level == 64 else level)
     decoded = tiered.decode(tiered.encode(small_photo, level=4).data)
     same = main.decode(main.encode(small_photo, level=20).data)  # same z_c, N_r and control module
-    assert list(decoded.image.getdata()) == list(same.image.getdata())
+    assert decoded.image.tobytes() == same.image.tobytes()
 
 
 def test_a_tiered_folder_reloads_bit_exact_with_its_own_fingerprint(tiers, small_photo, tmp_path):
@@ -141,3 +141,30 @@ def test_a_tiered_model_ships_in_float16_and_decodes_its_files_by_fingerprint(ti
         file = released.encode(small_photo, level=level).data
         again = shipped.load_for_file(file, folder=tmp_path / "shipped")
         assert again.decode(file).image.size == small_photo.size
+
+
+def test_with_the_low_models_control_module_its_tier_decodes_exactly_as_it_did(tiers, small_photo):
+    """--control low: a shipped model whose control module never trained can become the low tier
+    and keep every picture it made (here the low model's control is made different from the main
+    one's, so the test can tell which one decoded)."""
+    import copy
+
+    import torch
+
+    from resulic.codec import Codec
+    from resulic.codec.tiers import assemble
+
+    main, low, _ = tiers
+    cdm = copy.deepcopy(low.cdm)
+    with torch.no_grad():
+        for name, param in cdm.named_parameters():
+            if param.requires_grad:  # the control module's own weights, not the frozen prior's
+                param.add_(0.05)
+    low = Codec(low.config, low.backbone, low.compressor, cdm)
+    tiered = assemble(main, low, levels=4, own_levels=(0, 30), main_from=20, control="low")
+    assert tiered.fingerprint != assemble(main, low, levels=4, own_levels=(0, 30), main_from=20).fingerprint
+    ours = tiered.decode(tiered.encode(small_photo, level=3).data).image
+    theirs = low.decode(low.encode(small_photo, level=30).data).image
+    assert ours.tobytes() == theirs.tobytes()
+    with pytest.raises(Exception, match="control: 'main' or 'low'"):
+        assemble(main, low, levels=4, own_levels=(0, 30), main_from=20, control="both")

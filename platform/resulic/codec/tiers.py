@@ -32,9 +32,13 @@ def with_residual_steps(codec: Codec, residual_steps: list[int] | None) -> Codec
 
 
 def assemble(main: Codec, low: Codec, *, levels: int, own_levels: tuple[int, int], main_from: int,
-             default_level: int | None = None) -> Codec:
+             default_level: int | None = None, control: str = "main") -> Codec:
     """One codec: ``low``'s own levels ``own_levels`` as the model's levels 0..levels-1, ``main``'s
-    own levels main_from..127 as the rest; ``main``'s control module, prior and decoder settings."""
+    own levels main_from..127 as the rest; ``main``'s prior and decoder settings, and the control
+    module of ``control`` ("main" or "low") for both: a model whose control module never trained
+    (zero links: the prior alone) keeps decoding exactly as it did when it is the one chosen."""
+    if control not in ("main", "low"):
+        raise ModelLoadError(f"control: 'main' or 'low', not {control!r}")
     for name, codec in (("main", main), ("low", low)):
         if not isinstance(codec.compressor, LatentCompressor) or codec.config.rate_point.variable is None:
             raise ModelLoadError(f"{name}: a single variable-rate model is needed (rate levels), "
@@ -43,11 +47,14 @@ def assemble(main: Codec, low: Codec, *, levels: int, own_levels: tuple[int, int
         raise ModelLoadError("low and main are built on different backbones: their latents would not match")
     tier = LowTierConfig(levels=levels, own_levels=list(own_levels), main_from=main_from,
                          compressor=low.config.compressor, variable=low.config.rate_point.variable)
+    source = main if control == "main" else low
     config = main.config.model_copy(deep=True)
+    if control == "low":
+        config.control = low.config.control.model_copy()
     config.rate_point.low_tier = tier
     if default_level is not None:
         config.rate_point.variable.default_level = default_level
     config = type(config).model_validate(config.model_dump(mode="json"))
     if not 0 <= config.rate_point.variable.default_level <= RATE_LEVELS:
         raise ModelLoadError(f"default level {default_level} is outside 0..{RATE_LEVELS}")
-    return Codec(config, main.backbone, TieredCompressor(main.compressor, low.compressor), main.cdm, main.device)
+    return Codec(config, main.backbone, TieredCompressor(main.compressor, low.compressor), source.cdm, main.device)
