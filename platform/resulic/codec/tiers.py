@@ -11,7 +11,7 @@ copied whole). No Ray, no MLflow.
 
 from __future__ import annotations
 
-from ..config import RATE_LEVELS, LowTierConfig
+from ..config import LowTierConfig
 from ..errors import ModelLoadError
 from ..models.compressor import LatentCompressor, TieredCompressor
 from .codec import Codec
@@ -54,7 +54,5 @@ def assemble(main: Codec, low: Codec, *, levels: int, own_levels: tuple[int, int
     config.rate_point.low_tier = tier
     if default_level is not None:
         config.rate_point.variable.default_level = default_level
-    config = type(config).model_validate(config.model_dump(mode="json"))
-    if not 0 <= config.rate_point.variable.default_level <= RATE_LEVELS:
-        raise ModelLoadError(f"default level {default_level} is outside 0..{RATE_LEVELS}")
+    config = type(config).model_validate(config.model_dump(mode="json"))  # checks the default level too
     return Codec(config, main.backbone, TieredCompressor(main.compressor, low.compressor), source.cdm, main.device)
