@@ -193,6 +193,9 @@ def test_info_rates_lists_the_shipped_points_and_help_points_at_it(capsys):
     for name in shipped.rate_names():
         assert f"  {name} " in out
     assert "--level 0..127" in out and "(default 42)" in out
+    for point in shipped.index()["points"]:  # a tiered model says which levels each compressor codes
+        if point.get("low_tier"):
+            assert f"levels 0..{point['low_tier']['levels'] - 1} a second compressor" in out
     compress_help = build_parser()._subparsers._group_actions[0].choices["compress"].format_help()
     assert "resulic info --rates" in " ".join(compress_help.split())
     assert main(["info", "--rates", "x.rslc"]) == 2 and main(["info"]) == 2

@@ -441,6 +441,14 @@ def rates_table() -> str:
             rate = (f"variable: --level 0..127 (default {variable['default_level']}), or --bpp; "
                     f"anchors at λ_R {', '.join(f'{x:g}' for x in variable['lambda_rates'])} "
                     f"(N_r {', '.join(map(str, variable['residual_steps']))})")
+            tier = p.get("low_tier")
+            if tier:  # two compressors behind one level (docs/variable-rate.md)
+                first, last = tier["own_levels"]
+                rate = (f"variable: --level 0..127 (default {variable['default_level']}), or --bpp; levels "
+                        f"0..{tier['levels'] - 1} a second compressor (its levels {first}..{last}, λ_R "
+                        f"{', '.join(f'{x:g}' for x in tier['variable']['lambda_rates'])}), {tier['levels']}..127 "
+                        f"the main one (its levels {tier['main_from']}..127, λ_R "
+                        f"{', '.join(f'{x:g}' for x in variable['lambda_rates'])})")
         else:
             rate = f"fixed: trained at λ_R {p.get('trained_lambda_rate', p.get('lambda_rate')):g}"
         default = "yes" if p["name"] == data.get("default") else ""
