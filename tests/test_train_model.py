@@ -121,6 +121,31 @@ def test_feature_term_uses_the_pretrained_network_on_the_decoded_window(codec, t
                                                                                    lambda_feature=0.5), 6.0)
 
 
+def test_stage2_feature_term_judges_the_decoded_x0_and_trains_the_control_module(codec, two_images):
+    """Stage 2 with lambda_feature (no lambda_pixel): the pretrained feature distance between the
+    decoded x̂0 and the photo joins the MSE; with the compressor frozen its gradient reaches the
+    control module and nothing of the compressor."""
+    from resulic.train.config import TrainConfig
+    from resulic.train.feature_loss import FeatureLoss
+
+    compressor, cdm = fresh_parts(codec.config, codec.backbone)
+    weights = LossConfig(lambda_lpips=0.0, lambda_mse=1.0, lambda_feature=0.5)
+    model = TrainableCodec(codec.config, codec.backbone, compressor, cdm, 2, weights, 6.0, None, FeatureLoss(),
+                           freeze_compressor=True)
+    torch.manual_seed(4)
+    terms = model(two_images, ["", ""])
+    assert float(terms["loss_feature"].detach()) > 0
+    expected = terms["loss_eps"] + terms["loss_mse"] + 0.5 * terms["loss_feature"]
+    assert float(terms["loss"].detach()) == pytest.approx(float(expected.detach()), rel=1e-6)
+    g = torch.autograd.grad(terms["loss_feature"], [p for p in cdm.parameters() if p.requires_grad], allow_unused=True)
+    assert any(v is not None and torch.count_nonzero(v) > 0 for v in g)
+    assert all(not p.requires_grad for p in compressor.parameters())
+    # the config accepts it in stage 2 alone; stage 1's feature term needs the pixel window
+    TrainConfig.model_validate({"stage": 2, "init_from": "x", "loss": {"lambda_feature": 0.5, "lambda_lpips": 0}})
+    with pytest.raises(ValueError, match="lambda_pixel"):
+        TrainConfig.model_validate({"loss": {"lambda_feature": 0.5}})
+
+
 def test_cosine_schedule_falls_from_one_to_its_floor():
     from resulic.train.config import TrainConfig
     from resulic.train.loop import lr_factor

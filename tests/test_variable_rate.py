@@ -235,6 +235,30 @@ def test_each_sample_trains_on_the_residual_schedule_its_level_decodes_with(vcod
     assert float(terms["loss_eps"]) == pytest.approx(float(F.mse_loss(eps, noise)), rel=1e-5)
 
 
+def test_a_position_range_draws_every_sample_inside_it_and_is_validated(vcodec):
+    """loss.position_range: a run that trains one tier of a tiered release spends every sample in
+    its rate range; a range past the last anchor, reversed, or on a fixed-rate model is refused."""
+    from resulic.train.config import LossConfig, TrainConfig
+    from resulic.train.model import TrainableCodec
+
+    cfg = vcodec.config
+    trainable = TrainableCodec(cfg, vcodec.backbone, vcodec.compressor, vcodec.cdm, 1,
+                               LossConfig(position_range=(0.25, 0.75)), lambda_rate=1.0)
+    positions = trainable.draw_positions(5000, "cpu")
+    assert 0.25 <= float(positions.min()) < 0.26 and 0.74 < float(positions.max()) <= 0.75
+    whole = TrainableCodec(cfg, vcodec.backbone, vcodec.compressor, vcodec.cdm, 1, LossConfig(), lambda_rate=1.0)
+    assert float(whole.draw_positions(5000, "cpu").max()) > 1.9  # default: every anchor (3 here: 0..2)
+    model = cfg.model_dump()
+    TrainConfig.model_validate({"model": model, "loss": {"position_range": [0, 2]}})
+    for loss, match in (({"position_range": [0, 2.5]}, "past the last anchor"),
+                        ({"position_range": [1, 0.5]}, "low <= high")):
+        with pytest.raises(ValueError, match="position_range") as info:
+            TrainConfig.model_validate({"model": model, "loss": loss})
+        assert match in str(info.value)
+    with pytest.raises(ValueError, match="needs a variable-rate model"):
+        TrainConfig.model_validate({"loss": {"position_range": [0, 1]}})
+
+
 def test_gains_train_at_their_own_rate_without_weight_decay(vcodec):
     """Adam moves a parameter by about its lr per step: the gains get optim.gain_lr (an anchor
     must travel far from where a fixed-rate model put it), and no decay towards gain 1."""

@@ -60,7 +60,12 @@ class LossConfig(StrictModel):
     # On the same decoded window: EfficientNet-Lite0 (ImageNet) features against the photo's
     # (train/feature_loss.py). Pixel MSE alone makes z_c decode to smooth averages that ST-LPIPS
     # (the judge, never a loss) ranks below the latent-loss model it started from.
-    lambda_feature: float = Field(0.0, ge=0, description="perceptual term on the decoded window (needs lambda_pixel's window)")
+    # Stage 2 applies it to the decoded x̂0 beside lambda_mse (LPIPS-VGG's trunk cannot be fetched here).
+    lambda_feature: float = Field(0.0, ge=0, description="perceptual term on the decoded window (stage 1: needs lambda_pixel's window; stage 2: on x̂0)")
+    # A variable-rate model's samples draw their rate position from [0, anchors - 1]; a run that
+    # serves part of the range (one tier of a tiered release) spends every sample there.
+    position_range: tuple[float, float] | None = Field(
+        None, description="variable-rate: draw rate positions (0 = first anchor) from [low, high] only")
     # While optim.freeze_transforms_steps holds the transforms and gains, the distortion cannot
     # change and only the bits can: 'lambda' weighs each sample's bits by its anchor's λ_R (the
     # lowest anchor's λ then outweighs the others a hundredfold); 'log' minimises every sample's
@@ -80,6 +85,13 @@ class LossConfig(StrictModel):
     def _window_on_grid(cls, v: int) -> int:
         if v % 8:
             raise ValueError(f"{v} is not a multiple of 8 (the latent grid)")
+        return v
+
+    @field_validator("position_range")
+    @classmethod
+    def _ordered_range(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
+        if v is not None and not 0 <= v[0] <= v[1]:
+            raise ValueError(f"{list(v)}: needs 0 <= low <= high (anchor positions)")
         return v
 
 
@@ -223,8 +235,15 @@ class TrainConfig(StrictModel):
                              f"the {self.model.backbone.profile!r} profile's UNet is not trained here")  # type: ignore[union-attr]
         if self.stage != 1 and self.loss.lambda_eps != 1.0:
             raise ValueError("loss.lambda_eps: only a stage-1 warm-up may change the eps-loss weight")
-        if self.loss.lambda_feature > 0 and self.loss.lambda_pixel == 0:
-            raise ValueError("loss.lambda_feature: it judges lambda_pixel's decoded window; set loss.lambda_pixel > 0")
+        if self.loss.position_range is not None:
+            variable = self.model.rate_point.variable  # type: ignore[union-attr]
+            if variable is None:
+                raise ValueError("loss.position_range: needs a variable-rate model (model.rate_point.variable)")
+            if self.loss.position_range[1] > variable.anchors - 1:
+                raise ValueError(f"loss.position_range: {self.loss.position_range[1]} is past the last anchor "
+                                 f"({variable.anchors - 1}; positions count anchors from 0)")
+        if self.loss.lambda_feature > 0 and self.loss.lambda_pixel == 0 and self.stage != 2:
+            raise ValueError("loss.lambda_feature: in stage 1 it judges lambda_pixel's decoded window; set loss.lambda_pixel > 0")
         if self.stage == 1 and self.loss.lambda_adversarial > 0:
             raise ValueError("loss.lambda_adversarial: the adversarial term belongs to stage 2")
         return self

@@ -186,9 +186,10 @@ class TrainableCodec(nn.Module):
         return out
 
     def draw_positions(self, batch: int, device) -> Tensor:
-        """A variable-rate model trains every rate at once: positions ~ U[0, anchors - 1]."""
-        anchors = self.config.rate_point.variable.anchors
-        return torch.rand(batch, device=device) * (anchors - 1)
+        """A variable-rate model trains every rate at once: positions ~ U[0, anchors - 1], or
+        U over loss.position_range where the run trains part of the rate range."""
+        low, high = self.weights.position_range or (0.0, self.config.rate_point.variable.anchors - 1)
+        return low + torch.rand(batch, device=device) * (high - low)
 
     def pixel_loss(self, z_c: Tensor, images: Tensor, corner: tuple[int, int] | None = None) -> Tensor:
         """MSE between VAE-Dec(z_c) and the image over one random window (``corner``: its top-left
@@ -279,6 +280,9 @@ class TrainableCodec(nn.Module):
             x_hat, x = shared_augment(x_hat, x, draw.crop)
             terms["loss_mse"] = F.mse_loss(x_hat, x)
             loss = loss + self.weights.lambda_mse * terms["loss_mse"]
+            if self.weights.lambda_feature > 0:  # the pretrained feature distance on [0, 1] pixels
+                terms["loss_feature"] = self.features((x_hat + 1) / 2, (x + 1) / 2)
+                loss = loss + self.weights.lambda_feature * terms["loss_feature"]
             if self.weights.lambda_lpips > 0:
                 terms["loss_lpips"] = self.lpips(x_hat, x).mean()
                 loss = loss + self.weights.lambda_lpips * terms["loss_lpips"]
