@@ -175,10 +175,10 @@ def real_files(codec) -> list[bytes]:
 # -- the child process -----------------------------------------------------------------------
 def worker(max_pixels: int) -> None:
     """Decode length-prefixed inputs from stdin; one JSON line each on stdout."""
-    import resource
 
     from resulic.codec import Codec, DecodeLimits
     from resulic.errors import BitstreamError, DecodeLimitError, ResulicError
+    from resulic.services.memory import peak_mb, reset_peak
     from resulic.services.runtime import configure_threads, quiet_libraries
 
     quiet_libraries()
@@ -208,9 +208,10 @@ def worker(max_pixels: int) -> None:
         if len(head) < 4:
             return
         data = stdin.read(struct.unpack("<I", head)[0])
+        reset_peak()  # each input's own peak, not the worker's lifetime peak
         t0 = time.perf_counter()
         first, second = decode(data), decode(data)
-        rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        rss_mb = peak_mb()
         out.write(json.dumps({"outcome": first[0], "detail": first[1][:160], "same": first == second,
                               "seconds": time.perf_counter() - t0, "rss_mb": rss_mb}) + "\n")
 
@@ -326,6 +327,9 @@ def table(results: list[Result]) -> str:
         lines.append(f"| {o} | " + " | ".join(str(n) for n in row) + f" | {sum(row)} |")
     totals = [sum(1 for r in results if r.category == c) for c in COLUMNS]
     lines.append("| **total** | " + " | ".join(str(n) for n in totals) + f" | {len(results)} |")
+    for label, field, fmt in (("worst s (two decodes)", "seconds", "{:.2f}"), ("peak MB", "rss_mb", "{:.0f}")):
+        worst = [max((getattr(r, field) for r in results if r.category == c), default=0.0) for c in COLUMNS]
+        lines.append(f"| {label} | " + " | ".join(fmt.format(w) for w in worst) + f" | {fmt.format(max(worst))} |")
     return "\n".join(lines)
 
 

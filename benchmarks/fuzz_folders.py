@@ -21,7 +21,6 @@ import json
 import os
 import random
 import re
-import resource
 import shutil
 import signal
 import struct
@@ -313,6 +312,7 @@ class Result:
     outcome: str  # ok | <ErrorType>:<message without paths and numbers> | HANG | CRASH:<type>
     message: str
     seconds: float
+    peak_mb: float = 0.0  # this load's own peak resident memory
 
     @property
     def failure(self) -> bool:
@@ -378,6 +378,8 @@ def cdf_tables_of(codec) -> dict:
 
 def run(base: Path, count: int, seed: int, backbone, cdf_tables: dict, timeout_s: float = 60.0,
         work: Path | None = None, progress: bool = False) -> list[Result]:
+    from resulic.services.memory import peak_mb, reset_peak
+
     rng = random.Random(seed)
     work = Path(work or tempfile.mkdtemp(prefix="fuzz-folders-"))
     names = sorted(KINDS)
@@ -390,9 +392,10 @@ def run(base: Path, count: int, seed: int, backbone, cdf_tables: dict, timeout_s
         detail = mutate(folder, rng, cdf_tables) if kind == "tensors" else mutate(folder, rng)
         if kind not in KEEP_MANIFEST and (folder / "manifest.json").is_file() and not (folder / "manifest.json").is_symlink():
             refresh_manifest(folder)
+        reset_peak()
         t0 = time.perf_counter()
         outcome, message = load_one(folder, backbone, timeout_s)
-        results.append(Result(i, kind, detail, outcome, message, time.perf_counter() - t0))
+        results.append(Result(i, kind, detail, outcome, message, time.perf_counter() - t0, peak_mb()))
         shutil.rmtree(folder, ignore_errors=True)
         for extra in work.glob(f"f{i}.outside.*"):
             extra.unlink()
@@ -411,8 +414,9 @@ def table(results: list[Result]) -> str:
         lines.append(f"| {o} | " + " | ".join(map(str, row)) + f" | {sum(row)} |")
     totals = [sum(1 for r in results if r.kind == k) for k in kinds]
     lines.append("| **total** | " + " | ".join(map(str, totals)) + f" | {len(results)} |")
-    worst = [max((r.seconds for r in results if r.kind == k), default=0) for k in kinds]
-    lines.append("| worst s | " + " | ".join(f"{w:.2f}" for w in worst) + f" | {max(worst):.2f} |")
+    for label, field, fmt in (("worst s", "seconds", "{:.2f}"), ("peak MB", "peak_mb", "{:.0f}")):
+        worst = [max((getattr(r, field) for r in results if r.kind == k), default=0.0) for k in kinds]
+        lines.append(f"| {label} | " + " | ".join(fmt.format(w) for w in worst) + f" | {fmt.format(max(worst))} |")
     return "\n".join(lines)
 
 
@@ -426,6 +430,7 @@ def main(argv=None) -> int:
     from resulic.codec import Codec
     from resulic.codec.store import save_codec
     from resulic.config import ModelConfig
+    from resulic.services.memory import peak_mb, reset_peak
 
     codec = Codec.build(ModelConfig())
     work = Path(tempfile.mkdtemp(prefix="fuzz-folders-"))
@@ -437,14 +442,16 @@ def main(argv=None) -> int:
         shutil.copytree(base, folder)
         big_header(folder)
         refresh_manifest(folder)
+        reset_peak()
         t1 = time.perf_counter()
         outcome, message = load_one(folder, codec.backbone, args.timeout)
-        results.append(Result(len(results), "issue25", "900k tensors", outcome, message, time.perf_counter() - t1))
+        results.append(Result(len(results), "issue25", "900k tensors", outcome, message, time.perf_counter() - t1,
+                              peak_mb()))
     print(table(results))
     issue = [r for r in results if r.kind == "issue25"]
     if issue:
         print(f"\nthe issue's 900k-tensor header: {issue[0].outcome} in {issue[0].seconds:.2f} s")
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss = max(r.peak_mb for r in results)
     failures = [r for r in results if r.failure]
     print(f"\n{len(results)} folders, {time.perf_counter() - t0:.0f} s, peak RSS {rss:.0f} MB, "
           f"{len(failures)} failures")

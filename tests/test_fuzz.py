@@ -50,3 +50,22 @@ def test_the_issues_crash_file_is_one_line_from_the_cli(tmp_path, codec):
     assert out.returncode == 2, out.stderr[-2000:]
     assert out.stderr.strip().splitlines()[-1].startswith("resulic: error:") and "latent stream is corrupt" in out.stderr
     assert "Traceback" not in out.stderr and not (tmp_path / "out.png").exists()
+
+
+def test_peak_memory_is_measured_per_input_not_per_process():
+    """The fuzz tables' "peak MB" row: a 300 MB allocation raises the peak; after reset_peak the
+    next, small piece of work reports a peak far below it (ru_maxrss would keep the 300 MB)."""
+    import numpy as np
+
+    from resulic.services.memory import peak_mb, reset_peak
+
+    if not reset_peak():
+        pytest.skip("this kernel cannot reset the peak resident size (/proc/self/clear_refs)")
+    start = peak_mb()
+    block = np.ones(300 * 2**20 // 8)  # touched pages: resident
+    high = peak_mb()
+    del block
+    assert high > start + 250
+    reset_peak()
+    assert peak_mb() < high - 250
+

@@ -64,6 +64,14 @@ def quiet_libraries() -> None:
     # ... is ready"), which the "ray" logger's cannot override: callers run this after that import.
     if "ray.serve" in sys.modules:
         logging.getLogger("ray.serve").setLevel(logging.WARNING)
+    # Two loggers outside the "ray" tree: Ray Train V2 names one by its file path (an INFO line
+    # "Reporting training result N: TrainingReport(...)" per checkpoint, from the training loop),
+    # and Tune's result analysis warns "Failed to fetch metrics" for every trial because the
+    # sweep turns off the per-trial result files on purpose (results live in MLflow).
+    train_context = sys.modules.get("ray.train.v2._internal.execution.context")
+    if train_context is not None:
+        logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     # diffusers and transformers read their level from these when they are first imported...
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
