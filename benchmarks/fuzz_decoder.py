@@ -178,7 +178,7 @@ def worker(max_pixels: int) -> None:
 
     from resulic.codec import Codec, DecodeLimits
     from resulic.errors import BitstreamError, DecodeLimitError, ResulicError
-    from resulic.services.memory import peak_mb, reset_peak
+    from resulic.services.memory import peak_mb, reset_peak, resident_mb
     from resulic.services.runtime import configure_threads, quiet_libraries
 
     quiet_libraries()
@@ -209,11 +209,13 @@ def worker(max_pixels: int) -> None:
             return
         data = stdin.read(struct.unpack("<I", head)[0])
         reset_peak()  # each input's own peak, not the worker's lifetime peak
+        before = resident_mb()
         t0 = time.perf_counter()
         first, second = decode(data), decode(data)
         rss_mb = peak_mb()
         out.write(json.dumps({"outcome": first[0], "detail": first[1][:160], "same": first == second,
-                              "seconds": time.perf_counter() - t0, "rss_mb": rss_mb}) + "\n")
+                              "seconds": time.perf_counter() - t0, "rss_mb": rss_mb,
+                              "rise_mb": rss_mb - before}) + "\n")
 
 
 def _kind(message: str) -> str:
@@ -230,6 +232,7 @@ class Result:
     seconds: float
     rss_mb: float
     detail: str = ""
+    rise_mb: float = 0.0  # the peak's rise over the worker's resident size before this input
 
 
 class DecodeWorker:
@@ -279,7 +282,7 @@ class DecodeWorker:
             self.proc, self.restarts = None, self.restarts + 1
             return Result(category, outcome, False, self.timeout_s, 0.0)
         r = json.loads(line)
-        return Result(category, r["outcome"], r["same"], r["seconds"], r["rss_mb"], r["detail"])
+        return Result(category, r["outcome"], r["same"], r["seconds"], r["rss_mb"], r["detail"], r["rise_mb"])
 
     def close(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -327,7 +330,9 @@ def table(results: list[Result]) -> str:
         lines.append(f"| {o} | " + " | ".join(str(n) for n in row) + f" | {sum(row)} |")
     totals = [sum(1 for r in results if r.category == c) for c in COLUMNS]
     lines.append("| **total** | " + " | ".join(str(n) for n in totals) + f" | {len(results)} |")
-    for label, field, fmt in (("worst s (two decodes)", "seconds", "{:.2f}"), ("peak MB", "rss_mb", "{:.0f}")):
+    rows = (("worst s (two decodes)", "seconds", "{:.2f}"), ("peak MB", "rss_mb", "{:.0f}"),
+            ("rise MB (over the resident size before)", "rise_mb", "{:+.0f}"))
+    for label, field, fmt in rows:
         worst = [max((getattr(r, field) for r in results if r.category == c), default=0.0) for c in COLUMNS]
         lines.append(f"| {label} | " + " | ".join(fmt.format(w) for w in worst) + f" | {fmt.format(max(worst))} |")
     return "\n".join(lines)

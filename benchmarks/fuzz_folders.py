@@ -313,6 +313,7 @@ class Result:
     message: str
     seconds: float
     peak_mb: float = 0.0  # this load's own peak resident memory
+    rise_mb: float = 0.0  # that peak's rise over the resident size before the load
 
     @property
     def failure(self) -> bool:
@@ -378,7 +379,7 @@ def cdf_tables_of(codec) -> dict:
 
 def run(base: Path, count: int, seed: int, backbone, cdf_tables: dict, timeout_s: float = 60.0,
         work: Path | None = None, progress: bool = False) -> list[Result]:
-    from resulic.services.memory import peak_mb, reset_peak
+    from resulic.services.memory import peak_mb, reset_peak, resident_mb
 
     rng = random.Random(seed)
     work = Path(work or tempfile.mkdtemp(prefix="fuzz-folders-"))
@@ -393,9 +394,11 @@ def run(base: Path, count: int, seed: int, backbone, cdf_tables: dict, timeout_s
         if kind not in KEEP_MANIFEST and (folder / "manifest.json").is_file() and not (folder / "manifest.json").is_symlink():
             refresh_manifest(folder)
         reset_peak()
+        before = resident_mb()
         t0 = time.perf_counter()
         outcome, message = load_one(folder, backbone, timeout_s)
-        results.append(Result(i, kind, detail, outcome, message, time.perf_counter() - t0, peak_mb()))
+        seconds, peak = time.perf_counter() - t0, peak_mb()
+        results.append(Result(i, kind, detail, outcome, message, seconds, peak, peak - before))
         shutil.rmtree(folder, ignore_errors=True)
         for extra in work.glob(f"f{i}.outside.*"):
             extra.unlink()
@@ -414,7 +417,9 @@ def table(results: list[Result]) -> str:
         lines.append(f"| {o} | " + " | ".join(map(str, row)) + f" | {sum(row)} |")
     totals = [sum(1 for r in results if r.kind == k) for k in kinds]
     lines.append("| **total** | " + " | ".join(map(str, totals)) + f" | {len(results)} |")
-    for label, field, fmt in (("worst s", "seconds", "{:.2f}"), ("peak MB", "peak_mb", "{:.0f}")):
+    rows = (("worst s", "seconds", "{:.2f}"), ("peak MB", "peak_mb", "{:.0f}"),
+            ("rise MB (over the resident size before)", "rise_mb", "{:+.0f}"))
+    for label, field, fmt in rows:
         worst = [max((getattr(r, field) for r in results if r.kind == k), default=0.0) for k in kinds]
         lines.append(f"| {label} | " + " | ".join(fmt.format(w) for w in worst) + f" | {fmt.format(max(worst))} |")
     return "\n".join(lines)
@@ -430,7 +435,7 @@ def main(argv=None) -> int:
     from resulic.codec import Codec
     from resulic.codec.store import save_codec
     from resulic.config import ModelConfig
-    from resulic.services.memory import peak_mb, reset_peak
+    from resulic.services.memory import peak_mb, reset_peak, resident_mb
 
     codec = Codec.build(ModelConfig())
     work = Path(tempfile.mkdtemp(prefix="fuzz-folders-"))
@@ -443,10 +448,11 @@ def main(argv=None) -> int:
         big_header(folder)
         refresh_manifest(folder)
         reset_peak()
+        before = resident_mb()
         t1 = time.perf_counter()
         outcome, message = load_one(folder, codec.backbone, args.timeout)
-        results.append(Result(len(results), "issue25", "900k tensors", outcome, message, time.perf_counter() - t1,
-                              peak_mb()))
+        seconds, peak = time.perf_counter() - t1, peak_mb()
+        results.append(Result(len(results), "issue25", "900k tensors", outcome, message, seconds, peak, peak - before))
     print(table(results))
     issue = [r for r in results if r.kind == "issue25"]
     if issue:

@@ -24,12 +24,23 @@ def reset_peak() -> bool:
         return False
 
 
-def peak_mb() -> float:
-    """The peak resident size since the last ``reset_peak`` (else since the process started), MB."""
+def _status_mb(field: str) -> float | None:
     try:
         for line in STATUS.read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return None
+
+
+def peak_mb() -> float:
+    """The peak resident size since the last ``reset_peak`` (else since the process started), MB."""
+    peak = _status_mb("VmHWM")
+    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def resident_mb() -> float:
+    """The resident size now, MB (0 where /proc is missing): a peak's rise is peak_mb() minus this
+    before the work."""
+    return _status_mb("VmRSS") or 0.0
