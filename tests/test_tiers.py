@@ -91,11 +91,69 @@ def test_bad_tier_configs_name_the_key(tiers, change, message):
         ModelConfig.model_validate(data)
 
 
-def test_a_tiered_model_is_assembled_not_trained(tiers):
+def test_a_tiered_models_compressors_are_assembled_not_trained(tiers):
     from resulic.train.config import TrainConfig
 
+    model = tiers[2].config.model_dump(mode="json")
     with pytest.raises(ValueError, match="model: rate_point.low_tier"):
-        TrainConfig.model_validate({"model": tiers[2].config.model_dump(mode="json")})
+        TrainConfig.model_validate({"model": model})
+    TrainConfig.model_validate({"model": model, "optim": {"freeze_compressor": True}})
+
+
+def test_a_tiered_models_shared_control_module_trains_on_both_tiers_latents(tiers):
+    """optim.freeze_compressor on a tiered model: each sample's z_c is the one its level's tier
+    codes (the decoder's), noised on that level's N_r; the control module alone learns, and a
+    snapshot is the same tiered codec."""
+    import torch
+    import torch.nn.functional as F
+
+    from resulic.train.checkpoint import snapshot_codec
+    from resulic.train.config import LossConfig
+    from resulic.train.model import LossDraw, TrainableCodec
+
+    main, low, tiered = tiers
+    cdm = copy_of_control(tiered)
+    with pytest.raises(ValueError, match="freeze_compressor"):
+        TrainableCodec(tiered.config, tiered.backbone, tiered.compressor, cdm, 1, LossConfig(), 1.0)
+    model = TrainableCodec(tiered.config, tiered.backbone, tiered.compressor, cdm, 1, LossConfig(), 1.0,
+                           freeze_compressor=True)
+    scale = (tiered.config.rate_point.variable.anchors - 1) / RATE_LEVELS
+    levels = [0, 3, 4, RATE_LEVELS]
+    positions = torch.tensor([level * scale for level in levels])
+    routes = [tiered.config.rate_point.route(level) for level in levels]
+    assert model.routes(positions) == routes and [r.tier for r in routes] == ["low", "low", "main", "main"]
+    assert model.residual_steps(positions) == [r.residual_steps for r in routes] == [90, 85, 54, 20]
+
+    g = torch.Generator().manual_seed(5)
+    z0 = torch.randn(4, 4, 16, 16, generator=g)
+    with torch.no_grad():
+        z_c, bits = model.compress_latents(z0, positions)
+        for i, route in enumerate(routes):  # each row is its own tier's z_c at its own position
+            own = tiered.compressor.tier(route)(z0[i : i + 1], torch.tensor([route.position]))["z_c"]
+            assert torch.allclose(z_c[i : i + 1], own, atol=1e-5), levels[i]  # batched convolutions: last-bit float differences
+    assert bits.shape == (4,) and bool((bits > 0).all())
+    noise = torch.randn(4, 4, 16, 16, generator=g)
+    n = torch.tensor([80, 60, 50, 10])
+    terms = model(torch.rand(4, 3, 128, 128), [""] * 4, z0, LossDraw(n, noise, positions=positions))
+    with torch.no_grad():
+        z_n = torch.cat([model.schedule_for(r.residual_steps).q_sample(z0[i : i + 1], z_c[i : i + 1], noise[i : i + 1],
+                                                                       n[i : i + 1]) for i, r in enumerate(routes)])
+        eps = cdm(z_n, n, encoder_hidden_states=tiered.backbone.encode_text([""] * 4), controlnet_cond=z_c).sample
+    assert float(terms["loss_eps"].detach()) == pytest.approx(float(F.mse_loss(eps, noise)), rel=1e-5)
+    terms["total"].backward()
+    assert all(p.grad is None for p in tiered.compressor.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in cdm.parameters())
+    snapshot = snapshot_codec(model, "cpu")
+    assert snapshot.fingerprint == tiered.fingerprint  # nothing has stepped yet: the same codec
+
+
+def copy_of_control(codec):
+    """A control module with the codec's weights, so that training it leaves the fixture alone."""
+    from resulic.models.control import build_control_unet, control_state_dict, load_control_state
+
+    cdm = build_control_unet(codec.backbone.unet, codec.config.control)
+    load_control_state(cdm, control_state_dict(codec.cdm))
+    return cdm
 
 
 def test_the_release_command_assembles_a_folder_and_refuses_a_fixed_rate_model(tiers, codec, tmp_path, capsys):

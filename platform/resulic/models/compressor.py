@@ -376,6 +376,9 @@ class TieredCompressor(nn.Module):
         self.main.update(force)
         self.low.update(force)
 
+    def aux_loss(self) -> Tensor:
+        return self.main.aux_loss() + self.low.aux_loss()
+
     def compress(self, z0: Tensor, position, y: Tensor | None = None) -> CompressedLatent:
         return self.tier(position).compress(z0, position.position, y)
 

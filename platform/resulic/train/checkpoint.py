@@ -21,7 +21,7 @@ from ..codec.store import CDF_BUFFERS, load_compressor_state, load_trained_parts
 from ..config import ModelConfig
 from ..errors import ConfigError, ModelLoadError
 from ..models.backbone import Backbone, save_prior
-from ..models.compressor import LatentCompressor, build_compressor
+from ..models.compressor import LatentCompressor, build_compressor, compressor_for
 from ..models.control import build_control_unet
 from .model import TrainableCodec
 
@@ -114,7 +114,7 @@ def snapshot_codec(trainable: TrainableCodec, device: torch.device | str) -> Cod
     (its coding tables are rebuilt); the control module is shared, so the caller puts it back in
     training mode afterwards."""
     # A new instance rather than deepcopy: DDP hooks on the live parameters cannot be copied.
-    compressor = LatentCompressor(trainable.config.compressor).to(next(trainable.compressor.parameters()).device)
+    compressor = compressor_for(trainable.config).to(next(trainable.compressor.parameters()).device)
     # The live coding tables are stale (or never built, in a fresh model): left out, they are
     # rebuilt from the current weights.
     state = {k: v.detach().clone() for k, v in trainable.compressor.state_dict().items()

@@ -223,9 +223,10 @@ class TrainConfig(StrictModel):
         if self.optim.freeze_linear_path and (self.stage == 0 or self.optim.freeze_compressor):
             raise ValueError("optim.freeze_linear_path: " + ("stage 0 trains the prior, which has no compressor"
                              if self.stage == 0 else "the whole compressor is frozen (optim.freeze_compressor)"))
-        if self.model.rate_point.low_tier is not None:  # type: ignore[union-attr]
-            raise ValueError("model: rate_point.low_tier puts two trained models behind one rate level; it is "
-                             "assembled from them (jobs/release_small.py tiered), not trained — train each on its own")
+        if self.model.rate_point.low_tier is not None and not self.optim.freeze_compressor:  # type: ignore[union-attr]
+            raise ValueError("model: rate_point.low_tier puts two trained models behind one rate level; their "
+                             "compressors are assembled (jobs/release_small.py tiered), not trained — train each on "
+                             "its own, or set optim.freeze_compressor to train the control module they share")
         if self.reset_gains and (not self.init_from or self.model.rate_point.variable is None):  # type: ignore[union-attr]
             raise ValueError("reset_gains: needs init_from and a variable-rate model (model.rate_point.variable)")
         if self.stage == 0 and self.init_from:

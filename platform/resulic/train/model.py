@@ -19,10 +19,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import ModelConfig
+from ..config import RATE_LEVELS, ModelConfig, Route
 from ..diffusion import ResidualSchedule, ResidualSchedules
 from ..models.backbone import Backbone
-from ..models.compressor import GAIN_PARAMETERS, LINEAR_MODULES, SYNTHESIS_MODULES, TRANSFORM_MODULES, LatentCompressor
+from ..models.compressor import (
+    GAIN_PARAMETERS, LINEAR_MODULES, SYNTHESIS_MODULES, TRANSFORM_MODULES, LatentCompressor, TieredCompressor,
+)
 from ..models.kernels import guard
 from .config import LossConfig
 
@@ -92,6 +94,11 @@ class TrainableCodec(nn.Module):
         freeze_linear_path: bool = False,
     ) -> None:
         super().__init__()
+        # A tiered model (two compressors behind one rate level) trains its shared control module
+        # alone: each sample's z_c comes from the compressor its level routes to, both frozen.
+        if isinstance(compressor, TieredCompressor) and not freeze_compressor:
+            raise ValueError("a tiered model's compressors are assembled, not trained: set optim.freeze_compressor "
+                             "to train its control module")
         self.compressor = compressor
         # A frozen compressor keeps no trainable parameter (DDP and the optimisers then skip it).
         self.freeze_compressor = freeze_compressor
@@ -168,7 +175,32 @@ class TrainableCodec(nn.Module):
         variable = self.config.rate_point.variable
         if variable is None or position is None:
             return None
+        if self.config.rate_point.low_tier is not None:
+            return [route.residual_steps for route in self.routes(position)]
         return [variable.residual_steps_at_position(float(p)) for p in position]
+
+    def routes(self, position: Tensor) -> list[Route]:
+        """A tiered model's samples: the rate level nearest each position (positions run along the
+        main anchors, as the levels do) and where the decoder routes that level."""
+        rate_point = self.config.rate_point
+        scale = RATE_LEVELS / (rate_point.variable.anchors - 1)
+        return [rate_point.route(min(RATE_LEVELS, max(0, round(float(p) * scale)))) for p in position]
+
+    def compress_latents(self, z0: Tensor, position: Tensor | None) -> tuple[Tensor, Tensor]:
+        """z_c and each sample's estimated bits; a tiered model's samples through their tiers."""
+        if not isinstance(self.compressor, TieredCompressor):
+            out = self.compressor(z0, position)
+            return out["z_c"], _bits(out["likelihoods"])
+        routes = self.routes(position)
+        z_c, bits = torch.empty_like(z0), z0.new_zeros(z0.shape[0])
+        for tier in ("low", "main"):
+            rows = [i for i, route in enumerate(routes) if route.tier == tier]
+            if rows:
+                index = torch.tensor(rows, device=z0.device)
+                positions = torch.tensor([routes[i].position for i in rows], device=z0.device)
+                out = self.compressor.tier(routes[rows[0]])(z0[index], positions)
+                z_c[index], bits[index] = out["z_c"].to(z_c.dtype), _bits(out["likelihoods"]).to(bits.dtype)
+        return z_c, bits
 
     def schedule_for(self, n_r: int) -> ResidualSchedule:
         return self._schedules(n_r)
@@ -231,14 +263,14 @@ class TrainableCodec(nn.Module):
         position = draw.positions if draw is not None and draw.positions is not None else (
             None if variable is None else self.draw_positions(z0.shape[0], z0.device))
         with torch.no_grad() if self.freeze_compressor else contextlib.nullcontext():
-            out = self.compressor(z0, position)
-        z_c = out["z_c"]
+            z_c, bits = self.compress_latents(z0, position)
         pixels = images.shape[-2] * images.shape[-1]
-        bits = sum((-torch.log2(lk)).flatten(1).sum(1) for lk in out["likelihoods"].values())  # per sample
         rate = bits.mean() / pixels
 
         terms = {"bpp_estimated": rate, "loss_guide": F.mse_loss(z_c.float(), z0.float())}
-        if variable is None:
+        if self.freeze_compressor:  # nothing of the rate can train (a tiered model has no one λ_R per position)
+            rate_term = torch.zeros((), device=z0.device)
+        elif variable is None:
             rate_term = self.lambda_rate * rate
         else:  # each sample at its own rate: λ_R of its position along the anchors
             lambdas = torch.tensor([variable.lambda_at(float(p)) for p in position], device=bits.device)
@@ -300,3 +332,9 @@ class TrainableCodec(nn.Module):
         terms["loss_aux"] = self.compressor.aux_loss()
         terms["total"] = loss + terms["loss_aux"] + disc_loss
         return terms
+
+
+def _bits(likelihoods: dict[str, Tensor]) -> Tensor:
+    """Estimated bits per sample: -log2 of every coded symbol's likelihood."""
+    return sum((-torch.log2(lk)).flatten(1).sum(1) for lk in likelihoods.values())
+
