@@ -141,7 +141,8 @@ def test_stage2_feature_term_judges_the_decoded_x0_and_trains_the_control_module
     assert any(v is not None and torch.count_nonzero(v) > 0 for v in g)
     assert all(not p.requires_grad for p in compressor.parameters())
     # the config accepts it in stage 2 alone; stage 1's feature term needs the pixel window
-    TrainConfig.model_validate({"stage": 2, "init_from": "x", "loss": {"lambda_feature": 0.5, "lambda_lpips": 0}})
+    TrainConfig.model_validate({"stage": 2, "init_from": "x", "loss": {"lambda_feature": 0.5, "lambda_lpips": 0,
+                                                                         "lambda_eps": 0.2}})
     with pytest.raises(ValueError, match="lambda_pixel"):
         TrainConfig.model_validate({"loss": {"lambda_feature": 0.5}})
 
@@ -385,6 +386,7 @@ def test_synthesis_only_trains_the_decoder_side_and_leaves_every_bit_where_it_wa
     ({"loss": {"lambda_pixel": 0, "lambda_guide": 0}, "optim": {"synthesis_only": True}}, "optim.synthesis_only"),
     ({"stage": 0, "optim": {"freeze_linear_path": True}}, "optim.freeze_linear_path"),
     ({"optim": {"freeze_linear_path": True, "freeze_compressor": True}}, "optim.freeze_linear_path"),
+    ({"stage": 2, "init_from": "x", "loss": {"lambda_eps": 0}}, "loss.lambda_eps"),  # x̂0 comes from the noise prediction
 ])
 def test_frozen_compressor_refuses_settings_where_nothing_or_the_wrong_thing_trains(settings, key):
     from resulic.train.config import TrainConfig

@@ -234,8 +234,10 @@ class TrainConfig(StrictModel):
         if self.stage == 0 and self.model.backbone.profile != "small":  # type: ignore[union-attr]
             raise ValueError("stage: stage 0 trains the diffusion prior of the 'small' profile; "
                              f"the {self.model.backbone.profile!r} profile's UNet is not trained here")  # type: ignore[union-attr]
-        if self.stage != 1 and self.loss.lambda_eps != 1.0:
-            raise ValueError("loss.lambda_eps: only a stage-1 warm-up may change the eps-loss weight")
+        if self.stage == 0 and self.loss.lambda_eps != 1.0:
+            raise ValueError("loss.lambda_eps: stage 0 trains the prior on the eps-loss alone; its weight stays 1")
+        if self.stage == 2 and self.loss.lambda_eps == 0:
+            raise ValueError("loss.lambda_eps: stage 2 decodes x̂0 from the predicted noise; keep the eps-loss (> 0)")
         if self.loss.position_range is not None:
             variable = self.model.rate_point.variable  # type: ignore[union-attr]
             if variable is None:
