@@ -54,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     ti.add_argument("--default-level", type=int, help="the level files use unless told (default: the main model's)")
     ti.add_argument("--control", choices=("main", "low"), default="main",
                     help="whose control module decodes both tiers (default: the main model's)")
+    ti.add_argument("--low-control", choices=("shared", "none"), default="shared",
+                    help="'none': the low tier's levels decode with the prior alone (the control module's links off)")
     ti.add_argument("-o", "--output", type=Path, required=True, help="the new codec folder")
     args = p.parse_args(argv)
     try:
@@ -93,7 +95,7 @@ def release_tiered(args) -> int:
         codec = tiers.assemble(tiers.with_residual_steps(main_codec, args.main_residual_steps),
                                tiers.with_residual_steps(low_codec, args.low_residual_steps),
                                levels=args.levels, own_levels=tuple(args.low_levels), main_from=args.main_from,
-                               default_level=args.default_level, control=args.control)
+                               default_level=args.default_level, control=args.control, low_control=args.low_control)
     except ValidationError as exc:
         err = exc.errors()[0]
         raise ResulicError(f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}") from None

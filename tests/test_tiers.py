@@ -156,6 +156,63 @@ def copy_of_control(codec):
     return cdm
 
 
+def trained_looking_control(codec, seed: int = 9):
+    """The codec's control module with its links set off zero, as training would leave them: its
+    decode then differs from the prior's (a zero-link module equals the prior alone)."""
+    import torch
+
+    from resulic.models.control import LINK_MARKERS
+
+    cdm = copy_of_control(codec)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in cdm.named_parameters():
+            if param.requires_grad and any(m in name for m in LINK_MARKERS):
+                param.copy_(torch.randn(param.shape, generator=g) * 0.05)
+    return cdm
+
+
+def test_a_low_tier_without_control_decodes_with_the_prior_alone_and_trains_nothing_there(tiers, small_photo):
+    """low_tier.control 'none': its levels decode as the prior alone would (the control module's
+    links off) even when the shared control module has trained, while the main tier's levels go
+    through it; in training, those rows predict the noise without control too."""
+    import torch
+
+    from resulic.codec import Codec
+    from resulic.codec.tiers import assemble
+    from resulic.train.config import LossConfig
+    from resulic.train.model import TrainableCodec
+
+    main, low, _ = tiers
+    trained = Codec(main.config, main.backbone, main.compressor, trained_looking_control(main), main.device)
+    shared = assemble(trained, low, levels=4, own_levels=(0, 30), main_from=20)
+    alone = assemble(trained, low, levels=4, own_levels=(0, 30), main_from=20, low_control="none")
+    assert alone.fingerprint != shared.fingerprint
+    assert [alone.applies_control(level) for level in (0, 3, 4, 64)] == [False, False, True, True]
+    assert all(shared.applies_control(level) for level in (0, 3, 4, 64))
+    data = alone.encode(small_photo, level=2).data
+    prior_only = low.decode(low.encode(small_photo, level=20).data).image  # low's own control never trained
+    assert alone.decode(data).image.tobytes() == prior_only.tobytes()
+    assert shared.decode(shared.encode(small_photo, level=2).data).image.tobytes() != prior_only.tobytes()
+    through_control = shared.decode(shared.encode(small_photo, level=4).data).image
+    assert alone.decode(alone.encode(small_photo, level=4).data).image.tobytes() == through_control.tobytes()
+
+    model = TrainableCodec(alone.config, alone.backbone, alone.compressor, alone.cdm, 1, LossConfig(), 1.0,
+                           freeze_compressor=True)
+    scale = (alone.config.rate_point.variable.anchors - 1) / 127
+    positions = torch.tensor([2 * scale, 100 * scale])  # levels 2 (low tier) and 100 (main)
+    g = torch.Generator().manual_seed(6)
+    z_n, z_c = torch.randn(2, 4, 16, 16, generator=g), torch.randn(2, 4, 16, 16, generator=g)
+    n, context = torch.tensor([30, 10]), alone.backbone.encode_text(["", ""])
+    with torch.no_grad():
+        eps = model.predict_noise(z_n, n, context, z_c, positions)
+        with_control = alone.cdm(z_n, n, encoder_hidden_states=context, controlnet_cond=z_c).sample
+        without = alone.cdm(z_n, n, encoder_hidden_states=context, controlnet_cond=z_c, apply_control=False).sample
+    torch.testing.assert_close(eps[0], without[0])
+    torch.testing.assert_close(eps[1], with_control[1])
+    assert not torch.allclose(with_control[0], without[0])  # the rows differ: the test can fail
+
+
 def test_the_release_command_assembles_a_folder_and_refuses_a_fixed_rate_model(tiers, codec, tmp_path, capsys):
     import importlib.util
     from pathlib import Path

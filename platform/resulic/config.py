@@ -210,6 +210,11 @@ class LowTierConfig(StrictModel):
     main_from: int = Field(0, ge=0, le=RATE_LEVELS - 1, description="the main compressor's own level at the model's level `levels`")
     compressor: CompressorConfig
     variable: VariableRateConfig = Field(description="its own anchors' λ_R and N_r (default_level unused)")
+    # The control module trained on one tier's latents need not help the other's: "none" decodes
+    # this tier's levels with the prior alone (the control module's links off), exactly as a model
+    # whose control module never trained (zero links) decodes.
+    control: Literal["shared", "none"] = Field(
+        "shared", description="'shared': the model's control module steers this tier's decode too; 'none': the prior alone")
 
     @field_validator("own_levels")
     @classmethod
@@ -233,6 +238,7 @@ class Route(NamedTuple):
     tier: str
     position: float
     residual_steps: int
+    control: bool = True  # False: the prior alone decodes this level (low_tier.control "none")
 
 
 class RatePointConfig(StrictModel):
@@ -328,7 +334,8 @@ class RatePointConfig(StrictModel):
             own = tier.main_from + (RATE_LEVELS - tier.main_from) * (level - tier.levels) / (RATE_LEVELS - tier.levels)
             name = "main"
         position = own / RATE_LEVELS * (variable.anchors - 1)
-        return Route(name, position, variable.residual_steps_at_position(position))
+        control = name == "main" or tier.control == "shared"
+        return Route(name, position, variable.residual_steps_at_position(position), control)
 
     def residual_steps_for(self, level: int | None) -> int:
         """N_r of a file at ``level`` (None: the default level; fixed-rate models: their N_r)."""

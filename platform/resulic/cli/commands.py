@@ -446,7 +446,8 @@ def rates_table() -> str:
                 first, last = tier["own_levels"]
                 rate = (f"variable: --level 0..127 (default {variable['default_level']}), or --bpp; levels "
                         f"0..{tier['levels'] - 1} a second compressor (its levels {first}..{last}, λ_R "
-                        f"{', '.join(f'{x:g}' for x in tier['variable']['lambda_rates'])}), {tier['levels']}..127 "
+                        f"{', '.join(f'{x:g}' for x in tier['variable']['lambda_rates'])}"
+                        f"{'; the prior alone decodes them' if tier.get('control') == 'none' else ''}), {tier['levels']}..127 "
                         f"the main one (its levels {tier['main_from']}..127, λ_R "
                         f"{', '.join(f'{x:g}' for x in variable['lambda_rates'])})")
         else:

@@ -62,7 +62,7 @@ def decode_batch(codec: Codec, files: list[bytes], limits: DecodeLimits | None =
         generator = torch.Generator("cpu").manual_seed(seed)
         noise = torch.randn(prepared[members[0]][0].shape, generator=generator, dtype=z_c.dtype)
         noise = noise.repeat(len(members), 1, 1, 1).to(codec.device)
-        denoise = _batched_denoiser(codec, z_c, id_lists, guidance)
+        denoise = _batched_denoiser(codec, z_c, id_lists, guidance, codec.applies_control(level))
         z = residual_ddim_sample(codec.schedule_for(level), denoise, z_c, noise, steps, generator=generator)
         x = codec.backbone.decode(z)[..., :height, :width]
         seconds = (time.perf_counter() - t0) / len(members)
@@ -79,9 +79,10 @@ def _single(codec: Codec, data: bytes, limits: DecodeLimits | None) -> DecodeRes
         return exc
 
 
-def _batched_denoiser(codec: Codec, z_c: torch.Tensor, id_lists: list[list[int]], guidance: float):
+def _batched_denoiser(codec: Codec, z_c: torch.Tensor, id_lists: list[list[int]], guidance: float,
+                      apply_control: bool = True):
     """``Codec._denoiser`` for a batch: each file's own prompt, both CFG branches in one call."""
     tokenizer = codec.backbone.tokenizer
     positive = torch.cat([codec.backbone.encode_ids(prompt_input_ids(tokenizer, ids)) for ids in id_lists])
     negative = None if guidance == 1 else codec.backbone.encode_text([NEGATIVE_PROMPT]).repeat(z_c.shape[0], 1, 1)
-    return guided_denoiser(codec.cdm, z_c, positive, negative, guidance)
+    return guided_denoiser(codec.cdm, z_c, positive, negative, guidance, apply_control)

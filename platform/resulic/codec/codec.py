@@ -139,6 +139,11 @@ class Codec:
         route = rp.route(level)
         return route if rp.low_tier is not None else route.position
 
+    def applies_control(self, level: int | None) -> bool:
+        """Whether the control module steers a file at ``level`` (False: a tier whose levels the
+        prior decodes alone, ``low_tier.control: none``)."""
+        return self.config.rate_point.variable is None or self.config.rate_point.route(level).control
+
     def to(self, device: str | torch.device) -> "Codec":
         self.device = torch.device(device)
         self.backbone.to(self.device)
@@ -343,7 +348,7 @@ class Codec:
         """The decoder's final latent from z_c and the text's token ids, and the number of
         sampler calls (``level``: the file's rate level, which sets a variable-rate model's
         N_r). Pfo's selection decodes through here too, so it scores what the receiver will see."""
-        denoise = CallCounter(self._denoiser(z_c, ids, guidance))
+        denoise = CallCounter(self._denoiser(z_c, ids, guidance, self.applies_control(level)))
         generator = torch.Generator("cpu").manual_seed(seed)
         noise = torch.randn(z_c.shape, generator=generator, dtype=z_c.dtype).to(self.device)
         return sampler(self.schedule_for(level), denoise, z_c, noise, steps, generator=generator), denoise.calls
@@ -358,27 +363,29 @@ class Codec:
     def decompress(self, data: bytes, limits: DecodeLimits | None = None, one_pass: bool = False) -> Image.Image:
         return self.decode(data, limits=limits, one_pass=one_pass).image
 
-    def _denoiser(self, z_c: torch.Tensor, ids: list[int], guidance: float):
+    def _denoiser(self, z_c: torch.Tensor, ids: list[int], guidance: float, apply_control: bool = True):
         """eps(z_t, t) for this file: the positive prompt is the text's token ids + the quality
         suffix (``prompt_input_ids``), the negative prompt the fixed one."""
         positive = self.backbone.encode_ids(prompt_input_ids(self.backbone.tokenizer, ids))
         negative = None if guidance == 1 else self.backbone.encode_text([NEGATIVE_PROMPT])
-        return guided_denoiser(self.cdm, z_c, positive, negative, guidance)
+        return guided_denoiser(self.cdm, z_c, positive, negative, guidance, apply_control)
 
 
 def guided_denoiser(cdm: torch.nn.Module, z_c: torch.Tensor, positive: torch.Tensor,
-                    negative: torch.Tensor | None, guidance: float):
+                    negative: torch.Tensor | None, guidance: float, apply_control: bool = True):
     """eps(z_t, t) with classifier-free guidance, eps_u + w (eps_c - eps_u), both branches in one
-    batch (negative rows first). With guidance 1 only the positive branch runs."""
+    batch (negative rows first). With guidance 1 only the positive branch runs. ``apply_control``
+    False: the prior alone (ControlNet-XS adds nothing to the base UNet)."""
     if guidance == 1:
         context, cond = positive, z_c
     else:
         context, cond = torch.cat([negative, positive]), torch.cat([z_c, z_c])
+    switch = {} if apply_control else {"apply_control": False}
 
     def denoise(x: torch.Tensor, t: int) -> torch.Tensor:
         xin = x if guidance == 1 else torch.cat([x, x])
         ts = torch.full((xin.shape[0],), t, device=x.device, dtype=torch.long)
-        eps = cdm(xin, ts, encoder_hidden_states=context, controlnet_cond=cond).sample
+        eps = cdm(xin, ts, encoder_hidden_states=context, controlnet_cond=cond, **switch).sample
         if guidance == 1:
             return eps
         eps_u, eps_c = eps.chunk(2)

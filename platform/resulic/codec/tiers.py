@@ -32,11 +32,12 @@ def with_residual_steps(codec: Codec, residual_steps: list[int] | None) -> Codec
 
 
 def assemble(main: Codec, low: Codec, *, levels: int, own_levels: tuple[int, int], main_from: int,
-             default_level: int | None = None, control: str = "main") -> Codec:
+             default_level: int | None = None, control: str = "main", low_control: str = "shared") -> Codec:
     """One codec: ``low``'s own levels ``own_levels`` as the model's levels 0..levels-1, ``main``'s
     own levels main_from..127 as the rest; ``main``'s prior and decoder settings, and the control
     module of ``control`` ("main" or "low") for both: a model whose control module never trained
-    (zero links: the prior alone) keeps decoding exactly as it did when it is the one chosen."""
+    (zero links: the prior alone) keeps decoding exactly as it did when it is the one chosen.
+    ``low_control`` "none": the low tier decodes with the prior alone whatever the control module."""
     if control not in ("main", "low"):
         raise ModelLoadError(f"control: 'main' or 'low', not {control!r}")
     for name, codec in (("main", main), ("low", low)):
@@ -46,7 +47,8 @@ def assemble(main: Codec, low: Codec, *, levels: int, own_levels: tuple[int, int
     if low.backbone.identity != main.backbone.identity:
         raise ModelLoadError("low and main are built on different backbones: their latents would not match")
     tier = LowTierConfig(levels=levels, own_levels=list(own_levels), main_from=main_from,
-                         compressor=low.config.compressor, variable=low.config.rate_point.variable)
+                         compressor=low.config.compressor, variable=low.config.rate_point.variable,
+                         control=low_control)
     source = main if control == "main" else low
     config = main.config.model_copy(deep=True)
     if control == "low":

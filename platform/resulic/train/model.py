@@ -186,6 +186,22 @@ class TrainableCodec(nn.Module):
         scale = RATE_LEVELS / (rate_point.variable.anchors - 1)
         return [rate_point.route(min(RATE_LEVELS, max(0, round(float(p) * scale)))) for p in position]
 
+    def predict_noise(self, z_n: Tensor, n: Tensor, context: Tensor, z_c: Tensor, position: Tensor | None) -> Tensor:
+        """eps from the control module and prior; a tiered model's rows whose tier decodes with the
+        prior alone (``low_tier.control: none``) predict it as the decoder will, without control."""
+        controls = None if position is None or self.config.rate_point.low_tier is None \
+            else [route.control for route in self.routes(position)]
+        if controls is None or all(controls):
+            return self.cdm(z_n, n, encoder_hidden_states=context, controlnet_cond=z_c).sample
+        out = None
+        for flag in set(controls):
+            rows = torch.tensor([i for i, c in enumerate(controls) if c == flag], device=z_n.device)
+            part = self.cdm(z_n[rows], n[rows], encoder_hidden_states=context[rows], controlnet_cond=z_c[rows],
+                            **({} if flag else {"apply_control": False})).sample
+            out = part.new_empty(z_n.shape) if out is None else out
+            out = out.index_put((rows,), part)
+        return out
+
     def compress_latents(self, z0: Tensor, position: Tensor | None) -> tuple[Tensor, Tensor]:
         """z_c and each sample's estimated bits; a tiered model's samples through their tiers."""
         if not isinstance(self.compressor, TieredCompressor):
@@ -301,7 +317,7 @@ class TrainableCodec(nn.Module):
         n, noise = draw.timesteps, draw.noise
         n_r = self.residual_steps(position)
         z_n = self.per_schedule(n_r, lambda s, *rows: s.q_sample(*rows), z0, z_c, noise, n)
-        eps = self.cdm(z_n, n, encoder_hidden_states=context, controlnet_cond=z_c).sample
+        eps = self.predict_noise(z_n, n, context, z_c, position)
         terms["loss_eps"] = F.mse_loss(eps.float(), noise.float())
         loss = self.weights.lambda_eps * terms["loss_eps"] + loss
         disc_loss = torch.zeros((), device=images.device)
