@@ -216,6 +216,15 @@ class LowTierConfig(StrictModel):
     control: Literal["shared", "none"] = Field(
         "shared", description="'shared': the model's control module steers this tier's decode too; 'none': the prior alone")
 
+    @model_serializer(mode="wrap")
+    def _omit_shared_control(self, handler: SerializerFunctionWrapHandler) -> dict:
+        # Left out at its default, so the config and fingerprint of the tiered model released
+        # before the field existed (round 10, 1c4f4dda) stay the same.
+        data = handler(self)
+        if isinstance(data, dict) and data.get("control") == "shared":
+            data.pop("control")
+        return data
+
     @field_validator("own_levels")
     @classmethod
     def _a_range(cls, levels: list[int]) -> list[int]:
