@@ -5,6 +5,7 @@
         [--keep v1=platform/resulic/weights/small-codecs/variable]
     python jobs/release_small.py tiered --main <codec folder> --low <codec folder> --levels 8 \
         --low-levels 0 7 --main-from 14 -o <new codec folder>
+    python jobs/release_small.py steps --model <codec folder> --residual-steps 60 45 10 5 -o <new codec folder>
 
 'prior' copies a stage-0 run's prior to resulic/weights/small-prior (float16 storage; train the
 codec stages on the released prior, backbone.source 'bundled'). 'codecs' writes the chosen
@@ -14,6 +15,8 @@ as it is, under a new name, so the files it wrote still decode; --note replaces 
 provenance note (other provenance entries are kept). 'tiered' puts two trained variable-rate
 models behind one rate level (resulic/codec/tiers.py): the low one codes the lowest levels; the
 result is a codec folder to judge (benchmarks/compare_heldout.py) and then release with 'codecs'.
+'steps' writes a variable-rate model with other N_r at its (main) anchors: a decoder setting —
+the same weights and bitstreams, a new fingerprint — judged and released the same way.
 """
 
 from __future__ import annotations
@@ -57,10 +60,16 @@ def main(argv: list[str] | None = None) -> int:
     ti.add_argument("--low-control", choices=("shared", "none"), default="shared",
                     help="'none': the low tier's levels decode with the prior alone (the control module's links off)")
     ti.add_argument("-o", "--output", type=Path, required=True, help="the new codec folder")
+    st = sub.add_parser("steps", help="a variable-rate model decoded with other N_r at its anchors")
+    st.add_argument("--model", type=Path, required=True, help="a variable-rate codec folder (a tiered one: its main anchors)")
+    st.add_argument("--residual-steps", type=int, nargs="+", required=True, metavar="N_R", help="N_r at each anchor")
+    st.add_argument("-o", "--output", type=Path, required=True, help="the new codec folder")
     args = p.parse_args(argv)
     try:
         if args.what == "tiered":
             return release_tiered(args)
+        if args.what == "steps":
+            return release_steps(args)
         return release_prior(args.folder) if args.what == "prior" else release_codecs(args)
     except ResulicError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -103,6 +112,25 @@ def release_tiered(args) -> int:
     print(f"{args.output}: levels 0..{args.levels - 1} from {args.low} (its levels {args.low_levels[0]}.."
           f"{args.low_levels[1]}), {args.levels}..127 from {args.main} (its levels {args.main_from}..127); "
           f"fingerprint {codec.fingerprint.hex()}")
+    return 0
+
+
+def release_steps(args) -> int:
+    from pydantic import ValidationError
+
+    from resulic.codec import tiers
+    from resulic.codec.store import load_codec, save_codec
+
+    model = load_codec(args.model)
+    try:
+        codec = tiers.with_residual_steps(model, args.residual_steps)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise ResulicError(f"--residual-steps: {err['msg']}") from None
+    save_codec(codec, args.output)
+    print(f"{args.output}: {args.model} with N_r {', '.join(map(str, args.residual_steps))} at its anchors "
+          f"(was {', '.join(map(str, model.config.rate_point.variable.residual_steps))}); "
+          f"fingerprint {codec.fingerprint.hex()} (was {model.fingerprint.hex()})")
     return 0
 
 

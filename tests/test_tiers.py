@@ -237,6 +237,20 @@ def test_the_release_command_assembles_a_folder_and_refuses_a_fixed_rate_model(t
     err = capsys.readouterr().err
     assert err.startswith("error: main: a single variable-rate model is needed") and err.count("\n") == 1
     assert not (tmp_path / "bad").exists()
+    # 'steps': the same tiered model with other N_r at its main anchors — same bits, new fingerprint
+    assert release.main(["steps", "--model", str(tmp_path / "tiered"), "--residual-steps", "50", "30", "10",
+                         "-o", str(tmp_path / "steps")]) == 0
+    retuned = load_codec(tmp_path / "steps")
+    assert retuned.config.rate_point.variable.residual_steps == [50, 30, 10] and retuned.fingerprint != tiered.fingerprint
+    assert retuned.config.rate_point.route(RATE_LEVELS).residual_steps == 10
+    assert retuned.config.rate_point.route(0).residual_steps == 80  # the low tier keeps its own
+    assert [str(p.relative_to(tmp_path / "steps")) for p in sorted((tmp_path / "steps").iterdir())] == \
+        [str(p.relative_to(tmp_path / "tiered")) for p in sorted((tmp_path / "tiered").iterdir())]
+    capsys.readouterr()
+    assert release.main(["steps", "--model", str(tmp_path / "tiered"), "--residual-steps", "50", "30",
+                         "-o", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --residual-steps:") and err.count("\n") == 1 and not (tmp_path / "bad").exists()
 
 
 def test_a_tiered_model_ships_in_float16_and_decodes_its_files_by_fingerprint(tiers, small_photo, tmp_path):
