@@ -549,6 +549,16 @@ def test_the_bundled_weights_travel_once_per_job(clean_env):
         assert carriers == ["platform/resulic"], f"{path} is uploaded by {carriers or 'none'} (working folder: '.')"
     assert "jobs/train.py" in uploads["."] and "configs/train/stage1.yaml" in uploads["."]
     assert "platform/resulic/cli/submit.py" in uploads["platform/resulic"]
+    # Ray's dashboard refuses a request body over DASHBOARD_CLIENT_MAX_SIZE (100 MiB) with a 413:
+    # the py_module, weights and all, must stay under it (a release that kept a second copy of
+    # the 28 MB default pushed it to 121 MB and no job could be submitted). Zip barely shrinks
+    # float16 weights, so the files' own size is the measure, with a margin for the next release.
+    from ray._private.ray_constants import DASHBOARD_CLIENT_MAX_SIZE
+
+    size = sum((REPO / path).stat().st_size for path in uploads["platform/resulic"])
+    assert size < 0.97 * DASHBOARD_CLIENT_MAX_SIZE, (
+        f"platform/resulic uploads {size / 2**20:.1f} MiB with every job; Ray refuses more than "
+        f"{DASHBOARD_CLIENT_MAX_SIZE / 2**20:.0f} MiB (ship fewer or smaller codec folders)")
 
 
 def submit_main():
