@@ -22,6 +22,7 @@ the same weights and bitstreams, a new fingerprint — judged and released the s
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import sys
@@ -92,22 +93,30 @@ def release_prior(folder: Path) -> int:
     return 0
 
 
-def release_tiered(args) -> int:
+@contextlib.contextmanager
+def one_line_config_errors(option: str | None = None):
+    """A config the command built that does not validate: one line, the option (else the failing
+    key) and pydantic's message."""
     from pydantic import ValidationError
 
+    try:
+        yield
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise ResulicError(f"{option or '.'.join(str(x) for x in err['loc'])}: {err['msg']}") from None
+
+
+def release_tiered(args) -> int:
     from resulic.codec import tiers
     from resulic.codec.store import load_codec, save_codec
 
     main_codec = load_codec(args.main)
     low_codec = load_codec(args.low, backbone=main_codec.backbone)
-    try:
+    with one_line_config_errors():
         codec = tiers.assemble(tiers.with_residual_steps(main_codec, args.main_residual_steps),
                                tiers.with_residual_steps(low_codec, args.low_residual_steps),
                                levels=args.levels, own_levels=tuple(args.low_levels), main_from=args.main_from,
                                default_level=args.default_level, control=args.control, low_control=args.low_control)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        raise ResulicError(f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}") from None
     save_codec(codec, args.output)
     print(f"{args.output}: levels 0..{args.levels - 1} from {args.low} (its levels {args.low_levels[0]}.."
           f"{args.low_levels[1]}), {args.levels}..127 from {args.main} (its levels {args.main_from}..127); "
@@ -116,17 +125,12 @@ def release_tiered(args) -> int:
 
 
 def release_steps(args) -> int:
-    from pydantic import ValidationError
-
     from resulic.codec import tiers
     from resulic.codec.store import load_codec, save_codec
 
     model = load_codec(args.model)
-    try:
+    with one_line_config_errors("--residual-steps"):
         codec = tiers.with_residual_steps(model, args.residual_steps)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        raise ResulicError(f"--residual-steps: {err['msg']}") from None
     save_codec(codec, args.output)
     print(f"{args.output}: {args.model} with N_r {', '.join(map(str, args.residual_steps))} at its anchors "
           f"(was {', '.join(map(str, model.config.rate_point.variable.residual_steps))}); "
