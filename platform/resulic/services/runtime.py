@@ -78,6 +78,10 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", message=".*should be kept in float32.*")
+    # DDP compares a gradient's strides with its bucket's: a channels-last 1x1 convolution weight
+    # (C, C, 1, 1) has strides (C, 1, C, C) against the bucket's (C, 1, 1, 1) — the same memory
+    # order (size-1 dimensions have any stride), so nothing is copied that would not be anyway.
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     # ...and a process that imported them already is told directly.
     if "diffusers" in sys.modules:
         from diffusers.utils import logging as dlog
