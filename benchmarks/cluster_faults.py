@@ -311,7 +311,7 @@ def main(argv=None) -> int:
     # 3 = exactly what the node drill's job asks for (its driver's 1 CPU and 2 training workers):
     # after the second node is lost, the restarted worker group must fit on the head alone, with
     # nothing spare for anything the job starts without reserving it.
-    parser.add_argument("--head-cpus", type=float, default=4, help="the head node's CPUs (the second node has 2)")
+    parser.add_argument("--head-cpus", type=int, default=4, help="the head node's CPUs (the second node has 2)")
     args = parser.parse_args(argv)
     root = Path(args.root or tempfile.mkdtemp(prefix="resulic-faults-"))
     temp_dir = Path(args.temp_dir or tempfile.mkdtemp(prefix="ray-", dir="/tmp"))

@@ -183,7 +183,7 @@ class LocalCluster:
         self.nodes[name] = node
         return node
 
-    def start_head(self, cpus: float = 3, resources: dict[str, float] | None = None, timeout: float = 180) -> Node:
+    def start_head(self, cpus: int = 3, resources: dict[str, float] | None = None, timeout: float = 180) -> Node:
         self.root.mkdir(parents=True, exist_ok=True)
         args = ["--head", "--port", str(self.ports.gcs), "--dashboard-host", LOOPBACK,
                 "--dashboard-port", str(self.ports.dashboard), "--ray-client-server-port", str(self.ports.client_server),
@@ -195,7 +195,7 @@ class LocalCluster:
 
         return self._start_with_retries("head", args, cpus, resources or {"head": 1}, started)
 
-    def add_node(self, name: str = "node2", cpus: float = 2, resources: dict[str, float] | None = None,
+    def add_node(self, name: str = "node2", cpus: int = 2, resources: dict[str, float] | None = None,
                  timeout: float = 180) -> Node:
         before = len(self.alive_nodes())
         # A temp dir of its own, as a separate machine has: with the head's, both nodes' runtime
