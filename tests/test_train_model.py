@@ -393,3 +393,31 @@ def test_frozen_compressor_refuses_settings_where_nothing_or_the_wrong_thing_tra
 
     with pytest.raises(ValueError, match=key):
         TrainConfig.model_validate(settings)
+
+
+def test_a_restart_finds_the_newest_whole_checkpoint_train_did_not_register(codec, tmp_path):
+    """newest_stored_checkpoint: the newest checkpoint folder (by Ray's time-stamped name) whose
+    state loads and whose codec files match its manifest; one still being written is passed over."""
+    from resulic.codec.store import save_codec
+    from resulic.train.checkpoint import CODEC_DIR, PRIOR_DIR, STATE_FILE, newest_stored_checkpoint
+
+    def checkpoint(name: str, step: int):
+        path = tmp_path / name
+        save_codec(codec, path / CODEC_DIR)
+        torch.save({"step": step}, path / STATE_FILE)
+        return path
+
+    assert newest_stored_checkpoint(None) is None and newest_stored_checkpoint(tmp_path) is None
+    older = checkpoint("checkpoint_2026-12-04_18-12-40.745780", 3)
+    newest = checkpoint("checkpoint_2026-12-04_18-13-10.321045", 6)
+    cut = checkpoint("checkpoint_2026-12-04_18-13-11.310609", 9)  # a weights file cut short in the copy
+    weights = next(p for p in (cut / CODEC_DIR).iterdir() if p.suffix == ".safetensors")
+    weights.write_bytes(weights.read_bytes()[:100])
+    torn = checkpoint("checkpoint_2026-12-04_18-13-12.000000", 12)  # its state cut short
+    (torn / STATE_FILE).write_bytes((torn / STATE_FILE).read_bytes()[:20])
+    (tmp_path / "model").mkdir()  # the published model is not a checkpoint
+    assert newest_stored_checkpoint(tmp_path) == newest != older
+    prior = tmp_path / "checkpoint_2026-12-04_18-14-00.000000"  # stage 0's kind: state and prior/
+    (prior / PRIOR_DIR).mkdir(parents=True)
+    torch.save({"step": 15}, prior / STATE_FILE)
+    assert newest_stored_checkpoint(str(tmp_path)) == prior

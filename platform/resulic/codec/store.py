@@ -118,6 +118,17 @@ def read_manifest(folder: Path) -> dict:
     return manifest
 
 
+def folder_is_whole(folder: Path) -> bool:
+    """Whether a trained-codec folder holds every file its manifest lists, each with its hash
+    (a folder still being copied does not)."""
+    try:
+        files = read_manifest(folder).get("files")
+        return isinstance(files, dict) and bool(files) and all(
+            _member_sha256(folder, name) == digest for name, digest in files.items())
+    except (ModelLoadError, OSError):
+        return False
+
+
 def _member_sha256(folder: Path, name: str) -> str:
     h = hashlib.sha256()
     with open_member(folder, name) as f:

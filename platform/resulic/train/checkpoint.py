@@ -154,6 +154,35 @@ def save_prior_checkpoint(
     return folder
 
 
+def newest_stored_checkpoint(run_dir: str | Path | None) -> Path | None:
+    """The newest complete checkpoint folder of a run on local storage, for a restarted worker
+    group that Ray Train hands none. Train gives a restarted group only the checkpoints its
+    controller has registered; a node lost between a worker's report (the folder written, its
+    steps logged to MLflow) and that registration restarted the run from scratch and logged its
+    first steps twice (docs/cluster.md: the node drill on a head with only the job's CPUs).
+    The same race hands a restarted group an older registered checkpoint while a newer one is
+    written. Ray names the folders by time (checkpoint_<date>_<time>), so the newest sorts last."""
+    if run_dir is None:
+        return None
+    for folder in sorted(Path(run_dir).glob("checkpoint_*"), reverse=True):
+        if whole_checkpoint(folder):
+            return folder
+    return None
+
+
+def whole_checkpoint(folder: Path) -> bool:
+    """Whether a checkpoint folder was written to the end: its state loads and its model is whole
+    (a codec folder whose files match its manifest's hashes, or stage 0's prior/). A node lost
+    while a checkpoint was being copied to storage leaves a partial one."""
+    from ..codec.store import folder_is_whole
+
+    try:
+        load_state(folder)
+    except Exception:  # noqa: BLE001 - a truncated file fails in many ways (EOF, unpickling, zip): not whole
+        return False
+    return (folder / PRIOR_DIR).is_dir() or folder_is_whole(folder / CODEC_DIR)
+
+
 def load_state(folder: str | Path) -> dict:
     path = Path(folder) / STATE_FILE
     try:

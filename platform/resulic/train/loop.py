@@ -30,7 +30,8 @@ from ..evaluation.roundtrip import psnr
 from ..services.runtime import configure_threads, quiet_libraries
 from ..services.storage import download_folder, is_uri
 from .checkpoint import (
-    PRIOR_DIR, fresh_parts, load_state, parts_from_folder, save_checkpoint, save_prior_checkpoint, snapshot_codec,
+    PRIOR_DIR, fresh_parts, load_state, newest_stored_checkpoint, parts_from_folder, save_checkpoint, save_prior_checkpoint,
+    snapshot_codec,
 )
 from .config import TrainConfig
 from .model import TrainableCodec
@@ -177,7 +178,10 @@ def train_loop_per_worker(loop_config: dict) -> None:
     rank, world = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
 
-    checkpoint = ray.train.get_checkpoint()
+    # The newest whole checkpoint the run has written, registered by Train's controller or not
+    # (a node lost in between: newest_stored_checkpoint); Train's own where storage is remote.
+    stored = newest_stored_checkpoint(loop_config.get("run_dir"))
+    checkpoint = ray.train.Checkpoint.from_directory(str(stored)) if stored is not None else ray.train.get_checkpoint()
     state = None
     lpips, lpips_random = None, True
     if cfg.stage == 0:

@@ -177,6 +177,7 @@ def run_training(cfg: TrainConfig, *, extra_tags: dict[str, str] | None = None, 
         "tracking_uri": uri,
         "run_id": run_id,
         "fail_marker": str((run_dir or Path(".cache/resulic") / cfg.run.name) / ".injected_failure"),
+        "run_dir": str(run_dir) if run_dir is not None else None,  # checkpoints Train may not have registered
     }
     if cfg.stage != 0 and cfg.model.compressor.linear_transform:  # type: ignore[union-attr]
         loop_config["klt_sources"] = [{"path": r.path, "latent": r.latent} for r in train_records]
