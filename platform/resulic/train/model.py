@@ -193,14 +193,9 @@ class TrainableCodec(nn.Module):
             else [route.control for route in self.routes(position)]
         if controls is None or all(controls):
             return self.cdm(z_n, n, encoder_hidden_states=context, controlnet_cond=z_c).sample
-        out = None
-        for flag in set(controls):
-            rows = torch.tensor([i for i, c in enumerate(controls) if c == flag], device=z_n.device)
-            part = self.cdm(z_n[rows], n[rows], encoder_hidden_states=context[rows], controlnet_cond=z_c[rows],
-                            **({} if flag else {"apply_control": False})).sample
-            out = part.new_empty(z_n.shape) if out is None else out
-            out = out.index_put((rows,), part)
-        return out
+        return by_group(controls, lambda flag, z, t, c, cond: self.cdm(
+            z, t, encoder_hidden_states=c, controlnet_cond=cond, **({} if flag else {"apply_control": False})).sample,
+            z_n, n, context, z_c)
 
     def compress_latents(self, z0: Tensor, position: Tensor | None) -> tuple[Tensor, Tensor]:
         """z_c and each sample's estimated bits; a tiered model's samples through their tiers."""
@@ -208,15 +203,13 @@ class TrainableCodec(nn.Module):
             out = self.compressor(z0, position)
             return out["z_c"], _bits(out["likelihoods"])
         routes = self.routes(position)
-        z_c, bits = torch.empty_like(z0), z0.new_zeros(z0.shape[0])
-        for tier in ("low", "main"):
-            rows = [i for i, route in enumerate(routes) if route.tier == tier]
-            if rows:
-                index = torch.tensor(rows, device=z0.device)
-                positions = torch.tensor([routes[i].position for i in rows], device=z0.device)
-                out = self.compressor.tier(routes[rows[0]])(z0[index], positions)
-                z_c[index], bits[index] = out["z_c"].to(z_c.dtype), _bits(out["likelihoods"]).to(bits.dtype)
-        return z_c, bits
+        own_positions = torch.tensor([route.position for route in routes], device=z0.device)
+
+        def through_tier(tier: str, z: Tensor, positions: Tensor) -> tuple[Tensor, Tensor]:
+            out = self.compressor.low(z, positions) if tier == "low" else self.compressor.main(z, positions)
+            return out["z_c"], _bits(out["likelihoods"])
+
+        return by_group([route.tier for route in routes], through_tier, z0, own_positions)
 
     def schedule_for(self, n_r: int) -> ResidualSchedule:
         return self._schedules(n_r)
@@ -225,13 +218,7 @@ class TrainableCodec(nn.Module):
         """``fn(schedule, *rows)`` for each group of samples that share an N_r, back in batch order."""
         if n_r is None:
             return fn(self.schedule, *tensors)
-        out = None
-        for value in sorted(set(n_r)):
-            rows = torch.tensor([i for i, v in enumerate(n_r) if v == value], device=tensors[0].device)
-            part = fn(self.schedule_for(value), *(t[rows] for t in tensors))
-            out = part.new_empty((len(n_r), *part.shape[1:])) if out is None else out
-            out = out.index_put((rows,), part)
-        return out
+        return by_group(n_r, lambda value, *rows: fn(self.schedule_for(value), *rows), *tensors)
 
     def draw_positions(self, batch: int, device) -> Tensor:
         """A variable-rate model trains every rate at once: positions ~ U[0, anchors - 1], or
@@ -348,6 +335,19 @@ class TrainableCodec(nn.Module):
         terms["loss_aux"] = self.compressor.aux_loss()
         terms["total"] = loss + terms["loss_aux"] + disc_loss
         return terms
+
+
+def by_group(keys: list, fn, *tensors: Tensor):
+    """``fn(key, *rows)`` for each group of samples that share a key (their N_r, tier, or whether
+    the control module applies), put back in batch order; ``fn`` returns a tensor or a tuple of them."""
+    outs = None
+    for key in sorted(set(keys)):
+        rows = torch.tensor([i for i, k in enumerate(keys) if k == key], device=tensors[0].device)
+        parts = fn(key, *(t[rows] for t in tensors))
+        parts = parts if isinstance(parts, tuple) else (parts,)
+        outs = [p.new_empty((len(keys), *p.shape[1:])) for p in parts] if outs is None else outs
+        outs = [o.index_put((rows,), p.to(o.dtype)) for o, p in zip(outs, parts)]
+    return outs[0] if len(outs) == 1 else tuple(outs)
 
 
 def _bits(likelihoods: dict[str, Tensor]) -> Tensor:
