@@ -36,13 +36,15 @@ run: $(STAMP)
 ui: $(STAMP)
 	$(VENV)/bin/resulic ui $(ARGS)
 
+# Two pytest-xdist workers, each module a unit: the modules on the session's Ray on one, the
+# multi-node cluster's and the rest on the other (tests/conftest.py; ARGS="-n 0" runs them in order).
 test: $(STAMP)
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q -n 2 --no-loadscope-reorder $(ARGS)
 
 # Everything but the multi-node cluster tests (a two-node Ray and an MLflow server on
 # 127.0.0.1, submitted jobs, serve deploy: ≈ 3 minutes on 2 quiet cores; docs/cluster.md).
 test-quick: $(STAMP)
-	$(PY) -m pytest -q -m "not cluster" $(ARGS)
+	$(PY) -m pytest -q -n 2 --no-loadscope-reorder -m "not cluster" $(ARGS)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_codec.py $(ARGS)

@@ -175,3 +175,41 @@ class Submission:
             self.process.communicate()
             raise
         return subprocess.CompletedProcess(self.process.args, self.process.returncode, stdout, stderr)
+
+
+
+# `make test` runs the suite on two pytest-xdist workers (`-n 2 --no-loadscope-reorder`), a
+# whole module at a time, so each module's fixtures are built once. Every module that uses the
+# session's Ray (`ray_cluster`) joins one work unit: one in-process Ray per run, those tests one
+# after another. That unit goes first and the multi-node cluster's next, one to each worker; the
+# other modules fill in behind them. (xdist's own `--dist loadgroup` cannot do it under pytest 9:
+# the group it appends to a test's id is lost.) Without xdist only the order changes.
+RAY_UNIT, CLUSTER_UNIT = "ray", "tests/test_cluster_multinode.py"
+
+
+def work_unit(nodeid: str) -> str:
+    """The unit a test runs in: its module, or ``RAY_UNIT`` for every module that names ``ray_cluster``."""
+    module = nodeid.split("::", 1)[0]
+    return RAY_UNIT if _names_the_session_ray(module) else module
+
+
+def _names_the_session_ray(module: str, _seen: dict[str, bool] = {}) -> bool:  # noqa: B006 (a cache)
+    if module not in _seen:
+        path = REPO / module
+        _seen[module] = path.is_file() and "ray_cluster" in path.read_text(encoding="utf-8")
+    return _seen[module]
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {RAY_UNIT: 0, CLUSTER_UNIT: 1}
+    items.sort(key=lambda item: rank.get(work_unit(item.nodeid), 2))  # stable: collection order within a rank
+
+
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByWorkUnit(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
+
+    return ByWorkUnit(config, log)

@@ -71,7 +71,7 @@ def photos(tmp_path_factory):
 
 def assert_stopped(code: int, out: str, signum: int) -> None:
     assert code == (130 if signum == signal.SIGINT else 143), out[-2000:]
-    assert ("resulic: interrupted" if signum == signal.SIGINT else "resulic: terminated") in out
+    assert ("resulic: interrupted" if signum == signal.SIGINT else "resulic: terminated") in out, out[-2000:]
     assert "Traceback" not in out and "Exception ignored" not in out, out[-2000:]
 
 

@@ -62,8 +62,8 @@ def driver_runtime_env() -> dict | None:
 
 
 def ensure_ray(min_cpus: float = 1) -> None:
-    """Use the running Ray (or ``RAY_ADDRESS``'s); otherwise start a local one with at least
-    ``min_cpus`` logical CPUs plus two spare."""
+    """Use this process's Ray (or ``RAY_ADDRESS``'s); otherwise start a local one of its own, with
+    at least ``min_cpus`` logical CPUs plus two spare (a cluster to join is named by ``RAY_ADDRESS``)."""
     import ray
 
     from .runtime import library_log_level
@@ -78,6 +78,9 @@ def ensure_ray(min_cpus: float = 1) -> None:
     # controllers from waiting on the workers' share on a small machine.
     num_cpus = max(math.ceil(min_cpus) + 2, os.cpu_count() or 1)
     ray.init(
+        # "local": a new Ray of its own. Without it ray.init joins any Ray it finds running on the
+        # machine (it scans for GCS processes) and then refuses num_cpus.
+        address="local",
         num_cpus=num_cpus,
         include_dashboard=True,  # Ray Train cleans up through the state API, which the dashboard serves
         dashboard_host="127.0.0.1",

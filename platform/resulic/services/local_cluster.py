@@ -33,10 +33,12 @@ class Ports:
 
     gcs: int = 6480
     dashboard: int = 8365
-    client_server: int = 10101
+    client_server: int = 20101
     agent_base: int = 53615  # the dashboard agent of node i listens on agent_base + i
-    worker_min: int = 10110  # Ray's default worker range (10002-19999) would hold client_server
-    worker_max: int = 10400
+    # Above Ray's default worker range (10002-19999): a local Ray started beside this cluster
+    # (ray.init, e.g. the test suite's other worker) hands its workers ports from that range.
+    worker_min: int = 20110
+    worker_max: int = 20400
     mlflow: int = 5150
     serve_http: int = 8100
 
