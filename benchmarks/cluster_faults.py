@@ -3,6 +3,7 @@
 docs/cluster.md ("Tried on a local multi-node cluster").
 
     python benchmarks/cluster_faults.py [--drills node,mlflow,sweep,serve] [--out outputs/cluster_faults.json]
+    python benchmarks/cluster_faults.py --drills small_head --head-cpus 2 --nodes 1   # a 2-CPU head alone
 
 Drills:
   node    kill the second node's raylet (SIGKILL, by pid) while a 2-worker training runs, after its
@@ -138,6 +139,23 @@ class Drills:
                 "nodes_alive_after": len(self.cluster.alive_nodes()), **self.history_check(run_id, 12),
                 "model_published": (self.shared / "ray_results" / name / "model" / "manifest.json").is_file(),
                 "mlflow_run": run_id}
+
+    def small_head(self) -> dict:
+        """A stage-1 job with one worker on a head of 2 CPUs (the driver holds one, the worker the
+        other): the data path must start nothing that waits for a CPU of its own (issue 26: Ray
+        Data's crop actor waited for ever, with no message). Run with ``--head-cpus 2 --nodes 1``."""
+        name = "drill-small-head"
+        t0 = time.monotonic()
+        proc = self.submit("train", "configs/train/stage1.yaml", "optim.steps=4", "run.checkpoint_every=2",
+                           "workers.num_workers=1", "data.loader=ray_data", f"run.name={name}", wait=True)
+        seconds = time.monotonic() - t0
+        sid = self.submission_id(proc)
+        run = self.run_by_name(name)
+        return {"job": sid, "status": str(getattr(self.jobs().get_job_status(sid), "value", "")),
+                "seconds_submit_to_end": round(seconds, 1),
+                "cpus": sum(n["resources"].get("CPU", 0) for n in self.cluster.alive_nodes()),
+                **(self.history_check(run.info.run_id, 4) if run else {"mlflow_run": None}),
+                "model_published": (self.shared / "ray_results" / name / "model" / "manifest.json").is_file()}
 
     def mlflow_outage(self, outage: float) -> dict:
         name = "drill-mlflow-outage"
@@ -312,6 +330,7 @@ def main(argv=None) -> int:
     # after the second node is lost, the restarted worker group must fit on the head alone, with
     # nothing spare for anything the job starts without reserving it.
     parser.add_argument("--head-cpus", type=int, default=4, help="the head node's CPUs (the second node has 2)")
+    parser.add_argument("--nodes", type=int, choices=(1, 2), default=2, help="1: the head alone (the small_head drill)")
     args = parser.parse_args(argv)
     root = Path(args.root or tempfile.mkdtemp(prefix="resulic-faults-"))
     temp_dir = Path(args.temp_dir or tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
@@ -323,15 +342,16 @@ def main(argv=None) -> int:
     try:
         t = time.monotonic()
         drills.cluster.start_head(cpus=args.head_cpus)
-        drills.cluster.add_node("node2", cpus=2)
+        if args.nodes == 2:
+            drills.cluster.add_node("node2", cpus=2)
         drills.server.start(timeout=300)
         results["startup_seconds"] = round(time.monotonic() - t, 1)
-        steps = [("node", drills.node), ("mlflow", lambda: drills.mlflow_outage(args.outage)), ("sweep", drills.sweep),
+        steps = [("small_head", drills.small_head), ("node", drills.node), ("mlflow", lambda: drills.mlflow_outage(args.outage)), ("sweep", drills.sweep),
                  ("serve", lambda: drills.serve(drills.shared / "ray_results" / "drill-node-loss" / "model"))]
         for name, drill in steps:
             if name not in wanted:
                 continue
-            if name != "node" and "node2" not in drills.cluster.nodes:
+            if name not in ("node", "small_head") and "node2" not in drills.cluster.nodes:
                 drills.cluster.add_node("node2", cpus=2)  # the lost node comes back (as an autoscaler would)
             t = time.monotonic()
             try:
