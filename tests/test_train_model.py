@@ -81,6 +81,35 @@ def test_stage2_terms_and_gradient_directions(codec, two_images):
     assert any(x is not None and torch.count_nonzero(x) > 0 for x in g)
 
 
+def test_the_discriminator_can_learn_alone_first(codec, two_images):
+    """loss.adversarial_warmup_steps: while adversarial_on is False the generator's term is
+    reported but not in the loss (nothing it reaches gets its gradient); the discriminator's term
+    still trains the discriminator. optim.disc_lr is the discriminator's own rate."""
+    from resulic.train.config import TrainConfig
+    from resulic.train.loop import _optimizers
+
+    torch.manual_seed(3)
+    model = _trainable(codec, stage=2, lambda_adversarial=10.0)
+    model.eval()  # the same draw twice: spectral norm's power iteration moves only in training mode
+
+    def draw():
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(4)
+            return model(two_images, ["", ""])
+
+    on = draw()
+    model.adversarial_on = False
+    off = draw()
+    assert torch.allclose(on["loss_adversarial"], off["loss_adversarial"])  # the same draw, still reported
+    assert torch.allclose(on["loss"] - off["loss"], 10.0 * on["loss_adversarial"])
+    disc = list(model.discriminator.parameters())
+    assert any(x is not None and torch.count_nonzero(x) > 0
+               for x in torch.autograd.grad(off["total"], disc, allow_unused=True))
+    cfg = TrainConfig.model_validate({"stage": 2, "init_from": "x", "loss": {"lambda_adversarial": 10.0},
+                                      "optim": {"lr": 1e-4, "disc_lr": 2e-3}})
+    assert _optimizers(model, cfg)["disc"].param_groups[0]["lr"] == 2e-3
+
+
 def test_pixel_term_is_the_decoded_window_against_its_pixels(codec, two_images):
     """lambda_pixel: VAE-Dec(z_c) over a window of the first crops, compared with those pixels;
     recomputed by hand from the same window, and its gradient reaches the compressor's analysis."""
@@ -387,6 +416,8 @@ def test_synthesis_only_trains_the_decoder_side_and_leaves_every_bit_where_it_wa
     ({"stage": 0, "optim": {"freeze_linear_path": True}}, "optim.freeze_linear_path"),
     ({"optim": {"freeze_linear_path": True, "freeze_compressor": True}}, "optim.freeze_linear_path"),
     ({"stage": 2, "init_from": "x", "loss": {"lambda_eps": 0}}, "loss.lambda_eps"),  # x̂0 comes from the noise prediction
+    ({"stage": 2, "init_from": "x", "loss": {"adversarial_warmup_steps": 5}}, "loss.adversarial_warmup_steps"),  # no discriminator
+    ({"stage": 2, "init_from": "x", "optim": {"disc_lr": 1e-3}}, "optim.disc_lr"),
 ])
 def test_frozen_compressor_refuses_settings_where_nothing_or_the_wrong_thing_trains(settings, key):
     from resulic.train.config import TrainConfig

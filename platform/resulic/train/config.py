@@ -75,6 +75,10 @@ class LossConfig(StrictModel):
     lambda_mse: float = Field(1.0, ge=0, description="stage 2: pixel MSE on VAE-decoded x̂0, x in [-1, 1]")
     lambda_lpips: float = Field(1.0, ge=0, description="stage 2: LPIPS-VGG on VAE-decoded x̂0")
     lambda_adversarial: float = Field(0.0, ge=0, description="stage 2: optional hinge-GAN term, off by default")
+    # A discriminator that starts with the generator never became a critic in a CPU run's few
+    # thousand steps (small-profile.md, round 12): it can learn alone first.
+    adversarial_warmup_steps: int = Field(
+        0, ge=0, description="stage 2: first steps in which only the discriminator learns (the generator's adversarial term is off)")
     prior_timesteps: int = Field(1000, ge=1, le=1000, description="stage 0: t ~ U{0..prior_timesteps-1}")
     # torchvision VGG16 weights (a local .pth) for LPIPS' backbone; without them the backbone is
     # random (LPIPS' own linear layers ship in the package) and the run is tagged so.
@@ -106,6 +110,7 @@ class OptimConfig(StrictModel):
     # its rate when a variable model starts from a fixed-rate one.
     gain_lr: float | None = Field(None, gt=0, description="variable-rate gain vectors (default: lr); no weight decay")
     transform_lr: float | None = Field(None, gt=0, description="the compressor's analysis/synthesis transforms (default: lr)")
+    disc_lr: float | None = Field(None, gt=0, description="the discriminator's Adam (loss.lambda_adversarial; default: lr)")
     # A compressor started from a good transform (its KLT path) first learns its entropy model
     # with the transforms and gains frozen: until the entropy model has learned, the rate
     # term's gradient is noise that would pull the transforms off their starting point.
@@ -249,6 +254,11 @@ class TrainConfig(StrictModel):
             raise ValueError("loss.lambda_feature: in stage 1 it judges lambda_pixel's decoded window; set loss.lambda_pixel > 0")
         if self.stage == 1 and self.loss.lambda_adversarial > 0:
             raise ValueError("loss.lambda_adversarial: the adversarial term belongs to stage 2")
+        if self.loss.lambda_adversarial == 0:
+            if self.loss.adversarial_warmup_steps:
+                raise ValueError("loss.adversarial_warmup_steps: there is no discriminator (loss.lambda_adversarial is 0)")
+            if self.optim.disc_lr is not None:
+                raise ValueError("optim.disc_lr: there is no discriminator (loss.lambda_adversarial is 0)")
         return self
 
     @property

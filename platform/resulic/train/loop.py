@@ -60,7 +60,7 @@ def _optimizers(trainable: TrainableCodec, cfg: TrainConfig) -> dict[str, torch.
     if groups.get("aux"):  # stage 0 has no entropy models; a frozen compressor trains none
         optimizers["aux"] = torch.optim.AdamW(groups["aux"], lr=o.aux_lr, weight_decay=0.0)
     if "disc" in groups:
-        optimizers["disc"] = torch.optim.Adam(groups["disc"], lr=o.lr, betas=(0.5, 0.9))
+        optimizers["disc"] = torch.optim.Adam(groups["disc"], lr=o.disc_lr or o.lr, betas=(0.5, 0.9))
     return optimizers
 
 
@@ -283,6 +283,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
         latents = torch.from_numpy(np.asarray(batch["latent"], dtype=np.float32)).to(device) if "latent" in batch else None
         frozen = step <= cfg.optim.freeze_transforms_steps
         extra = {"rate_only": True} if frozen else {}  # (stage 0's prior takes no such argument)
+        if getattr(trainable, "discriminator", None) is not None:  # the discriminator may learn alone first
+            trainable.adversarial_on = step > cfg.loss.adversarial_warmup_steps
         with autocast:
             terms = model(images, list(batch["caption"]), latents, **extra)
         for opt in optimizers.values():

@@ -118,6 +118,7 @@ class TrainableCodec(nn.Module):
                 getattr(compressor, name).requires_grad_(False)
         self.cdm = cdm
         self.discriminator = PatchDiscriminator() if stage == 2 and loss.lambda_adversarial > 0 else None
+        self.adversarial_on = True  # False: the discriminator learns, the generator's term is only reported
         # Frozen helpers are kept out of the module tree: DDP then neither syncs nor checks them.
         self.__dict__["backbone"] = backbone
         self.__dict__["lpips"] = lpips
@@ -328,7 +329,8 @@ class TrainableCodec(nn.Module):
                 buffers = dict(self.discriminator.named_buffers())
                 fake_logits = torch.func.functional_call(self.discriminator, {**frozen, **buffers}, (x_hat,))
                 terms["loss_adversarial"] = -fake_logits.mean()
-                loss = loss + self.weights.lambda_adversarial * terms["loss_adversarial"]
+                if self.adversarial_on:
+                    loss = loss + self.weights.lambda_adversarial * terms["loss_adversarial"]
                 disc_loss = F.relu(1 - self.discriminator(x)).mean() + F.relu(1 + self.discriminator(x_hat.detach())).mean()
                 terms["loss_discriminator"] = disc_loss
         terms["loss"] = loss
