@@ -4,6 +4,7 @@ docs/cluster.md ("Tried on a local multi-node cluster").
 
     python benchmarks/cluster_faults.py [--drills node,mlflow,sweep,serve] [--out outputs/cluster_faults.json]
     python benchmarks/cluster_faults.py --drills small_head --head-cpus 2 --nodes 1   # a 2-CPU head alone
+    python benchmarks/cluster_faults.py --drills unschedulable                      # workers that fit no node
 
 Drills:
   node    kill the second node's raylet (SIGKILL, by pid) while a 2-worker training runs, after its
@@ -156,6 +157,21 @@ class Drills:
                 "cpus": sum(n["resources"].get("CPU", 0) for n in self.cluster.alive_nodes()),
                 **(self.history_check(run.info.run_id, 4) if run else {"mlflow_run": None}),
                 "model_published": (self.shared / "ray_results" / name / "model" / "manifest.json").is_file()}
+
+    def unschedulable(self) -> dict:
+        """A job whose worker group can never be placed (2 workers of 4 CPUs on nodes of 2 to 4):
+        it must fail in a bounded time with a message that says what is missing, not wait for ever."""
+        name = "drill-unschedulable"
+        t0 = time.monotonic()
+        proc = self.submit("train", "configs/train/stage1.yaml", "optim.steps=4", "workers.num_workers=2",
+                           "workers.cpus_per_worker=4", "run.max_failures=1", f"run.name={name}", wait=True)
+        seconds = time.monotonic() - t0
+        sid = self.submission_id(proc)
+        logs = self.job_logs(sid)
+        lines = [ln for ln in logs.splitlines() if re.search(r"Error|error|resources|timed out|Timeout", ln)]
+        return {"job": sid, "status": str(getattr(self.jobs().get_job_status(sid), "value", "")),
+                "seconds_submit_to_end": round(seconds, 1), "submit_rc": proc.returncode,
+                "error_lines": lines[-6:], "submit_tail": (proc.stdout + proc.stderr)[-800:]}
 
     def mlflow_outage(self, outage: float) -> dict:
         name = "drill-mlflow-outage"
@@ -346,12 +362,12 @@ def main(argv=None) -> int:
             drills.cluster.add_node("node2", cpus=2)
         drills.server.start(timeout=300)
         results["startup_seconds"] = round(time.monotonic() - t, 1)
-        steps = [("small_head", drills.small_head), ("node", drills.node), ("mlflow", lambda: drills.mlflow_outage(args.outage)), ("sweep", drills.sweep),
+        steps = [("small_head", drills.small_head), ("unschedulable", drills.unschedulable), ("node", drills.node), ("mlflow", lambda: drills.mlflow_outage(args.outage)), ("sweep", drills.sweep),
                  ("serve", lambda: drills.serve(drills.shared / "ray_results" / "drill-node-loss" / "model"))]
         for name, drill in steps:
             if name not in wanted:
                 continue
-            if name not in ("node", "small_head") and "node2" not in drills.cluster.nodes:
+            if name not in ("node", "small_head", "unschedulable") and "node2" not in drills.cluster.nodes:
                 drills.cluster.add_node("node2", cpus=2)  # the lost node comes back (as an autoscaler would)
             t = time.monotonic()
             try:
