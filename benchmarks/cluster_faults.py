@@ -164,7 +164,8 @@ class Drills:
         name = "drill-unschedulable"
         t0 = time.monotonic()
         proc = self.submit("train", "configs/train/stage1.yaml", "optim.steps=4", "workers.num_workers=2",
-                           "workers.cpus_per_worker=4", "run.max_failures=1", f"run.name={name}", wait=True)
+                           "workers.cpus_per_worker=4", "run.max_failures=1", "run.schedule_timeout_s=120",
+                           f"run.name={name}", wait=True)
         seconds = time.monotonic() - t0
         sid = self.submission_id(proc)
         logs = self.job_logs(sid)

@@ -452,3 +452,30 @@ def test_a_restart_finds_the_newest_whole_checkpoint_train_did_not_register(code
     (prior / PRIOR_DIR).mkdir(parents=True)
     torch.save({"step": 15}, prior / STATE_FILE)
     assert newest_stored_checkpoint(str(tmp_path)) == prior
+
+
+def test_a_worker_group_that_cannot_be_placed_ends_the_run_in_one_line(monkeypatch):
+    """Issue 26: Ray Train retried a worker group that fit no node every 60 s for ever. The trainer
+    bounds the retries by run.schedule_timeout_s (Train's controller_failure_limit) and says what
+    the group asked for and which keys set it."""
+    from ray.train.v2._internal.exceptions import WorkerGroupStartupTimeoutError
+
+    from resulic.train.config import TrainConfig
+    from resulic.train.trainer import _unplaced_message, start_retries
+
+    monkeypatch.delenv("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", raising=False)
+    assert (start_retries(900), start_retries(60), start_retries(61)) == (14, 0, 1)
+    monkeypatch.setenv("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "30")
+    assert start_retries(900) == 29
+    cfg = TrainConfig.model_validate({"workers": {"num_workers": 2, "cpus_per_worker": 4}, "run": {"schedule_timeout_s": 120}})
+    try:
+        try:
+            raise WorkerGroupStartupTimeoutError(2)
+        except WorkerGroupStartupTimeoutError as inner:
+            raise RuntimeError("Training failed") from inner
+    except RuntimeError as outer:
+        message = _unplaced_message(outer, cfg)
+    assert message is not None and "\n" not in message
+    assert "2 worker(s) of 4 CPU" in message and "run.schedule_timeout_s (120 s)" in message
+    assert "workers.num_workers" in message and "workers.cpus_per_worker" in message
+    assert _unplaced_message(RuntimeError("a worker raised"), cfg) is None

@@ -161,6 +161,10 @@ class RunConfig(StrictModel):
     checkpoint_score: str = Field("val_bpp_real", description="validation metric that ranks checkpoints")
     checkpoint_score_order: Literal["min", "max"] = "min"
     max_failures: int = Field(2, ge=-1, description="restarts of the worker group (-1 = unlimited)")
+    # Ray Train gives a worker group RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S (60 s) to be placed and
+    # then tries again, without limit unless one is set: a job whose workers fit no node waited
+    # for ever (issue 26). Long enough by default for an autoscaler to add a node.
+    schedule_timeout_s: float = Field(900.0, gt=0, description="seconds the worker group may wait to be placed, all tries together, before the run fails")
     log_every: int = Field(5, ge=1, description="steps between progress lines")
     # Test switch: rank 0 raises once when it reaches this step (a marker file in the run folder
     # makes it once), to exercise restart and resume.

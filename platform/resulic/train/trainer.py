@@ -9,6 +9,8 @@ by the same name, and refused if the config that defines the result has changed.
 from __future__ import annotations
 
 import json
+import math
+import os
 import shutil
 import subprocess
 import tempfile
@@ -99,7 +101,8 @@ def _trainer(cfg: TrainConfig, storage: str, loop_config: dict, datasets: dict, 
         run_config=ray.train.RunConfig(
             name=cfg.run.name,
             storage_path=storage,
-            failure_config=ray.train.FailureConfig(max_failures=cfg.run.max_failures),
+            failure_config=ray.train.FailureConfig(max_failures=cfg.run.max_failures,
+                                                   controller_failure_limit=start_retries(cfg.run.schedule_timeout_s)),
             checkpoint_config=checkpointing,
             callbacks=list(callbacks),
             logging_config=ray.train.LoggingConfig(log_level="WARNING"),  # not a line per report
@@ -195,7 +198,7 @@ def run_training(cfg: TrainConfig, *, extra_tags: dict[str, str] | None = None, 
         raise
     except Exception as exc:  # Ray wraps worker errors; keep the message, not the traceback
         client.set_terminated(run_id, status="FAILED")
-        raise ResulicError(f"training failed: {_root_message(exc)}") from exc
+        raise ResulicError(f"training failed: {_unplaced_message(exc, cfg) or _root_message(exc)}") from exc
     if result.checkpoint is None:
         client.set_terminated(run_id, status="FAILED")
         raise ResulicError("training finished without a checkpoint")
@@ -239,6 +242,38 @@ def _publish(codec_folder: Path, target: str, info: dict) -> None:
             shutil.rmtree(target_path)
         tmp.rename(target_path)
     shutil.rmtree(staged.parent, ignore_errors=True)
+
+
+def start_retries(schedule_timeout_s: float) -> int:
+    """How many times Ray Train may start a worker group again after one that could not be placed
+    in time (each try waits RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S, 60 s by default), so that all
+    tries together last about ``schedule_timeout_s`` (Train's ``controller_failure_limit``)."""
+    per_try = float(os.environ.get("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "60"))
+    return max(0, math.ceil(schedule_timeout_s / per_try) - 1)
+
+
+def _unplaced_message(exc: BaseException, cfg: TrainConfig) -> str | None:
+    """One line for a worker group that could never be placed: what it asked for, the keys that
+    set it, and what the cluster's nodes have; None for any other failure."""
+    chain, seen = [], exc
+    while seen is not None and len(chain) < 16:
+        chain.append(seen)
+        seen = seen.__cause__ or getattr(seen, "controller_failure", None)
+    if not any(type(e).__name__ == "WorkerGroupStartupTimeoutError" or "worker group startup timed out" in str(e)
+               for e in chain):
+        return None
+    w = cfg.workers
+    asked = f"{w.num_workers} worker(s) of {w.cpus_per_worker:g} CPU{' and 1 GPU' if w.use_gpu else ''}"
+    try:
+        import ray
+
+        nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+        have = ", ".join(f"{r.get('CPU', 0):g} CPU" + (f" + {r['GPU']:g} GPU" if r.get("GPU") else "") for r in nodes)
+    except Exception:  # noqa: BLE001 (the message must not fail: the cluster may be gone)
+        have = "unknown"
+    return (f"its {asked} could not be placed within run.schedule_timeout_s ({cfg.run.schedule_timeout_s:g} s); "
+            f"the cluster's nodes have {have or 'nothing'} — lower workers.num_workers or workers.cpus_per_worker, "
+            f"or add a node that fits a worker")
 
 
 def _root_message(exc: BaseException) -> str:
