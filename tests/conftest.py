@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -193,11 +194,10 @@ def work_unit(nodeid: str) -> str:
     return RAY_UNIT if _names_the_session_ray(module) else module
 
 
-def _names_the_session_ray(module: str, _seen: dict[str, bool] = {}) -> bool:  # noqa: B006 (a cache)
-    if module not in _seen:
-        path = REPO / module
-        _seen[module] = path.is_file() and "ray_cluster" in path.read_text(encoding="utf-8")
-    return _seen[module]
+@functools.cache
+def _names_the_session_ray(module: str) -> bool:
+    path = REPO / module
+    return path.is_file() and "ray_cluster" in path.read_text(encoding="utf-8")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -12,7 +12,7 @@ from resulic.train.checkpoint import fresh_parts, load_state, parts_from_folder,
 from resulic.train.config import LossConfig
 from resulic.train.model import TrainableCodec, shared_augment
 from resulic.train.perceptual import build_lpips
-from resulic.errors import ConfigError, ModelLoadError
+from resulic.errors import ConfigError, ModelLoadError, ResulicError
 
 
 @pytest.fixture(scope="module")
@@ -467,6 +467,10 @@ def test_a_worker_group_that_cannot_be_placed_ends_the_run_in_one_line(monkeypat
     assert (start_retries(900), start_retries(60), start_retries(61)) == (14, 0, 1)
     monkeypatch.setenv("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "30")
     assert start_retries(900) == 29
+    monkeypatch.setenv("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "soon")
+    with pytest.raises(ResulicError, match="RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S='soon'"):
+        start_retries(900)
+    monkeypatch.delenv("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S")  # Ray's error below reads it too
     cfg = TrainConfig.model_validate({"workers": {"num_workers": 2, "cpus_per_worker": 4}, "run": {"schedule_timeout_s": 120}})
     try:
         try:

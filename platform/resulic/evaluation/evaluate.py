@@ -190,7 +190,8 @@ def _start_ray(cfg: EvaluateConfig):
         ray.init()  # an existing cluster
     else:
         cpus = min(os.cpu_count() or 1, max(1, int(round(cfg.num_workers * cfg.cpus_per_worker))))
-        ray.init(address="local", num_cpus=cpus, include_dashboard=False,  # never another Ray found running log_to_driver=False,
+        # address "local": a Ray of its own, never another one found running on the machine.
+        ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False,
                  logging_level=library_log_level())  # "Started a local Ray instance" only with --verbose
     from ..services.runtime import restore_stop_handlers
 

@@ -248,19 +248,21 @@ def start_retries(schedule_timeout_s: float) -> int:
     """How many times Ray Train may start a worker group again after one that could not be placed
     in time (each try waits RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S, 60 s by default), so that all
     tries together last about ``schedule_timeout_s`` (Train's ``controller_failure_limit``)."""
-    per_try = float(os.environ.get("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "60"))
+    raw = os.environ.get("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "60")
+    try:
+        per_try = float(raw)
+    except ValueError:
+        per_try = 0.0
+    if not per_try > 0:
+        raise ResulicError(f"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S={raw!r}: expected a number of seconds > 0")
     return max(0, math.ceil(schedule_timeout_s / per_try) - 1)
 
 
 def _unplaced_message(exc: BaseException, cfg: TrainConfig) -> str | None:
     """One line for a worker group that could never be placed: what it asked for, the keys that
     set it, and what the cluster's nodes have; None for any other failure."""
-    chain, seen = [], exc
-    while seen is not None and len(chain) < 16:
-        chain.append(seen)
-        seen = seen.__cause__ or getattr(seen, "controller_failure", None)
     if not any(type(e).__name__ == "WorkerGroupStartupTimeoutError" or "worker group startup timed out" in str(e)
-               for e in chain):
+               for e in _causes(exc)):
         return None
     w = cfg.workers
     asked = f"{w.num_workers} worker(s) of {w.cpus_per_worker:g} CPU{' and 1 GPU' if w.use_gpu else ''}"
@@ -276,10 +278,19 @@ def _unplaced_message(exc: BaseException, cfg: TrainConfig) -> str | None:
             f"or add a node that fits a worker")
 
 
+def _causes(exc: BaseException) -> list[BaseException]:
+    """``exc`` and what it wraps, outermost first: Ray nests a worker's exception in several
+    wrappers, and Train's controller errors hold theirs as ``controller_failure``."""
+    chain: list[BaseException] = []
+    seen: BaseException | None = exc
+    while seen is not None and len(chain) < 32:
+        chain.append(seen)
+        seen = seen.__cause__ or getattr(seen, "controller_failure", None)
+    return chain
+
+
 def _root_message(exc: BaseException) -> str:
-    """The innermost cause's message (Ray nests a worker's exception in several wrappers)."""
-    seen = exc
-    while seen.__cause__ is not None:
-        seen = seen.__cause__
+    """The innermost cause's message."""
+    seen = _causes(exc)[-1]
     text = str(seen).strip().splitlines()
     return text[-1] if text else seen.__class__.__name__
