@@ -110,6 +110,45 @@ def test_the_discriminator_can_learn_alone_first(codec, two_images):
     assert _optimizers(model, cfg)["disc"].param_groups[0]["lr"] == 2e-3
 
 
+def test_the_feature_critic_shares_the_frozen_network_and_learns(codec, two_images):
+    """loss.discriminator: features — heads on the feature loss's own frozen EfficientNet-Lite0
+    (one network, not checkpointed, not trained); the two hinge directions stay apart; and alone
+    it learns to tell the photos from the same photos blurred (round 12's PatchGAN could not:
+    benchmarks/probe_discriminator.py)."""
+    from resulic.train.discriminator import FeatureDiscriminator, hinge
+    from resulic.train.feature_loss import FeatureLoss
+
+    torch.manual_seed(5)
+    features = FeatureLoss()
+    compressor, cdm = fresh_parts(codec.config, codec.backbone)
+    model = TrainableCodec(codec.config, codec.backbone, compressor, cdm, 2,
+                           LossConfig(lambda_lpips=0.0, lambda_feature=0.5, lambda_adversarial=0.1,
+                                      discriminator="features"), 6.0, None, features)
+    critic = model.discriminator
+    assert isinstance(critic, FeatureDiscriminator) and critic.net is features.net
+    assert all(k.startswith("heads.") for k in critic.state_dict())
+    assert {id(p) for p in model.parameter_groups()["disc"]} == {id(p) for p in critic.heads.parameters()}
+    terms = model(two_images, ["", ""])
+    g = torch.autograd.grad(terms["loss_adversarial"], list(critic.parameters()), allow_unused=True, retain_graph=True)
+    assert all(x is None or torch.count_nonzero(x) == 0 for x in g)
+    control = model.parameter_groups()["main"]
+    g = torch.autograd.grad(terms["loss_discriminator"], control, allow_unused=True, retain_graph=True)
+    assert all(x is None or torch.count_nonzero(x) == 0 for x in g)
+    g = torch.autograd.grad(terms["loss_adversarial"], control, allow_unused=True)
+    assert any(x is not None and torch.count_nonzero(x) > 0 for x in g)  # the generator hears the critic
+
+    x = two_images * 2 - 1
+    blurred = torch.nn.functional.avg_pool2d(x, 3, 1, 1)
+    opt = torch.optim.Adam(critic.parameters(), lr=2e-3, betas=(0.5, 0.9))
+    for _ in range(20):
+        loss = hinge(critic(x), critic(blurred))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        assert float(hinge(critic(x), critic(blurred))) < 0.5  # 2.0: it cannot tell
+
+
 def test_pixel_term_is_the_decoded_window_against_its_pixels(codec, two_images):
     """lambda_pixel: VAE-Dec(z_c) over a window of the first crops, compared with those pixels;
     recomputed by hand from the same window, and its gradient reaches the compressor's analysis."""
@@ -418,6 +457,7 @@ def test_synthesis_only_trains_the_decoder_side_and_leaves_every_bit_where_it_wa
     ({"stage": 2, "init_from": "x", "loss": {"lambda_eps": 0}}, "loss.lambda_eps"),  # x̂0 comes from the noise prediction
     ({"stage": 2, "init_from": "x", "loss": {"adversarial_warmup_steps": 5}}, "loss.adversarial_warmup_steps"),  # no discriminator
     ({"stage": 2, "init_from": "x", "optim": {"disc_lr": 1e-3}}, "optim.disc_lr"),
+    ({"stage": 2, "init_from": "x", "loss": {"discriminator": "features"}}, "loss.discriminator"),  # no discriminator
 ])
 def test_frozen_compressor_refuses_settings_where_nothing_or_the_wrong_thing_trains(settings, key):
     from resulic.train.config import TrainConfig

@@ -75,6 +75,10 @@ class LossConfig(StrictModel):
     lambda_mse: float = Field(1.0, ge=0, description="stage 2: pixel MSE on VAE-decoded x̂0, x in [-1, 1]")
     lambda_lpips: float = Field(1.0, ge=0, description="stage 2: LPIPS-VGG on VAE-decoded x̂0")
     lambda_adversarial: float = Field(0.0, ge=0, description="stage 2: optional hinge-GAN term, off by default")
+    # The critic: 'patch', a PatchGAN on pixels, or 'features', heads on the frozen pretrained
+    # EfficientNet-Lite0 features (train/discriminator.py; round 12 found the PatchGAN too weak).
+    discriminator: Literal["patch", "features"] = Field(
+        "patch", description="stage 2: the adversarial term's critic (patch: PatchGAN on pixels; features: heads on EfficientNet-Lite0 features)")
     # A discriminator that starts with the generator never became a critic in a CPU run's few
     # thousand steps (small-profile.md, round 12): it can learn alone first.
     adversarial_warmup_steps: int = Field(
@@ -261,6 +265,8 @@ class TrainConfig(StrictModel):
         if self.loss.lambda_adversarial == 0:
             if self.loss.adversarial_warmup_steps:
                 raise ValueError("loss.adversarial_warmup_steps: there is no discriminator (loss.lambda_adversarial is 0)")
+            if self.loss.discriminator != "patch":
+                raise ValueError("loss.discriminator: there is no discriminator (loss.lambda_adversarial is 0)")
             if self.optim.disc_lr is not None:
                 raise ValueError("optim.disc_lr: there is no discriminator (loss.lambda_adversarial is 0)")
         return self

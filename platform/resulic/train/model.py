@@ -27,25 +27,9 @@ from ..models.compressor import (
 )
 from ..models.kernels import guard
 from .config import LossConfig
+from .discriminator import build_discriminator, hinge, mean_logit
 
 AUGMENT_PAD = 15  # px, as in the official stage 2
-
-
-class PatchDiscriminator(nn.Module):
-    """A small PatchGAN for the optional adversarial term (spectral norm keeps it stable)."""
-
-    def __init__(self, width: int = 32) -> None:
-        super().__init__()
-        sn = nn.utils.spectral_norm
-        self.layers = nn.Sequential(
-            sn(nn.Conv2d(3, width, 4, 2, 1)), nn.LeakyReLU(0.2),
-            sn(nn.Conv2d(width, 2 * width, 4, 2, 1)), nn.LeakyReLU(0.2),
-            sn(nn.Conv2d(2 * width, 4 * width, 4, 2, 1)), nn.LeakyReLU(0.2),
-            nn.Conv2d(4 * width, 1, 3, 1, 1),
-        )
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.layers(x)
 
 
 def draw_crop() -> tuple[int, int, int, int]:
@@ -117,7 +101,8 @@ class TrainableCodec(nn.Module):
             for name in LINEAR_MODULES:
                 getattr(compressor, name).requires_grad_(False)
         self.cdm = cdm
-        self.discriminator = PatchDiscriminator() if stage == 2 and loss.lambda_adversarial > 0 else None
+        self.discriminator = build_discriminator(loss.discriminator, features.net if features is not None else None) \
+            if stage == 2 and loss.lambda_adversarial > 0 else None
         self.adversarial_on = True  # False: the discriminator learns, the generator's term is only reported
         # Frozen helpers are kept out of the module tree: DDP then neither syncs nor checks them.
         self.__dict__["backbone"] = backbone
@@ -328,10 +313,10 @@ class TrainableCodec(nn.Module):
                 frozen = {k: v.detach() for k, v in self.discriminator.named_parameters()}
                 buffers = dict(self.discriminator.named_buffers())
                 fake_logits = torch.func.functional_call(self.discriminator, {**frozen, **buffers}, (x_hat,))
-                terms["loss_adversarial"] = -fake_logits.mean()
+                terms["loss_adversarial"] = -mean_logit(fake_logits)
                 if self.adversarial_on:
                     loss = loss + self.weights.lambda_adversarial * terms["loss_adversarial"]
-                disc_loss = F.relu(1 - self.discriminator(x)).mean() + F.relu(1 + self.discriminator(x_hat.detach())).mean()
+                disc_loss = hinge(self.discriminator(x), self.discriminator(x_hat.detach()))
                 terms["loss_discriminator"] = disc_loss
         terms["loss"] = loss
         terms["loss_aux"] = self.compressor.aux_loss()
