@@ -159,3 +159,20 @@ def _wait_healthy(url: str, timeout: float) -> None:
             last = exc
         time.sleep(0.5)
     raise TimeoutError(f"{url} not healthy after {timeout:.0f} s ({last})")
+
+
+def test_every_listener_of_the_cluster_is_on_the_loopback(multinode):
+    """Issue 26: `ray start` binds the GCS and raylets to every interface and its agents to the
+    machine's address; the local cluster preloads resulic.services.loopback's library, so none
+    of its processes — nodes, agents, workers and Serve replicas left by the tests above, the
+    tracking server — listens anywhere but on 127.0.0.1."""
+    from resulic.services.loopback import is_loopback, listeners
+
+    if not multinode.cluster.loopback_only:
+        pytest.skip(multinode.cluster.loopback_unavailable)
+    found = listeners(multinode.cluster.pids() | multinode.server.pids())
+    ports = {port for _, port, _, _ in found}
+    assert {multinode.cluster.ports.gcs, multinode.cluster.ports.dashboard, multinode.cluster.ports.mlflow} <= ports, found
+    assert {"gcs_server", "raylet"} <= {name for _, _, name, _ in found}, found
+    exposed = [row for row in found if not is_loopback(row[0])]
+    assert not exposed, exposed

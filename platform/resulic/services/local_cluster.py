@@ -4,6 +4,11 @@ custom resource, so placement can be checked), ``mlflow server`` with a SQLite b
 artifacts. For the cluster tests (tests/test_cluster_multinode.py) and the fault drills
 (benchmarks/cluster_faults.py); nothing in the platform's jobs imports it.
 
+Every listener of its processes is on the loopback (``loopback_only``, the default, on Linux):
+``ray start`` binds its GCS and raylets to every interface and its agents to the machine's
+address, with no option against it, so its processes preload ``loopback_bind.c``
+(``resulic.services.loopback``), which moves those binds to 127.0.0.1.
+
 Every process is started here with ``--block`` (it stays in the foreground), in a session of
 its own, and stopped by its process id and those of its descendants — never ``ray stop``, which
 stops every Ray cluster of the machine's user. All ports are explicit, so several such clusters
@@ -143,12 +148,18 @@ class LocalCluster:
     """A Ray head on 127.0.0.1 plus nodes joined with ``ray start --address``."""
 
     def __init__(self, root: Path, ports: Ports | None = None, python_path: list[str] | None = None,
-                 temp_dir: Path | None = None):
+                 temp_dir: Path | None = None, loopback_only: bool = True):
         self.root = Path(root)
         self.ports = ports or Ports()
         # Ray's sockets live under the temp dir and a socket path has at most 107 characters.
         self.temp_dir = Path(temp_dir) if temp_dir else self.root / "ray"
         self.env = _env(python_path or [])
+        if loopback_only:  # raises LoopbackUnavailable (no Linux, no C compiler) rather than exposing ports
+            from .loopback import build, preload_env
+
+            self.env = preload_env(self.env, build())
+        self.loopback_only = loopback_only
+        self.loopback_unavailable = ""  # why not, where a caller fell back to loopback_only=False
         self.nodes: dict[str, Node] = {}
         self.object_store_bytes = 512 * 1024**2  # per node; Ray's default takes 30 % of the memory each
 
@@ -221,6 +232,10 @@ class LocalCluster:
                 if attempt == attempts:
                     raise
         raise AssertionError("unreachable")
+
+    def pids(self) -> set[int]:
+        """Every process of every node: its ``ray start``, GCS, raylet, agents, workers."""
+        return {pid for node in self.nodes.values() for pid in (node.process.pid, *node.descendants())}
 
     def kill_raylet(self, name: str) -> int:
         """SIGKILL the node's raylet (its Ray workers go with it), as a lost machine would; the pid."""
@@ -309,6 +324,17 @@ class MlflowServer:
         self.port = port
         self.env = env or _env([])
         self.process: subprocess.Popen | None = None
+
+    def pids(self) -> set[int]:
+        """The server's process and its workers."""
+        import psutil
+
+        if self.process is None:
+            return set()
+        try:
+            return {self.process.pid, *(p.pid for p in psutil.Process(self.process.pid).children(recursive=True))}
+        except psutil.NoSuchProcess:
+            return set()
 
     def __enter__(self) -> "MlflowServer":
         return self
