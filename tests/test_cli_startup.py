@@ -162,3 +162,44 @@ def test_the_ingress_checks_a_header_without_torch(rslc):
     r = json.loads(done.stdout.splitlines()[-1])
     assert r["refused"] == "steps = 9 exceeds this model's N_r = 5"
     assert r["heavy"] == []
+
+
+# What CompressAI's package __init__ would pull in beside the parts the codec uses
+# (entropy/compressai_parts.py): +318 MB resident and seconds of start-up.
+UNUSED_BY_THE_CODEC = ("torch_geometric", "pandas")
+
+
+def test_compress_imports_only_the_compressai_parts_it_uses(tmp_path, photo):
+    """`resulic compress` of a real photo with the shipped model, in a fresh interpreter: the file
+    is written, and neither torch_geometric nor pandas was imported on the way."""
+    src = tmp_path / "photo.png"
+    photo.crop((0, 0, 64, 64)).save(src)
+    probe = PROBE.replace(f"for m in {HEAVY!r}", f"for m in {UNUSED_BY_THE_CODEC + ('compressai.zoo',)!r}")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    done = subprocess.run([sys.executable, "-c", probe, "compress", str(src), "-o", str(tmp_path / "out.rslc")],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    r = json.loads(done.stdout.splitlines()[-1])
+    assert r["code"] == 0, r
+    assert (tmp_path / "out.rslc").stat().st_size > 0
+    assert r["heavy"] == []
+
+
+def test_the_rest_of_compressai_still_imports_after_the_codec_parts():
+    """The package registered without its __init__ completes itself when asked for more."""
+    probe = (
+        "import json, sys\n"
+        "import resulic.models.compressor\n"
+        "light = 'torch_geometric' not in sys.modules\n"
+        "import compressai, compressai.zoo\n"
+        "from compressai.models import Cheng2020Anchor\n"
+        "from compressai.registry import TRANSFORMS\n"
+        "model = compressai.zoo.bmshj2018_factorized(1, pretrained=False)\n"
+        "print(json.dumps({'light': light, 'coders': compressai.available_entropy_coders(),\n"
+        "                  'model': type(model).__name__, 'transforms': len(TRANSFORMS) > 0}))\n"
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.splitlines()[-1]) == {"light": True, "coders": ["ans"], "model": "FactorizedPrior",
+                                                        "transforms": True}

@@ -18,10 +18,9 @@ import threading
 from contextlib import contextmanager
 from typing import Iterator
 
-from compressai.ans import BufferedRansEncoder
-from compressai.entropy_models import EntropyModel
 from torch import nn
 
+from .compressai_parts import BufferedRansEncoder, EntropyModel
 from .rans_decoder import SafeRansDecoder
 
 

@@ -14,21 +14,23 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
-from compressai.entropy_models import EntropyBottleneck, EntropyModel
-from compressai.latent_codecs import (
-    ChannelGroupsLatentCodec,
-    CheckerboardLatentCodec,
-    GaussianConditionalLatentCodec,
-    HyperLatentCodec,
-    HyperpriorLatentCodec,
-)
-from compressai.layers import CheckerboardMaskedConv2d
-from compressai.models.utils import conv, deconv
 from torch import Tensor, nn
 
 from ..config import CompressorConfig, ModelConfig
-from .kernels import on_native_kernels
+from ..entropy.compressai_parts import (
+    ChannelGroupsLatentCodec,
+    CheckerboardLatentCodec,
+    CheckerboardMaskedConv2d,
+    EntropyBottleneck,
+    EntropyModel,
+    GaussianConditionalLatentCodec,
+    HyperLatentCodec,
+    HyperpriorLatentCodec,
+    conv,
+    deconv,
+)
 from ..entropy.exact import compute_exactly_when_evaluating
+from .kernels import on_native_kernels
 from ..entropy.rans_stream import SharedRansStream
 
 # exp(linspace(ln 0.11, ln 256, 64)), as in ELIC and the official compressor.
