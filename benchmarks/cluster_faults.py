@@ -336,6 +336,15 @@ def _wait(check, timeout: float, what: str) -> None:
     raise TimeoutError(f"no {what} after {timeout:.0f} s")
 
 
+def listening(drills) -> dict:
+    """How many sockets the cluster's processes and the tracking server listen on, and any that
+    is not on the loopback (issue 26: none)."""
+    from resulic.services.loopback import is_loopback, listeners
+
+    found = listeners(drills.cluster.pids() | drills.server.pids())
+    return {"count": len(found), "off_loopback": [f"{ip}:{port} {name}" for ip, port, name, _ in found if not is_loopback(ip)]}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--drills", default="node,mlflow,sweep,serve")
@@ -376,6 +385,7 @@ def main(argv=None) -> int:
             except Exception as exc:
                 results[name] = {"error": f"{type(exc).__name__}: {exc}"}
             results[name]["drill_seconds"] = round(time.monotonic() - t, 1)
+            results[name]["listeners"] = listening(drills)
             print(name, json.dumps(results[name], indent=1, default=str), flush=True)
             out.write_text(json.dumps(results, indent=1, default=str) + "\n")
     finally:
