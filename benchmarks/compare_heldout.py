@@ -6,7 +6,10 @@ diffusion) side by side.
         [--baseline platform/resulic/weights/small-codecs/variable] [--images data/photos/heldout] \
         [--level 0 14 28 42 85 127] [--max-side 768] [-o outputs/heldout]
 
-Both models must be variable-rate (``--level``). For each photo and level: compress to bytes
+    python benchmarks/compare_heldout.py --candidate-prior ray_results/stage0-small-long/model --level 0 14 28 45
+
+(the second form judges a stage-0 prior: the baseline's own trained parts and files, decoded
+through the new prior). Both models must be variable-rate (``--level``). For each photo and level: compress to bytes
 (bpp from the file), decode (the full decode: S - 1 prior passes, then TAEF2) and decode z_c
 alone through TAEF2; PSNR on RGB and ST-LPIPS (the real network of stlpips-pytorch, lower is
 better). Prints the mean per level for each model, then the candidate's BD-rate against the
@@ -35,7 +38,22 @@ REPO = Path(__file__).resolve().parents[1]
 LEVELS = (0, 14, 28, 42, 85, 127)
 
 
-def score_model(folder: Path, images: list[tuple[str, "object"]], levels: list[int]) -> dict:
+def with_prior(folder: Path, prior: Path):
+    """The codec of ``folder`` with another stage-0 prior (a backbone.source folder): the same
+    trained parts and bitstreams, decoded through that prior — how a prior is judged before a
+    release (its fingerprint is the new backbone's, not the folder's)."""
+    from resulic.codec.codec import Codec
+    from resulic.codec.store import folder_config, load_trained_parts
+    from resulic.models.backbone import load_backbone
+
+    config = folder_config(folder)
+    config.backbone.source = str(prior.resolve())
+    backbone = load_backbone(config.backbone)
+    compressor, cdm = load_trained_parts(folder, config, backbone)
+    return Codec(config, backbone, compressor, cdm, "cpu")
+
+
+def score_model(folder: Path, images: list[tuple[str, "object"]], levels: list[int], prior: Path | None = None) -> dict:
     import torch
     from tqdm import tqdm
 
@@ -44,7 +62,7 @@ def score_model(folder: Path, images: list[tuple[str, "object"]], levels: list[i
     from resulic.metrics.perceptual import build_st_lpips
     from resulic.evaluation.roundtrip import psnr
 
-    codec = load_codec(folder)
+    codec = load_codec(folder) if prior is None else with_prior(folder, prior)
     if codec.config.rate_point.variable is None:
         raise SystemExit(f"error: {folder} is not a variable-rate model (--level needs one)")
     st_lpips = build_st_lpips()
@@ -142,7 +160,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-side", type=int, default=768, help="downscale the photos to this longer side first")
     p.add_argument("-o", "--output", type=Path, default=REPO / "outputs/heldout", help="results folder")
     p.add_argument("--fresh", action="store_true", help="recompute results already in the output folder")
+    p.add_argument("--candidate-prior", type=Path, metavar="DIR",
+                   help="decode the candidate (default: the baseline's folder) through this stage-0 prior "
+                        "(a stage-0 run's model folder): judges a prior")
     args = p.parse_args(argv)
+    if args.candidate_prior is not None:
+        if not (args.candidate_prior / "unet").is_dir():
+            p.error(f"--candidate-prior {args.candidate_prior}: not a stage-0 prior folder (no unet/)")
+        args.candidate = args.candidate or args.baseline
     if any(not 0 <= level <= 127 for level in args.level):
         p.error("--level: each level is in 0..127")
     for folder in filter(None, (args.baseline, args.candidate)):
@@ -161,14 +186,16 @@ def main(argv: list[str] | None = None) -> int:
         if folder is None:
             continue
         manifest = json.loads((folder / "manifest.json").read_text())
-        out = args.output / f"{role}-{manifest.get('fingerprint', folder.name)}.json"
+        prior = args.candidate_prior if role == "candidate" else None
+        key = manifest.get("fingerprint", folder.name) + (f"-prior-{prior.resolve().name}" if prior else "")
+        out = args.output / f"{role}-{key}.json"
         cached = json.loads(out.read_text()) if out.is_file() and not args.fresh else None
         if cached and cached["meta"]["images"] == [n for n, _ in images] and cached["meta"]["levels"] == args.level:
             results[role] = cached
         else:
-            results[role] = score_model(folder, images, args.level)
+            results[role] = score_model(folder, images, args.level, prior)
             out.write_text(json.dumps(results[role], indent=2) + "\n")
-        print(f"\n{role}: {folder} ({len(images)} photos, longer side {args.max_side} px; {out})")
+        print(f"\n{role}: {folder}{f' through the prior {prior}' if prior else ''} ({len(images)} photos, longer side {args.max_side} px; {out})")
         r = results[role]["results"]
         print("| level | bpp | PSNR dB | PSNR z_c alone | ST-LPIPS | ST-LPIPS z_c alone |")
         print("|---|---|---|---|---|---|")

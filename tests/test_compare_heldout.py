@@ -54,3 +54,22 @@ def test_the_verdict_sets_each_baseline_point_against_the_candidate_and_fails_an
     assert found["unreached"] == [0]
     ahead = {"bpp": [0.005, 0.08], "psnr": [12.5, 22.0]}
     assert gate.verdict(base, ahead, {"psnr": False}) == {"behind": [], "behind_baseline": [], "unreached": []}
+
+
+def test_a_prior_is_judged_through_the_same_trained_parts(gate, tmp_path, photo):
+    """--candidate-prior: the folder's trained parts and bits, decoded through another stage-0
+    prior — the backbone it names is the one loaded (the bundled prior from its own path is the
+    shipped backbone; another prior another one, with the same latent bits)."""
+    from resulic.codec.store import load_codec
+    from resulic.models.backbone import SMALL_PRIOR, random_small_prior, save_prior
+
+    folder = Path(__file__).parents[1] / "platform" / "resulic" / "weights" / "small-codecs" / "v1"
+    shipped = load_codec(folder)
+    assert gate.with_prior(folder, SMALL_PRIOR).backbone.identity == shipped.backbone.identity
+    other = gate.with_prior(folder, save_prior(random_small_prior(7), tmp_path / "prior"))
+    assert other.backbone.identity != shipped.backbone.identity
+    from resulic.codec.container import unpack
+
+    image = photo.crop((0, 0, 128, 128))
+    a, b = (unpack(codec.compress(image, level=10)) for codec in (shipped, other))
+    assert a.latent == b.latent and a.header.fingerprint != b.header.fingerprint
