@@ -163,3 +163,27 @@ def test_a_variable_rate_model_trains_from_a_fixed_rate_one(workdir, stage1):
 
     data = codec.encode(Image.new("RGB", (96, 96), "gray"), level=10).data
     assert codec.decode(data).header.level == 10
+
+
+def test_a_training_workers_rendezvous_listens_on_the_loopback(ray_cluster):
+    """docs/security.md: PyTorch's TCPStore — a training run's rendezvous, held by its rank-0
+    worker — listens on every interface whatever address it is given. A local Ray's workers
+    preload services/loopback's library (cluster.loopback_preload), so it listens on 127.0.0.1."""
+    from resulic.services.loopback import LoopbackUnavailable, build, is_loopback
+
+    try:
+        build()
+    except LoopbackUnavailable as exc:
+        pytest.skip(str(exc))
+
+    @ray_cluster.remote
+    def rendezvous_listeners():
+        import psutil
+        import torch.distributed as dist
+
+        store = dist.TCPStore("127.0.0.1", 0, 1, True)
+        return [c.laddr.ip for c in psutil.Process().net_connections("tcp")
+                if c.status == psutil.CONN_LISTEN and c.laddr.port == store.port]
+
+    addresses = ray_cluster.get(rendezvous_listeners.remote(), timeout=120)
+    assert addresses and all(is_loopback(ip) for ip in addresses), addresses

@@ -8,6 +8,7 @@ loopback address instead of the machine's external one.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 
@@ -73,7 +74,7 @@ def ensure_ray(min_cpus: float = 1) -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(runtime_env=driver_runtime_env(), log_to_driver=True, logging_level=library_log_level())
         return
-    env = local_worker_env()
+    env = {**local_worker_env(), **loopback_preload()}
     # Logical CPUs: Ray only counts them. Two spare ones keep Ray Data and the Train/Tune
     # controllers from waiting on the workers' share on a small machine.
     num_cpus = max(math.ceil(min_cpus) + 2, os.cpu_count() or 1)
@@ -89,6 +90,20 @@ def ensure_ray(min_cpus: float = 1) -> None:
         log_to_driver=True,
         logging_level=library_log_level(),  # Ray's INFO lines only with --verbose
     )
+
+
+def loopback_preload() -> dict[str, str]:
+    """``LD_PRELOAD`` for a local Ray's workers (services/loopback.py): a training run's rank-0
+    worker holds PyTorch's TCPStore, which listens on every interface whatever address it is
+    given (docs/security.md); with the library it listens on 127.0.0.1. Empty where the library
+    cannot be built here (not Linux, no C compiler) — said at INFO, since the run works as before."""
+    from .loopback import LoopbackUnavailable, build, preload_env
+
+    try:
+        return {"LD_PRELOAD": preload_env(dict(os.environ), build())["LD_PRELOAD"]}
+    except LoopbackUnavailable as exc:
+        logging.getLogger(__name__).info("training workers keep their listeners where they bind them: %s", exc)
+        return {}
 
 
 def quiet_data_progress() -> None:

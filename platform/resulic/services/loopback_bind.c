@@ -124,7 +124,9 @@ int bind(int fd, const struct sockaddr *addr, socklen_t len) {
     return real(fd, addr, len);
 }
 
-/* A connection to this machine's own address goes to the loopback, where its listeners now are. */
+/* A connection to this machine's own address goes to the loopback, where its listeners now are.
+   So does one to ::1: the IPv6 wildcard listeners it used to reach are now on ::ffff:127.0.0.1
+   (a server bound to ::1 alone is then out of reach: none of Ray's is). */
 int connect(int fd, const struct sockaddr *addr, socklen_t len) {
     static addr_fn real;
     if (!real) real = (addr_fn)dlsym(RTLD_NEXT, "connect");
