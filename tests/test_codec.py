@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -121,3 +122,24 @@ def test_steps_guidance_and_text_are_bounded_by_the_limits(codec, photo):
         codec.decode(worded.data, limits=DecodeLimits(max_text_tokens=3))
     assert refused.value.limit == "max_text_tokens"
 
+
+
+def test_an_encode_without_srr_or_pfo_never_synthesises_z_c(codec, photo, monkeypatch):
+    """z_c (the decoder's latent) is computed on first use: a plain encode writes its file without
+    running the compressor's synthesis (at 4K its native convolutions were the encode's peak
+    memory); srr, which pictures z_c to caption it, still gets it."""
+    from resulic.codec.container import unpack
+
+    plain = codec.compress(photo)
+    calls = []
+    real = type(codec.compressor)._synthesis
+
+    def counted(self, *args):
+        calls.append(1)
+        return real(self, *args)
+
+    monkeypatch.setattr(type(codec.compressor), "_synthesis", counted)
+    assert codec.compress(photo) == plain and calls == []
+    coded = codec.compressor.compress(codec.latent_of(photo))
+    assert calls == [] and torch.equal(coded.z_c, coded.z_c) and calls == [1]  # once, then kept
+    assert unpack(plain).latent == coded.data

@@ -9,9 +9,10 @@ All entropy coding goes into one rANS stream (see ``rans_stream``).
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
@@ -99,8 +100,18 @@ def _param_aggregation(cin: int, cout: int) -> nn.Sequential:
 @dataclass
 class CompressedLatent:
     data: bytes  # the single rANS stream (z, then y group by group, anchors before non-anchors)
-    z_c: Tensor  # the decoder's reconstruction of the latent, computed exactly as it will
     estimated_bits: float  # -log2 likelihood of the coded symbols under the same model
+    synthesize: Callable[[], Tensor] = field(repr=False)  # z_c from the coded symbols, as the decoder does it
+    _z_c: Tensor | None = field(default=None, init=False, repr=False)
+
+    @property
+    def z_c(self) -> Tensor:
+        """The decoder's reconstruction of the latent, computed exactly as it will be — on first
+        use: an encode that needs no picture of it (no srr, no pfo) never runs the synthesis,
+        whose native convolutions' unfolded inputs were a 4K encode's peak memory."""
+        if self._z_c is None:
+            self._z_c = self.synthesize()
+        return self._z_c
 
 
 class LatentCompressor(nn.Module):
@@ -335,8 +346,13 @@ class LatentCompressor(nn.Module):
         y, inverse_gain = (y, None) if gains is None else (y * gains[0], gains[1])
         with self.stream.encoding() as result:
             out = self.latent_codec.compress(y)
-        z_c = self._synthesis(out["y_hat"], inverse_gain)
-        return CompressedLatent(result.data, z_c, self.estimate_bits(y=y))
+        return CompressedLatent(result.data, self.estimate_bits(y=y),
+                                functools.partial(self._exact_synthesis, out["y_hat"], inverse_gain))
+
+    @on_native_kernels
+    @torch.no_grad()
+    def _exact_synthesis(self, y_hat: Tensor, inverse_gain: Tensor | None) -> Tensor:
+        return self._synthesis(y_hat, inverse_gain)
 
     @on_native_kernels
     @torch.no_grad()
