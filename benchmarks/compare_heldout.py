@@ -174,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         if not (folder / "manifest.json").is_file():
             p.error(f"{folder}: not a trained-codec folder (no manifest.json)")
 
+    from resulic.errors import ResulicError
     from resulic.metrics.bd_rate import BDRateError, Curve, bd_rate_curves
     from resulic.services.runtime import configure_threads, quiet_libraries
 
@@ -193,7 +194,11 @@ def main(argv: list[str] | None = None) -> int:
         if cached and cached["meta"]["images"] == [n for n, _ in images] and cached["meta"]["levels"] == args.level:
             results[role] = cached
         else:
-            results[role] = score_model(folder, images, args.level, prior)
+            try:
+                results[role] = score_model(folder, images, args.level, prior)
+            except ResulicError as exc:  # a folder or prior that does not load: one line, no traceback
+                print(f"error: {role}: {exc}", file=sys.stderr)
+                return 2
             out.write_text(json.dumps(results[role], indent=2) + "\n")
         print(f"\n{role}: {folder}{f' through the prior {prior}' if prior else ''} ({len(images)} photos, longer side {args.max_side} px; {out})")
         r = results[role]["results"]

@@ -1,5 +1,5 @@
 """The parts of CompressAI the codec uses (entropy models, latent codecs, the masked convolution,
-conv/deconv, the rANS encoder), imported without running the package's ``__init__``.
+conv/deconv, the rANS encoder; its decoder is entropy/rans_decoder.py's own), imported without running the package's ``__init__``.
 
 Why: ``compressai/__init__.py`` imports every subpackage, among them its point-cloud datasets and
 transforms, which import torch_geometric (and with it scipy and pandas): measured with torch
@@ -62,8 +62,8 @@ def _register_light_package() -> None:
 if "compressai" not in sys.modules:
     _register_light_package()
 
-from compressai.ans import BufferedRansEncoder, RansDecoder  # noqa: E402
-from compressai.entropy_models import EntropyBottleneck, EntropyModel, GaussianConditional  # noqa: E402
+from compressai.ans import BufferedRansEncoder  # noqa: E402
+from compressai.entropy_models import EntropyBottleneck, EntropyModel  # noqa: E402
 from compressai.latent_codecs import (  # noqa: E402
     ChannelGroupsLatentCodec,
     CheckerboardLatentCodec,
@@ -76,6 +76,6 @@ from compressai.models.utils import conv, deconv  # noqa: E402
 
 __all__ = [
     "BufferedRansEncoder", "ChannelGroupsLatentCodec", "CheckerboardLatentCodec", "CheckerboardMaskedConv2d",
-    "EntropyBottleneck", "EntropyModel", "GaussianConditional", "GaussianConditionalLatentCodec",
-    "HyperLatentCodec", "HyperpriorLatentCodec", "RansDecoder", "conv", "deconv",
+    "EntropyBottleneck", "EntropyModel", "GaussianConditionalLatentCodec",
+    "HyperLatentCodec", "HyperpriorLatentCodec", "conv", "deconv",
 ]

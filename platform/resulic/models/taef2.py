@@ -113,9 +113,9 @@ def build_decoder(latent_channels: int = LATENT_CHANNELS) -> nn.Sequential:
 DECODER_HALO = 10  # latent cells; the upsampling path's receptive radius is 9 cells
 ENCODER_HALO = 72  # pixels; the downsampling path's receptive radius is 65 px (a multiple of 8)
 # 64 cells (512 px) per tile side: with its halo a tile is about a 768x512 picture's work, so a
-# 4K photo decodes in a whole Kodak decode's working set (3840x2160, TAEF2's decoder alone, one
-# thread: peak 1.43 GB at 96 cells, 1.20 GB at 64, 1.09 GB at 48; time +16 % and +31 % for the
-# wider overlap; benchmarks/bench_memory.py for whole commands).
+# 4K photo decodes in about a whole Kodak decode's working set (3840x2160, TAEF2's decoder alone,
+# one thread: peak 1.65 GB at 96 cells, 1.41 GB at 64, time +17 % for the wider overlap:
+# benchmarks/memory_peak.py taef2 --tile N; benchmarks/bench_memory.py for whole commands).
 TILE = 64          # latent cells per tile side
 TILE_ABOVE = 128 * 128  # latent cells: smaller pictures run whole (faster; they fit anyway)
 
