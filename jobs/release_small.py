@@ -8,7 +8,9 @@
     python jobs/release_small.py steps --model <codec folder> --residual-steps 60 45 10 5 -o <new codec folder>
 
 'prior' copies a stage-0 run's prior to resulic/weights/small-prior (float16 storage; train the
-codec stages on the released prior, backbone.source 'bundled'). 'codecs' writes the chosen
+codec stages on the released prior, backbone.source 'bundled') and saves every shipped point
+again with it: their new files carry new fingerprints, and the files they wrote before still
+decode (the replaced prior's identity must first be added to EARLIER_BUNDLED_PRIORS). 'codecs' writes the chosen
 trained codecs, one per rate point in rate order, to resulic/weights/small-codecs with an
 index.json (float16 weights; fingerprints recomputed). --keep lists an earlier shipped point
 as it is, under a new name, so the files it wrote still decode; --note replaces the index's
@@ -81,15 +83,36 @@ def release_prior(folder: Path) -> int:
     import torch
     from diffusers import UNet2DConditionModel
 
-    from resulic.models.backbone import PRIOR_SUBFOLDER, SMALL_PRIOR
+    from resulic.codec import shipped
+    from resulic.config import BackboneConfig
+    from resulic.models.backbone import EARLIER_BUNDLED_PRIORS, PRIOR_SUBFOLDER, SMALL_PRIOR, load_backbone
 
     unet = UNet2DConditionModel.from_pretrained(folder, subfolder=PRIOR_SUBFOLDER, use_safetensors=True)
-    shutil.rmtree(SMALL_PRIOR, ignore_errors=True)
-    unet.to(torch.float16).save_pretrained(SMALL_PRIOR / PRIOR_SUBFOLDER, safe_serialization=True)
+    if (SMALL_PRIOR / PRIOR_SUBFOLDER).is_dir():
+        # The shipped codecs' files name the prior they were made through: it must stay known.
+        current = load_backbone(BackboneConfig(profile="small", source="bundled")).identity
+        if current not in EARLIER_BUNDLED_PRIORS:
+            raise ResulicError(f"the shipped prior ({current}) is not in EARLIER_BUNDLED_PRIORS "
+                               "(resulic/models/backbone.py): add it first, or the files of the shipped codecs "
+                               "would no longer decode")
+    staged = SMALL_PRIOR.with_name(f".{SMALL_PRIOR.name}.new")
+    shutil.rmtree(staged, ignore_errors=True)
+    unet.to(torch.float16).save_pretrained(staged / PRIOR_SUBFOLDER, safe_serialization=True)
     info = folder / "training.json"
     if info.is_file():
-        shutil.copy(info, SMALL_PRIOR / "training.json")  # lineage: the stage-0 run
+        shutil.copy(info, staged / "training.json")  # lineage: the stage-0 run
+    shutil.rmtree(SMALL_PRIOR, ignore_errors=True)
+    staged.rename(SMALL_PRIOR)
     print(f"prior from {folder} -> {SMALL_PRIOR} (float16)")
+    try:
+        points = shipped.adopt_prior()["points"]
+    except ResulicError as exc:
+        if "no shipped codec" in str(exc):
+            return 0
+        raise
+    for point in points:
+        print(f"  {point['name']}: fingerprint {point['fingerprint']} "
+              f"(still decodes {', '.join(point.get('earlier_fingerprints', [])) or 'nothing earlier'})")
     return 0
 
 

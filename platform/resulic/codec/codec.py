@@ -106,7 +106,9 @@ class Codec:
         self.device = torch.device(device)
         self._schedules = ResidualSchedules(config.rate_point)
         self.schedule = self.schedule_for(None)  # at the default rate level
-        self.fingerprint = self._fingerprint()
+        self.fingerprint, *earlier = self._fingerprints(backbone.identity, *backbone.earlier_identities)
+        # Files this codec also decodes: its own trained parts through an earlier bundled prior.
+        self.earlier_fingerprints: tuple[bytes, ...] = tuple(earlier)
         check_clip_vocabulary(backbone.tokenizer)  # the text coder's model is over CLIP ids
         self._specials = special_ids(backbone.tokenizer)
         self.semantics = None  # resulic.semantics.pipeline.Semantics, built on first use
@@ -151,14 +153,16 @@ class Codec:
         self.cdm.to(self.device)
         return self
 
-    def _fingerprint(self) -> bytes:
-        """4 bytes that change whenever anything the decoder depends on changes."""
-        h = hashlib.sha256()
-        h.update(self.config.canonical_json().encode())
-        h.update(self.backbone.identity.encode())
-        h.update(weights_digest(self.compressor).encode())
-        h.update(weights_digest(control_state_dict(self.cdm)).encode())
-        return h.digest()[:4]
+    def _fingerprints(self, *identities: str) -> list[bytes]:
+        """4 bytes that change whenever anything the decoder depends on changes: one per
+        backbone identity, the rest the same."""
+        config = self.config.canonical_json().encode()
+        parts = (weights_digest(self.compressor) + weights_digest(control_state_dict(self.cdm))).encode()
+        return [hashlib.sha256(config + identity.encode() + parts).digest()[:4] for identity in identities]
+
+    def decodes(self, fingerprint: bytes) -> bool:
+        """Whether a file naming ``fingerprint`` is this codec's (made now, or through an earlier prior)."""
+        return fingerprint == self.fingerprint or fingerprint in self.earlier_fingerprints
 
     # -- encoding ------------------------------------------------------------------------------
     def encode(
@@ -277,7 +281,7 @@ class Codec:
 
     # -- decoding ------------------------------------------------------------------------------
     def check_model(self, header: Header) -> None:
-        if header.fingerprint != self.fingerprint:
+        if not self.decodes(header.fingerprint):
             raise ModelMismatchError(
                 f"file was made by model {header.fingerprint.hex()}, but this codec is model "
                 f"{self.fingerprint.hex()} ({self.config.rate_point.name}); decode it with the model that made it"

@@ -66,8 +66,9 @@ def folder_for(rate: str | None, folder: Path = SHIPPED_DIR) -> Path:
 
 
 def folder_for_fingerprint(fingerprint: bytes, folder: Path = SHIPPED_DIR) -> Path | None:
+    """The point that wrote a file: made now, or through an earlier bundled prior."""
     for point in index(folder)["points"]:
-        if point.get("fingerprint") == fingerprint.hex():
+        if fingerprint.hex() in (point.get("fingerprint"), *point.get("earlier_fingerprints", ())):
             return folder / point["folder"]
     return None
 
@@ -104,6 +105,27 @@ def load_for_file(data: bytes, device="cpu", folder: Path = SHIPPED_DIR):
     if codec_folder is None:
         return None
     return load_codec(codec_folder, backbone=_backbone(codec_folder), device=device)
+
+
+def adopt_prior(out: Path | None = None) -> dict:
+    """After a new prior is put in ``small-prior``: every shipped point saved again with it (same
+    weights; the fingerprint its new files carry) and ``index.json`` updated, each point listing the
+    fingerprints of the files it wrote through earlier priors, which it still decodes."""
+    from .store import load_codec, read_manifest, save_codec
+
+    out = out or SHIPPED_DIR
+    data = index(out)
+    _backbone_of.cache_clear()
+    for point in data["points"]:
+        codec_folder = out / point["folder"]
+        codec = load_codec(codec_folder, backbone=_backbone(codec_folder))
+        if codec.fingerprint.hex() == point["fingerprint"]:
+            continue  # made with the current prior already
+        save_codec(codec, codec_folder, half=True)
+        point["fingerprint"] = codec.fingerprint.hex()
+        point["earlier_fingerprints"] = read_manifest(codec_folder)["earlier_fingerprints"]
+    (out / INDEX).write_text(json.dumps(data, indent=2) + "\n")
+    return data
 
 
 def release(points: list[tuple[str, Path]], default: str, provenance: dict, out: Path = SHIPPED_DIR,

@@ -201,6 +201,8 @@ def save_codec(codec: Codec, folder: str | Path, half: bool = False) -> Path:
             "backbone": codec.config.backbone.model_dump(mode="json"),
             "files": {name: _sha256(tmp / name) for name in FILES},
         }
+        if codec.earlier_fingerprints:  # its files made through an earlier bundled prior
+            manifest["earlier_fingerprints"] = [fp.hex() for fp in codec.earlier_fingerprints]
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         for path in tmp.iterdir():  # safetensors writes its files 0o600, whatever the umask
             path.chmod(0o666 & ~current_umask())
@@ -386,7 +388,8 @@ def load_codec(folder: str | Path, backbone: Backbone | None = None, device="cpu
         backbone = load_backbone(config.backbone)
     compressor, cdm = load_trained_parts(folder, config, backbone)
     codec = Codec(config, backbone, compressor, cdm, device).to(device)
-    if codec.fingerprint.hex() != manifest.get("fingerprint"):
+    # A folder saved with an earlier bundled prior loads with the current one (models/backbone.py).
+    if manifest.get("fingerprint") not in {fp.hex() for fp in (codec.fingerprint, *codec.earlier_fingerprints)}:
         raise ModelLoadError(
             f"{folder}: the loaded model's fingerprint {codec.fingerprint.hex()} differs from the manifest's "
             f"{str(manifest.get('fingerprint'))[:16]} (a different backbone than the one it was saved with?)"

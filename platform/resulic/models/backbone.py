@@ -87,6 +87,11 @@ SMALL_UNET = {
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 SMALL_PRIOR = WEIGHTS_DIR / "small-prior"
 PRIOR_SUBFOLDER = "unet"
+# The identities of the priors earlier releases shipped in ``small-prior`` (oldest first). A new
+# prior is a decoder upgrade, not a new bitstream: a codec trained on an earlier one loads with
+# the current prior and still reads the files it wrote (the same bits through the same entropy
+# model; the picture is the current prior's). ``Codec.earlier_fingerprints`` names those files.
+EARLIER_BUNDLED_PRIORS: tuple[str, ...] = ("small:2a9b3dca12e733c4",)
 
 # Stable Diffusion 2.1-base's published configs (the vae/, unet/ and text_encoder/ config.json
 # of stabilityai/stable-diffusion-2-1-base): the real shapes, for random-weight checks of memory
@@ -141,6 +146,9 @@ class Backbone:
     text_encoder: CLIPTextModel
     tokenizer: CLIPTokenizer
     identity: str  # what the model fingerprint records about the backbone
+    # Identities this backbone stands in for (the earlier bundled priors, for ``bundled``):
+    # files made through them decode through this one.
+    earlier_identities: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for part in (self.vae, self.unet, self.text_encoder):
@@ -307,8 +315,9 @@ def load_small(config: BackboneConfig) -> Backbone:
         torch.manual_seed(config.seed)
         text_encoder = CLIPTextModel(CLIPTextConfig(**TINY_TEXT))
     # The prior's weights name it (not its path): the same prior anywhere is the same backbone.
-    tag = weights_digest(unet, text_encoder)[:16]
-    return Backbone(vae, unet, text_encoder, byte_level_tokenizer(), f"small:{tag}")
+    identity = f"small:{weights_digest(unet, text_encoder)[:16]}"
+    earlier = tuple(i for i in EARLIER_BUNDLED_PRIORS if i != identity) if config.source == "bundled" else ()
+    return Backbone(vae, unet, text_encoder, byte_level_tokenizer(), identity, earlier)
 
 
 def save_prior(unet: UNet2DConditionModel, folder: str | Path) -> Path:

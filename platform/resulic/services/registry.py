@@ -14,7 +14,8 @@ then download it like any model. Registration adds an ``MLmodel`` file to the fo
 folder is executable, so fetching a version never runs code.
 
 Version tags: ``fingerprint`` (the model's 4-byte id, as in every file it writes), ``rate_point``,
-``backbone`` (profile), plus the caller's. Promotion is an alias (``champion``), never a stage.
+``backbone`` (profile), ``earlier_fingerprints`` (where it has them: its files made through an earlier
+bundled prior, which it still decodes), plus the caller's. Promotion is an alias (``champion``), never a stage.
 
 The tracking store: the caller's URI, else ``MLFLOW_TRACKING_URI``, else ``./mlflow.db`` (as in
 ``resulic.services.tracking``). Looking a URI up never creates a store: with no store there, it is an error
@@ -112,8 +113,11 @@ def _log_pyfunc_flavour(client, run_id: str) -> None:
 
 
 def _version_tags(manifest: dict) -> dict[str, str]:
-    return {"fingerprint": str(manifest.get("fingerprint")), "rate_point": str(manifest.get("rate_point")),
+    tags = {"fingerprint": str(manifest.get("fingerprint")), "rate_point": str(manifest.get("rate_point")),
             "backbone": str((manifest.get("backbone") or {}).get("profile"))}
+    if manifest.get("earlier_fingerprints"):  # files it made through an earlier bundled prior
+        tags["earlier_fingerprints"] = ",".join(map(str, manifest["earlier_fingerprints"]))
+    return tags
 
 
 def _create_version(client, name: str, source: str, run_id: str, tags: dict[str, str], manifest: dict) -> str:

@@ -88,14 +88,25 @@ class RatePoint:
     model_id: str  # pinned: models:/<name>/<version> or an absolute folder path
     version: str  # the registry version, or "local" for a folder
     fingerprint: str  # hex
+    # Fingerprints of the files it made through an earlier bundled prior, which it still decodes.
+    earlier: tuple[str, ...] = ()
 
-def _manifest_fingerprint(folder: Path) -> str:
+    def fingerprints(self) -> tuple[str, ...]:
+        return (self.fingerprint, *self.earlier)
+
+def _manifest_fingerprints(folder: Path) -> tuple[str, tuple[str, ...]]:
     from ..codec.store import read_manifest  # inside the folder, size-limited, one-line errors
 
     try:
-        return str(read_manifest(folder)["fingerprint"])[:64]
+        manifest = read_manifest(folder)
+        return str(manifest["fingerprint"])[:64], _earlier(manifest.get("earlier_fingerprints"))
     except (ModelLoadError, KeyError):
         raise ModelLoadError(f"{folder}: not a trained-codec folder (no readable manifest.json)") from None
+
+def _earlier(value) -> tuple[str, ...]:
+    """A manifest's list or a registry tag's comma-separated text: at most a few short hex ids."""
+    items = value.split(",") if isinstance(value, str) else value if isinstance(value, list) else []
+    return tuple(str(item)[:64] for item in items[:8] if item)
 
 def pin(name: str, source: str, tracking_uri: str | None = None) -> RatePoint:
     """Resolve one rate point's source to a pinned model id and its fingerprint (no weights read)."""
@@ -106,11 +117,12 @@ def pin(name: str, source: str, tracking_uri: str | None = None) -> RatePoint:
         fingerprint = (mv.tags or {}).get("fingerprint")
         if not fingerprint:
             raise ModelLoadError(f"{source}: version {mv.version} has no fingerprint tag (not registered by resulic)")
-        return RatePoint(name, source, f"models:/{mv.name}/{mv.version}", str(mv.version), fingerprint)
+        return RatePoint(name, source, f"models:/{mv.name}/{mv.version}", str(mv.version), fingerprint,
+                         _earlier((mv.tags or {}).get("earlier_fingerprints")))
     folder = Path(source).expanduser().resolve()
     if not folder.is_dir():
         raise ModelLoadError(f"rate point {name}: {source} is neither a models:/ URI nor a trained-codec folder")
-    return RatePoint(name, source, str(folder), "local", _manifest_fingerprint(folder))
+    return RatePoint(name, source, str(folder), "local", *_manifest_fingerprints(folder))
 
 def resolve_rate_points(config: RatePointsConfig) -> dict[str, RatePoint]:
     return {name: pin(name, source, config.tracking_uri) for name, source in config.rate_points.items()}
@@ -132,7 +144,8 @@ class Catalog:
         """A read-only copy of another process's catalog (``as_dict``), e.g. in the ingress."""
         catalog = cls(RatePointsConfig.model_validate(snapshot["config"]), resolve=False)
         catalog.current = {d["name"]: RatePoint(**d) for d in snapshot["rate_points"]}
-        catalog._by_fingerprint = OrderedDict((d["fingerprint"], RatePoint(**d)) for d in snapshot["decodable"])
+        for d in snapshot["decodable"]:
+            catalog._remember(RatePoint(**{**d, "earlier": tuple(d.get("earlier") or ())}))
         catalog.settings = dict(snapshot.get("settings") or {})
         return catalog
 
@@ -145,10 +158,14 @@ class Catalog:
         """Switch to rate points resolved elsewhere (``resolve_rate_points``, e.g. on a thread)."""
         self.config, self.current = config, dict(current)
         for rp in current.values():
-            self._by_fingerprint.pop(rp.fingerprint, None)
-            self._by_fingerprint[rp.fingerprint] = rp
+            self._remember(rp)
         while len(self._by_fingerprint) > HISTORY:
             self._by_fingerprint.popitem(last=False)
+
+    def _remember(self, rp: RatePoint) -> None:
+        for fingerprint in rp.fingerprints():
+            self._by_fingerprint.pop(fingerprint, None)
+            self._by_fingerprint[fingerprint] = rp
 
     def rate_point(self, name: str | None) -> RatePoint:
         name = name or self.config.default
@@ -183,7 +200,7 @@ class Catalog:
             "config": self.config.model_dump(mode="json"),
             "default_rate_point": self.config.default,
             "rate_points": [asdict(rp) for rp in self.current.values()],
-            "decodable": [asdict(rp) for rp in self._by_fingerprint.values()],
+            "decodable": [asdict(rp) for fingerprint, rp in self._by_fingerprint.items() if fingerprint == rp.fingerprint],
         }
 
 def load_rate_point(model_id: str, backbone=None, device="cpu", cache_dir: str | Path | None = None,
