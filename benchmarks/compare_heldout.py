@@ -28,6 +28,7 @@ scale (the shipped model's own training set did not contain them either).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -149,6 +150,13 @@ def load_images(folder: Path, max_side: int):
     return [(p.name, shrink_to(open_image(p), max_side)) for p in paths]
 
 
+def prior_digest(folder: Path) -> str:
+    h = hashlib.sha256()
+    for path in sorted((folder / "unet").glob("*")):
+        h.update(path.name.encode() + path.read_bytes())
+    return h.hexdigest()[:12]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -188,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         manifest = json.loads((folder / "manifest.json").read_text())
         prior = args.candidate_prior if role == "candidate" else None
-        key = manifest.get("fingerprint", folder.name) + (f"-prior-{prior.resolve().name}" if prior else "")
+        # A prior is named by its weights, not its folder: every stage-0 run's folder is "model".
+        key = manifest.get("fingerprint", folder.name) + (f"-prior-{prior_digest(prior)}" if prior else "")
         out = args.output / f"{role}-{key}.json"
         cached = json.loads(out.read_text()) if out.is_file() and not args.fresh else None
         if cached and cached["meta"]["images"] == [n for n, _ in images] and cached["meta"]["levels"] == args.level:
