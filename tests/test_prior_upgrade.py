@@ -41,6 +41,10 @@ def installation(tmp_path, monkeypatch):
     monkeypatch.setattr(backbone, "SMALL_PRIOR", prior)
     monkeypatch.setattr(shipped, "SHIPPED_DIR", codecs)
     shipped._backbone_of.cache_clear()
+    # As a release does first: the prior about to be replaced is named an earlier one.
+    current = shipped._backbone(codecs / "v1").identity
+    monkeypatch.setattr(backbone, "EARLIER_BUNDLED_PRIORS", (*backbone.EARLIER_BUNDLED_PRIORS, current))
+    shipped._backbone_of.cache_clear()
     yield codecs
     shipped._backbone_of.cache_clear()  # the shipped backbone again for the tests that follow
 
@@ -55,7 +59,7 @@ def test_a_released_prior_keeps_the_files_of_every_shipped_point_decodable(insta
     assert release_small.main(["prior", str(new_prior)]) == 0
 
     point = shipped.index(installation)["points"][0]
-    assert point["fingerprint"] != old_fingerprint.hex() and point["earlier_fingerprints"] == [old_fingerprint.hex()]
+    assert point["fingerprint"] != old_fingerprint.hex() and old_fingerprint.hex() in point["earlier_fingerprints"]
     after = shipped.load_for_file(old_file, folder=installation)  # the CLI's lookup by the file's fingerprint
     assert after is not None and after.backbone.identity != before.backbone.identity
     assert after.decodes(old_fingerprint) and after.fingerprint.hex() == point["fingerprint"]
@@ -73,7 +77,7 @@ def test_a_released_prior_keeps_the_files_of_every_shipped_point_decodable(insta
     assert catalog.for_fingerprint(old_fingerprint.hex()).fingerprint == after.fingerprint.hex()
     assert Catalog.from_snapshot(catalog.as_dict()).for_fingerprint(old_fingerprint.hex()).name == "v1"
     manifest = json.loads((installation / "v1" / "manifest.json").read_text())
-    assert _version_tags(manifest)["earlier_fingerprints"] == old_fingerprint.hex()
+    assert old_fingerprint.hex() in _version_tags(manifest)["earlier_fingerprints"].split(",")
 
 
 def test_without_the_earlier_prior_named_its_files_and_folders_are_refused(installation, monkeypatch, photo, tmp_path):
@@ -100,3 +104,25 @@ def test_the_release_refuses_to_replace_a_prior_the_shipped_files_name(installat
     assert release_small.main(["prior", str(new_prior)]) == 2
     assert "EARLIER_BUNDLED_PRIORS" in capsys.readouterr().err
     assert (backbone.SMALL_PRIOR / "unet" / "diffusion_pytorch_model.safetensors").read_bytes() == digest
+
+
+def test_a_folder_saved_before_the_upgrade_keeps_naming_its_files_as_its_manifest(installation, photo):
+    """A user's own folder (not re-saved by the release): it loads with the new prior, reads its
+    old files, and writes the fingerprint its manifest (so a Serve catalog, the registry) names."""
+    image = photo.crop((0, 0, 64, 64))
+    old_file = shipped.load("v1", folder=installation).compress(image, level=10)
+    shutil.rmtree(backbone.SMALL_PRIOR)
+    save_prior(random_small_prior(7), backbone.SMALL_PRIOR)
+    shipped._backbone_of.cache_clear()
+    codec = load_codec(installation / "v1")
+    manifest = json.loads((installation / "v1" / "manifest.json").read_text())
+    assert codec.fingerprint.hex() == manifest["fingerprint"] == unpack(old_file).header.fingerprint.hex()
+    assert codec.earlier_fingerprints and all(map(codec.decodes, codec.earlier_fingerprints))
+    assert codec.decode(old_file).image.size == image.size
+    new_file = codec.compress(image, level=10)
+    assert new_file == old_file  # the bits never depended on the prior
+
+    from resulic.serving.catalog import Catalog, RatePointsConfig
+
+    catalog = Catalog(RatePointsConfig(rate_points={"mine": str(installation / "v1")}))
+    assert catalog.for_fingerprint(unpack(new_file).header.fingerprint.hex()).name == "mine"

@@ -160,6 +160,16 @@ class Codec:
         parts = (weights_digest(self.compressor) + weights_digest(control_state_dict(self.cdm))).encode()
         return [hashlib.sha256(config + identity.encode() + parts).digest()[:4] for identity in identities]
 
+    def keep_fingerprint(self, fingerprint: bytes) -> None:
+        """Write ``fingerprint`` (one this codec decodes): a folder saved with an earlier bundled
+        prior keeps naming its files as its manifest does, so what routes files by the manifest
+        (a Serve catalog, the registry's tags) finds them. The bits do not depend on the prior."""
+        if not self.decodes(fingerprint):
+            raise ValueError(f"{fingerprint.hex()} is not a fingerprint of this codec")
+        accepted = (self.fingerprint, *self.earlier_fingerprints)
+        self.fingerprint = fingerprint
+        self.earlier_fingerprints = tuple(fp for fp in accepted if fp != fingerprint)
+
     def decodes(self, fingerprint: bytes) -> bool:
         """Whether a file naming ``fingerprint`` is this codec's (made now, or through an earlier prior)."""
         return fingerprint == self.fingerprint or fingerprint in self.earlier_fingerprints

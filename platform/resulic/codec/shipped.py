@@ -111,6 +111,7 @@ def adopt_prior(out: Path | None = None) -> dict:
     """After a new prior is put in ``small-prior``: every shipped point saved again with it (same
     weights; the fingerprint its new files carry) and ``index.json`` updated, each point listing the
     fingerprints of the files it wrote through earlier priors, which it still decodes."""
+    from .codec import Codec
     from .store import load_codec, read_manifest, save_codec
 
     out = out or SHIPPED_DIR
@@ -118,7 +119,8 @@ def adopt_prior(out: Path | None = None) -> dict:
     _backbone_of.cache_clear()
     for point in data["points"]:
         codec_folder = out / point["folder"]
-        codec = load_codec(codec_folder, backbone=_backbone(codec_folder))
+        loaded = load_codec(codec_folder, backbone=_backbone(codec_folder))  # names its files as its manifest
+        codec = Codec(loaded.config, loaded.backbone, loaded.compressor, loaded.cdm)  # as the current prior does
         if codec.fingerprint.hex() == point["fingerprint"]:
             continue  # made with the current prior already
         save_codec(codec, codec_folder, half=True)

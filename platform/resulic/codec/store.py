@@ -394,4 +394,5 @@ def load_codec(folder: str | Path, backbone: Backbone | None = None, device="cpu
             f"{folder}: the loaded model's fingerprint {codec.fingerprint.hex()} differs from the manifest's "
             f"{str(manifest.get('fingerprint'))[:16]} (a different backbone than the one it was saved with?)"
         )
+    codec.keep_fingerprint(bytes.fromhex(manifest["fingerprint"]))
     return codec
