@@ -103,3 +103,37 @@ def test_bd_rate_help_shows_a_single_percent_sign():
     help_text = parser._subparsers._group_actions[0].choices["bd-rate"].format_help()
     assert "BD-rate (%) of TEST" in help_text
     assert "%%" not in help_text
+
+
+def test_learning_curves_draw_stage0_runs_one_after_the_other_and_refuse_an_empty_run(tmp_path, capsys):
+    """benchmarks/plot_learning_curves.py on a real SQLite MLflow store: two stage-0 runs (ε-loss,
+    held-out ε-loss) drawn on one step axis, the second after the first; a run that logged none of
+    the curves is one line, not an empty figure."""
+    import importlib.util
+    from pathlib import Path
+
+    from mlflow import MlflowClient
+
+    spec = importlib.util.spec_from_file_location(
+        "plot_learning_curves", Path(__file__).parents[1] / "benchmarks" / "plot_learning_curves.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("resulic-train", artifact_location=str(tmp_path / "artifacts"))
+    for name, first in (("prior-a", 0.50), ("prior-b", 0.46)):
+        run = client.create_run(experiment, run_name=name).info.run_id
+        for step in range(1, 301):
+            client.log_metric(run, "loss_eps", first - step * 1e-4, step=step) if step % 10 == 0 else None
+        for step in (100, 200, 300):
+            client.log_metric(run, "val_loss_eps", first - step * 1e-4, step=step)
+    client.create_run(experiment, run_name="empty")
+    out = tmp_path / "curves.png"
+    assert module.main(["prior-a", "prior-b", "--tracking-uri", uri, "-o", str(out), "--smooth", "5"]) == 0
+    assert out.stat().st_size > 10_000
+    figure = plt.gcf()
+    bottom = figure.axes[1]
+    (first, second) = [line for line in bottom.get_lines() if line.get_marker() == "s"]
+    assert list(first.get_xdata()) == [100, 200, 300] and list(second.get_xdata()) == [400, 500, 600]
+    assert module.main(["empty", "--tracking-uri", uri, "-o", str(tmp_path / "x.png")]) == 2
+    assert "nothing to plot" in capsys.readouterr().err and not (tmp_path / "x.png").exists()
