@@ -129,3 +129,38 @@ def test_linear_path_codes_real_bits_and_keeps_older_configs_unchanged():
     assert CompressorConfig(linear_transform=True).model_dump()["linear_transform"] is True
     with pytest.raises(ValueError, match="no linear path"):
         LatentCompressor(CompressorConfig()).init_linear_transform([z0])
+
+
+def test_the_synthesis_in_tiles_is_the_whole_pictures_and_its_halo_is_needed(monkeypatch):
+    """Large latents synthesise z_c in tiles of y cells (bounded memory on the native kernels):
+    with the 6-cell halo every tile gives what the whole map gives, up to the float rounding of
+    other matrix sizes; with 3 cells, inside the transform's receptive radius, the seams show."""
+    from resulic.models import compressor as module
+
+    torch.manual_seed(0)
+    model = LatentCompressor(CompressorConfig(linear_transform=True)).eval()
+    with torch.no_grad():
+        for layer in model.g_s.modules():  # unit-gain weights: the default start would hide g_s's far reach
+            if isinstance(layer, torch.nn.Conv2d):
+                torch.nn.init.normal_(layer.weight, std=(layer.in_channels * layer.kernel_size[0] ** 2) ** -0.5)
+        y_hat = torch.randn(1, model.config.latent_dim, 28, 40) * 3
+        whole = model._synthesis(y_hat, None, tile=None)
+        tiled = model._synthesis(y_hat, None, tile=8)
+        assert whole.shape == tiled.shape == (1, model.config.latent_channels, 112, 160)
+        assert whole.abs().mean() > 1
+        assert torch.allclose(whole, tiled, rtol=1e-5, atol=1e-4), (whole - tiled).abs().max()
+        monkeypatch.setattr(module, "SYNTHESIS_HALO", 3)
+        assert (whole - model._synthesis(y_hat, None, tile=8)).abs().max() > 1e-3
+
+
+def test_large_latents_are_synthesised_in_tiles(monkeypatch):
+    from resulic.models import compressor as module
+
+    model = LatentCompressor(CompressorConfig()).eval()
+    calls = []
+    monkeypatch.setattr(module, "run_tiled", lambda fn, x, *args: calls.append(x.shape) or fn(x))
+    with torch.no_grad():
+        model._synthesis(torch.zeros(1, model.config.latent_dim, 32, 32), None)
+        assert calls == []  # 128x128 latent cells: whole, as before
+        model._synthesis(torch.zeros(1, model.config.latent_dim, 32, 36), None)
+        assert len(calls) == 1

@@ -32,6 +32,7 @@ from ..entropy.compressai_parts import (
 )
 from ..entropy.exact import compute_exactly_when_evaluating
 from .kernels import on_native_kernels
+from .tiling import run_tiled
 from ..entropy.rans_stream import SharedRansStream
 
 # exp(linspace(ln 0.11, ln 256, 64)), as in ELIC and the official compressor.
@@ -44,6 +45,15 @@ TRANSFORM_MODULES = ("g_a", "g_s", "linear_analysis", "linear_synthesis")
 SYNTHESIS_MODULES = ("g_s", "linear_synthesis")  # ŷ -> z_c: the decoder side, which no bit depends on
 LINEAR_MODULES = ("linear_analysis", "linear_synthesis")  # the KLT-started path (compressor.linear_transform)
 PATCH = 4  # latent cells per side of one y cell (g_a's two stride-2 stages)
+# The synthesis runs in tiles of y cells above TAEF2's tiling size (128x128 latent cells): on the
+# native kernels every convolution unfolds its whole input, which made g_s a 4K decode's peak
+# (2.1 GB; benchmarks/memory_peak.py decompress). Its receptive radius is 4 y cells (measured:
+# a 3-cell halo leaves seams, 4 does not), so a 6-cell halo gives every tile the whole picture's
+# output, up to the float rounding of other matrix sizes (tests/test_compressor.py); z_c is
+# the decoder's, no bit depends on it.
+SYNTHESIS_TILE = 32  # y cells per tile side (128 latent cells)
+SYNTHESIS_HALO = 6
+SYNTHESIS_TILE_ABOVE = 32 * 32  # y cells: smaller latents run whole
 
 
 def conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
@@ -277,8 +287,15 @@ class LatentCompressor(nn.Module):
         gains = self.gains(position, y.shape[0])
         return (y, None) if gains is None else (y * gains[0], gains[1])
 
-    def _synthesis(self, y_hat: Tensor, inverse_gain: Tensor | None) -> Tensor:
+    def _synthesis(self, y_hat: Tensor, inverse_gain: Tensor | None, tile: int | None = None) -> Tensor:
         y_hat = y_hat if inverse_gain is None else y_hat * inverse_gain
+        if tile is None and y_hat.shape[-2] * y_hat.shape[-1] > SYNTHESIS_TILE_ABOVE and not torch.is_grad_enabled():
+            tile = SYNTHESIS_TILE
+        if tile is not None:
+            return run_tiled(self._synthesize, y_hat, tile, SYNTHESIS_HALO, PATCH, self.config.latent_channels)
+        return self._synthesize(y_hat)
+
+    def _synthesize(self, y_hat: Tensor) -> Tensor:
         z_c = self.g_s(y_hat)
         return z_c + self.linear_synthesis(y_hat) if self.config.linear_transform else z_c
 

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from .tiling import bound_the_heap, run_tiled
 
 LATENT_CHANNELS = 32
 WIDTH = 64
@@ -124,24 +125,6 @@ def _pool_indices(modules: nn.Sequential) -> list[int]:
     return [i for i, m in enumerate(modules) if isinstance(m, Block) and m.pool is not None]
 
 
-def run_tiled(fn, x: Tensor, tile: int, halo: int, scale: float, out_channels: int) -> Tensor:
-    """``fn`` (local convolutions mapping a (B, C, h, w) map to (B, out, h*scale, w*scale)) over
-    ``x`` in ``tile``-sized tiles, each read with ``halo`` extra input cells on every side that
-    exist, its output cropped back to the tile. ``tile`` and ``halo`` must keep tiles on the
-    grid of any strided layers (multiples of 1/scale when scale < 1)."""
-    b, _, h, w = x.shape
-    out = x.new_empty(b, out_channels, round(h * scale), round(w * scale))
-    for top in range(0, h, tile):
-        for left in range(0, w, tile):
-            t0, l0 = max(top - halo, 0), max(left - halo, 0)
-            y = fn(x[:, :, t0 : min(top + tile + halo, h), l0 : min(left + tile + halo, w)])
-            oy, ox = round(top * scale), round(left * scale)
-            oh, ow = round(min(tile, h - top) * scale), round(min(tile, w - left) * scale)
-            dy, dx = round((top - t0) * scale), round((left - l0) * scale)  # where the tile starts in y
-            out[:, :, oy : oy + oh, ox : ox + ow] = y[:, :, dy : dy + oh, dx : dx + ow]
-    return out
-
-
 class TinyAutoencoder(nn.Module):
     """TAEF2's encoder and decoder with the two operations the codec needs.
 
@@ -196,6 +179,7 @@ class TinyAutoencoder(nn.Module):
         if not tiled:
             return self._run(self.decoder, latents)
         layers, at = list(self.decoder), self._decoder_split
+        bound_the_heap()  # before the whole-picture part: the diffusion steps' freed blocks go back
         features = self._run(nn.Sequential(*layers[:at]), latents)
         return run_tiled(lambda t: self._run(nn.Sequential(*layers[at:]), t), features, TILE, DECODER_HALO, 8, 3)
 
