@@ -7,7 +7,9 @@ resident memory sampled every 50 ms with the main thread's stack at the highest 
 
 docs/security.md records what it found (4 Dec 2026, beside a training run): TAEF2's decoder at
 3840x2160 peaks at 1.65 / 1.41 GB with tiles of 96 / 64 latent cells; a 4K compress at 2.18 GB in
-the compressor's transforms; a 768x512 decompress in TAEF2's whole-picture decode.
+the compressor's transforms; a 768x512 decompress in TAEF2's whole-picture decode. On 5 Dec 2026:
+a 4K decompress at 2.11 GB in the compressor's whole-picture synthesis, 1.97 GB in TAEF2's tiles
+once the synthesis tiled and large pictures bound the heap (docs/security.md).
 """
 
 from __future__ import annotations
