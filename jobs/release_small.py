@@ -87,7 +87,11 @@ def release_prior(folder: Path) -> int:
     from resulic.config import BackboneConfig
     from resulic.models.backbone import EARLIER_BUNDLED_PRIORS, PRIOR_SUBFOLDER, SMALL_PRIOR, load_backbone
 
-    unet = UNet2DConditionModel.from_pretrained(folder, subfolder=PRIOR_SUBFOLDER, use_safetensors=True)
+    try:
+        unet = UNet2DConditionModel.from_pretrained(folder, subfolder=PRIOR_SUBFOLDER, use_safetensors=True)
+    except (OSError, ValueError) as exc:  # no unet/, no safetensors, a broken config: one line
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ResulicError(f"{folder}: not a stage-0 prior folder with {PRIOR_SUBFOLDER}/ ({detail})") from None
     if (SMALL_PRIOR / PRIOR_SUBFOLDER).is_dir():
         # The shipped codecs' files name the prior they were made through: it must stay known.
         current = load_backbone(BackboneConfig(profile="small", source="bundled")).identity
@@ -104,13 +108,9 @@ def release_prior(folder: Path) -> int:
     shutil.rmtree(SMALL_PRIOR, ignore_errors=True)
     staged.rename(SMALL_PRIOR)
     print(f"prior from {folder} -> {SMALL_PRIOR} (float16)")
-    try:
-        points = shipped.adopt_prior()["points"]
-    except ResulicError as exc:
-        if "no shipped codec" in str(exc):
-            return 0
-        raise
-    for point in points:
+    if not (shipped.SHIPPED_DIR / shipped.INDEX).is_file():
+        return 0  # no shipped codecs to carry over
+    for point in shipped.adopt_prior()["points"]:
         print(f"  {point['name']}: fingerprint {point['fingerprint']} "
               f"(still decodes {', '.join(point.get('earlier_fingerprints', [])) or 'nothing earlier'})")
     return 0

@@ -126,3 +126,10 @@ def test_a_folder_saved_before_the_upgrade_keeps_naming_its_files_as_its_manifes
 
     catalog = Catalog(RatePointsConfig(rate_points={"mine": str(installation / "v1")}))
     assert catalog.for_fingerprint(unpack(new_file).header.fingerprint.hex()).name == "mine"
+
+
+def test_a_folder_that_is_no_prior_is_one_line(installation, release_small, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert release_small.main(["prior", str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "not a stage-0 prior folder" in err and "Traceback" not in err

@@ -37,8 +37,8 @@ def bound_the_heap() -> None:
     nothing elsewhere), and what is free in the heap now is given back. glibc's default raises
     that limit as large blocks are freed, up to 32 MiB, and keeps freed blocks under it in the
     heap: a large picture's stages (the synthesis' tiles, the UNet, TAEF2's tiles) then stayed
-    resident under each other — a 4K decode peaked at 2.2-2.4 GB, 1.97 GB with this (in TAEF2's
-    tiles; benchmarks/memory_peak.py decompress). Called once a picture is large enough to tile, so a
+    resident under each other — a 4K decode peaked at 2.2-2.4 GB while this change was made,
+    1.97 GB with this (in TAEF2's tiles; benchmarks/memory_peak.py decompress, docs/security.md). Called once a picture is large enough to tile, so a
     process that only ever codes pictures that run whole keeps glibc's default."""
     libc = _libc()
     if libc is not None:

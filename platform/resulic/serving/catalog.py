@@ -94,6 +94,11 @@ class RatePoint:
     def fingerprints(self) -> tuple[str, ...]:
         return (self.fingerprint, *self.earlier)
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "RatePoint":
+        """From ``asdict`` after a JSON round trip (``earlier`` comes back a list)."""
+        return cls(**{**d, "earlier": tuple(d.get("earlier") or ())})
+
 def _manifest_fingerprints(folder: Path) -> tuple[str, tuple[str, ...]]:
     from ..codec.store import read_manifest  # inside the folder, size-limited, one-line errors
 
@@ -143,9 +148,9 @@ class Catalog:
     def from_snapshot(cls, snapshot: dict) -> "Catalog":
         """A read-only copy of another process's catalog (``as_dict``), e.g. in the ingress."""
         catalog = cls(RatePointsConfig.model_validate(snapshot["config"]), resolve=False)
-        catalog.current = {d["name"]: RatePoint(**d) for d in snapshot["rate_points"]}
+        catalog.current = {d["name"]: RatePoint.from_dict(d) for d in snapshot["rate_points"]}
         for d in snapshot["decodable"]:
-            catalog._remember(RatePoint(**{**d, "earlier": tuple(d.get("earlier") or ())}))
+            catalog._remember(RatePoint.from_dict(d))
         catalog.settings = dict(snapshot.get("settings") or {})
         return catalog
 
