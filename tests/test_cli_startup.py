@@ -13,6 +13,7 @@ import subprocess
 import sys
 
 import pytest
+from PIL import Image
 
 from resulic.codec.container import Container, Header, pack
 
@@ -169,20 +170,33 @@ def test_the_ingress_checks_a_header_without_torch(rslc):
 UNUSED_BY_THE_CODEC = ("torch_geometric", "pandas")
 
 
+# What only a decoder needs: the prior (diffusers' UNet, which imports torch._dynamo) and the
+# text encoder (transformers' CLIP model): seconds and ~300 MB an encoder does without.
+DECODER_ONLY = ("diffusers", "transformers.models.clip.modeling_clip")
+
+
 def test_compress_imports_only_the_compressai_parts_it_uses(tmp_path, photo):
     """`resulic compress` of a real photo with the shipped model, in a fresh interpreter: the file
-    is written, and neither torch_geometric nor pandas was imported on the way."""
+    is written, and neither torch_geometric nor pandas was imported on the way — nor diffusers and
+    the CLIP model, which only a decoder needs; the file is the one the whole codec writes."""
+    from resulic.codec import shipped
+
     src = tmp_path / "photo.png"
     photo.crop((0, 0, 64, 64)).save(src)
-    probe = PROBE.replace(f"for m in {HEAVY!r}", f"for m in {UNUSED_BY_THE_CODEC + ('compressai.zoo',)!r}")
+    unused = UNUSED_BY_THE_CODEC + ("compressai.zoo",) + DECODER_ONLY
+    probe = PROBE.replace(f"for m in {HEAVY!r}", f"for m in {unused!r}")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    env.pop("RESULIC_MODEL", None)  # the suite's default is the tiny profile; a user's is the shipped codec
     done = subprocess.run([sys.executable, "-c", probe, "compress", str(src), "-o", str(tmp_path / "out.rslc")],
                           capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     r = json.loads(done.stdout.splitlines()[-1])
     assert r["code"] == 0, r
-    assert (tmp_path / "out.rslc").stat().st_size > 0
     assert r["heavy"] == []
+    whole = shipped.load()
+    data = (tmp_path / "out.rslc").read_bytes()
+    assert data == whole.compress(Image.open(src).convert("RGB"))
+    assert whole.decode(data).image.size == (64, 64)
 
 
 def test_the_rest_of_compressai_still_imports_after_the_codec_parts():

@@ -95,6 +95,38 @@ def test_cli_default_compress_and_decompress_by_fingerprint(tmp_path, photo, cli
 
 
 @needs_release
+def test_an_encoder_writes_the_whole_codecs_files_without_the_decoder_parts(tmp_path, photo):
+    """`resulic compress` loads the shipped point to encode only (no prior, no control module, no
+    diffusers): the same fingerprint and the same bytes as the whole codec at every tier's levels;
+    asked to decode or to be saved, it says what it is; a folder whose compressor was edited is
+    refused as a whole load refuses it."""
+    import shutil
+
+    from resulic.codec.store import load_codec, save_codec
+    from resulic.errors import ModelLoadError
+
+    whole = shipped.load(shipped.variable_name())
+    encoder = shipped.load(shipped.variable_name(), encode_only=True)
+    assert encoder.encode_only and encoder.cdm is None and encoder.backbone.unet is None
+    assert encoder.fingerprint == whole.fingerprint
+    for level in (0, 34, 35, 127):  # both tiers, at their ends
+        data = encoder.compress(photo, level=level)
+        assert data == whole.compress(photo, level=level), level
+    assert whole.decode(data).image.size == photo.size
+    with pytest.raises(ModelLoadError, match="loaded to encode only"):
+        encoder.decode(data)
+    with pytest.raises(ModelLoadError, match="encode only"):
+        save_codec(encoder, tmp_path / "copy")
+    edited = tmp_path / "v1"
+    shutil.copytree(shipped.folder_for("v1"), edited)
+    raw = bytearray((edited / "compressor.safetensors").read_bytes())
+    raw[-1] ^= 1
+    (edited / "compressor.safetensors").write_bytes(bytes(raw))
+    with pytest.raises(ModelLoadError, match="do not match manifest.json"):
+        load_codec(edited, encode_only=True)
+
+
+@needs_release
 def test_index_lists_points_in_rate_order_with_their_fingerprints():
     data = shipped.index()
     assert data["default"] in shipped.rate_names()

@@ -269,7 +269,9 @@ def cmd_compress(args) -> int:
         from ..codec.codec import ONE_PASS
 
         args.steps, args.guidance = ONE_PASS["steps"], ONE_PASS["guidance"]
-    codec = open_codec(args.model, args.overrides, device=args.device, rate=args.rate, variable=knob)
+    # Pfo decodes while it encodes; anything else needs no prior, control module or diffusers.
+    codec = open_codec(args.model, args.overrides, device=args.device, rate=args.rate, variable=knob,
+                       encode_only=not args.pfo)
 
     warned: set[str] = set()
 

@@ -14,15 +14,15 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from functools import cached_property
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 from PIL import Image
 
 from ..config import NEGATIVE_PROMPT, ModelConfig, Route
-from ..diffusion import CallCounter, ResidualSchedule, ResidualSchedules, residual_ddim_sample
-from ..diffusion.sampler import Sampler
-from ..errors import BitstreamError, ModelMismatchError
+from ..diffusion.sampler import CallCounter, Sampler, residual_ddim_sample
+from ..errors import BitstreamError, ModelLoadError, ModelMismatchError
 from ..images import image_to_tensor, pad_to_multiple, padded_size, tensor_to_image
 from ..models.backbone import Backbone, load_backbone, weights_digest
 from ..models.compressor import LatentCompressor, build_compressor
@@ -31,6 +31,9 @@ from ..semantics.prompt import check_clip_vocabulary, ids_to_text, prompt_input_
 from ..semantics.text_coding import decode_ids, encode_ids
 from .container import MAX_SIDE, TEXT_MODES, Container, Header, check_field, pack, unpack
 from .limits import DEFAULT_LIMITS, DecodeLimits, check_settings
+
+if TYPE_CHECKING:
+    from ..diffusion.schedule import ResidualSchedule, ResidualSchedules
 
 VAE_FACTOR = 8
 # One-pass decoding: S = 2 without guidance — the step from t = N_r needs no network (x0 = z_c
@@ -89,26 +92,34 @@ class DecodeResult:
 
 
 class Codec:
-    """A ResULIC codec: frozen backbone + trained compressor and control module + rate point."""
+    """A ResULIC codec: frozen backbone + trained compressor and control module + rate point.
+
+    An encoder (``store.load_codec(..., encode_only=True)``) has no control module (``cdm`` None)
+    and a backbone without UNet or text encoder; it is given the fingerprint its folder's
+    manifest names, and refuses to decode."""
 
     def __init__(
         self,
         config: ModelConfig,
         backbone: Backbone,
         compressor: LatentCompressor,
-        cdm: torch.nn.Module,
+        cdm: torch.nn.Module | None,
         device: str | torch.device = "cpu",
+        fingerprint: bytes | None = None,
     ) -> None:
+        if (cdm is None) != (fingerprint is not None):
+            raise ValueError("an encoder (no control module) is given its fingerprint; a full codec computes its own")
         self.config = config
         self.backbone = backbone
         self.compressor = compressor.eval()
-        self.cdm = cdm.eval()
+        self.cdm = None if cdm is None else cdm.eval()
         self.device = torch.device(device)
-        self._schedules = ResidualSchedules(config.rate_point)
-        self.schedule = self.schedule_for(None)  # at the default rate level
-        self.fingerprint, *earlier = self._fingerprints(backbone.identity, *backbone.earlier_identities)
-        # Files this codec also decodes: its own trained parts through an earlier bundled prior.
-        self.earlier_fingerprints: tuple[bytes, ...] = tuple(earlier)
+        if fingerprint is not None:
+            self.fingerprint, self.earlier_fingerprints = fingerprint, ()
+        else:
+            self.fingerprint, *earlier = self._fingerprints(backbone.identity, *backbone.earlier_identities)
+            # Files this codec also decodes: its own trained parts through an earlier bundled prior.
+            self.earlier_fingerprints: tuple[bytes, ...] = tuple(earlier)
         check_clip_vocabulary(backbone.tokenizer)  # the text coder's model is over CLIP ids
         self._specials = special_ids(backbone.tokenizer)
         self.semantics = None  # resulic.semantics.pipeline.Semantics, built on first use
@@ -123,6 +134,21 @@ class Codec:
         compressor.update(force=True)
         cdm = build_control_unet(backbone.unet, config.control)
         return cls(config, backbone, compressor, cdm, device).to(device)
+
+    @cached_property
+    def _schedules(self) -> ResidualSchedules:
+        from ..diffusion.schedule import ResidualSchedules  # a diffusers scheduler: a decoder's import
+
+        return ResidualSchedules(self.config.rate_point)
+
+    @property
+    def schedule(self) -> ResidualSchedule:
+        """The residual schedule at the default rate level."""
+        return self.schedule_for(None)
+
+    @property
+    def encode_only(self) -> bool:
+        return self.cdm is None
 
     def schedule_for(self, level: int | None) -> ResidualSchedule:
         """The residual schedule of a file at ``level`` (its N_r follows the rate of a
@@ -150,7 +176,8 @@ class Codec:
         self.device = torch.device(device)
         self.backbone.to(self.device)
         self.compressor.to(self.device)
-        self.cdm.to(self.device)
+        if self.cdm is not None:
+            self.cdm.to(self.device)
         return self
 
     def _fingerprints(self, *identities: str) -> list[bytes]:
@@ -380,6 +407,9 @@ class Codec:
     def _denoiser(self, z_c: torch.Tensor, ids: list[int], guidance: float, apply_control: bool = True):
         """eps(z_t, t) for this file: the positive prompt is the text's token ids + the quality
         suffix (``prompt_input_ids``), the negative prompt the fixed one."""
+        if self.encode_only:
+            raise ModelLoadError(f"model {self.fingerprint.hex()} was loaded to encode only (no diffusion prior or "
+                                 "control module): load it with encode_only=False to decode or to refine prompts")
         positive = self.backbone.encode_ids(prompt_input_ids(self.backbone.tokenizer, ids))
         negative = None if guidance == 1 else self.backbone.encode_text([NEGATIVE_PROMPT])
         return guided_denoiser(self.cdm, z_c, positive, negative, guidance, apply_control)

@@ -22,22 +22,25 @@ DEFAULT_MODEL_ENV = "RESULIC_MODEL"
 
 
 def resolve_codec(model: str | Path | None = None, overrides=(), device="cpu", rate: str | None = None,
-                  variable: bool = False) -> Codec:
+                  variable: bool = False, encode_only: bool = False) -> Codec:
     """The codec a command should use: a trained-codec folder, a model YAML, ``tiny`` (the
     embedded test profile), or by default the shipped trained codec of the small profile at
-    rate point ``rate`` (its default point when None; its variable-rate model with ``variable``)."""
+    rate point ``rate`` (its default point when None; its variable-rate model with ``variable``).
+    ``encode_only``: a trained folder of the small profile loads without what only a decoder needs
+    (``store.load_codec``); anything else loads whole."""
     if model is None:
         model = os.environ.get(DEFAULT_MODEL_ENV) or None
     if model is None:
         if overrides:
             raise ModelLoadError("--set changes a model YAML; the shipped codecs are trained folders")
-        return shipped.load(rate or (shipped.variable_name() if variable else None), device=device)
+        return shipped.load(rate or (shipped.variable_name() if variable else None), device=device,
+                            encode_only=encode_only)
     if rate is not None:
         raise ModelLoadError("--rate chooses among the shipped codecs; it cannot be combined with --model")
     if str(model) != TINY and Path(model).is_dir():
         if overrides:
             raise ModelLoadError("--set cannot change a trained codec; it would no longer match its weights")
-        return load_codec(model, device=device)
+        return load_codec(model, device=device, encode_only=encode_only)
     return Codec.build(source_config(model, overrides), device=device)
 
 

@@ -88,11 +88,14 @@ def _backbone_of(backbone_json: str):
     return load_backbone(BackboneConfig.model_validate_json(backbone_json))
 
 
-def load(rate: str | None = None, device="cpu", folder: Path = SHIPPED_DIR):
-    """The shipped codec of ``rate`` (None: the default point)."""
+def load(rate: str | None = None, device="cpu", folder: Path = SHIPPED_DIR, encode_only: bool = False):
+    """The shipped codec of ``rate`` (None: the default point); ``encode_only``: without the parts
+    only a decoder needs (``store.load_codec``)."""
     from .store import load_codec
 
     codec_folder = folder_for(rate, folder)
+    if encode_only:
+        return load_codec(codec_folder, device=device, encode_only=True)
     return load_codec(codec_folder, backbone=_backbone(codec_folder), device=device)
 
 

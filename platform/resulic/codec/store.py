@@ -19,6 +19,7 @@ import shutil
 import stat
 import struct
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -29,7 +30,7 @@ from safetensors.torch import load_file, save_file
 from ..config import ModelConfig, build_config, yaml_mapping
 from ..errors import ModelLoadError
 from ..images import current_umask
-from ..models.backbone import Backbone, load_backbone
+from ..models.backbone import Backbone, load_backbone, load_small_encoder
 from ..models.compressor import LatentCompressor, compressor_for
 from ..models.control import build_control_unet, control_state_dict, load_control_state
 from .codec import Codec
@@ -178,6 +179,8 @@ def save_codec(codec: Codec, folder: str | Path, half: bool = False) -> Path:
     ``half`` stores float weights as float16 (the coding tables stay exact): only for a codec
     whose weights are already float16 values, or its fingerprint would no longer match."""
     folder = Path(folder)
+    if codec.encode_only:
+        raise ModelLoadError("a codec loaded to encode only has no control module to save: load it whole")
     if folder.exists() and not _replaceable(folder):
         raise ModelLoadError(f"{folder}: exists and is not a trained-codec folder; refusing to replace it")
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -302,17 +305,31 @@ def load_trained_parts(
     """The compressor and control module saved in ``folder``, built for ``config`` (whose
     compressor and control sizes must be the saved ones; its rate point may differ).
     ``new_gains``: ``config`` adds gain vectors to the saved fixed-rate compressor."""
-    compressor_state = _read_safetensors(folder, "compressor.safetensors")
+    compressor = load_saved_compressor(folder, config, new_gains)
     control_state = _read_safetensors(folder, "control.safetensors")
-    try:
-        compressor = compressor_for(config)
-        load_compressor_state(compressor, compressor_state, new_gains)
+    with _weights_fit(folder):
         cdm = build_control_unet(backbone.unet, config.control)
         load_control_state(cdm, control_state)
+    return compressor, cdm
+
+
+def load_saved_compressor(folder: Path, config: ModelConfig, new_gains: bool = False) -> LatentCompressor:
+    """The compressor saved in ``folder``, built for ``config`` (see ``load_trained_parts``)."""
+    state = _read_safetensors(folder, "compressor.safetensors")
+    with _weights_fit(folder):
+        compressor = compressor_for(config)
+        load_compressor_state(compressor, state, new_gains)
+    return compressor
+
+
+@contextmanager
+def _weights_fit(folder: Path):
+    """Saved weights that do not fit the model their config builds: one clear line."""
+    try:
+        yield
     except (KeyError, RuntimeError, ValueError, OSError, AttributeError, TypeError) as exc:
         detail = " ".join(str(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc).split())
         raise ModelLoadError(f"{folder}: weights do not fit the model config ({detail[:300]})") from None
-    return compressor, cdm
 
 
 def folder_config(folder: Path) -> ModelConfig:
@@ -368,7 +385,13 @@ def check_backbone_source(config: ModelConfig, folder: Path) -> None:
         )
 
 
-def load_codec(folder: str | Path, backbone: Backbone | None = None, device="cpu") -> Codec:
+def load_codec(folder: str | Path, backbone: Backbone | None = None, device="cpu", encode_only: bool = False) -> Codec:
+    """The trained codec in ``folder``, every file checked against its manifest. ``encode_only``
+    (the small profile; other profiles load whole): TAEF2 and the compressor, no diffusion prior,
+    no control module and no diffusers import — what ``resulic compress`` needs, in a fraction of
+    the start-up. A file's bits depend on neither of the parts left out, so such a codec writes
+    the files the whole one writes, under the fingerprint the manifest names (a whole load, which
+    every decoder does, recomputes it)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ModelLoadError(f"{folder}: no such trained-codec folder")
@@ -383,6 +406,12 @@ def load_codec(folder: str | Path, backbone: Backbone | None = None, device="cpu
         if files.get(name) != _member_sha256(folder, name):
             raise ModelLoadError(f"{folder / name}: contents do not match manifest.json (corrupt or edited)")
     config = folder_config(folder)
+    if encode_only and config.backbone.profile == "small":
+        fingerprint = manifest.get("fingerprint")
+        if not (isinstance(fingerprint, str) and re.fullmatch(r"[0-9a-f]{8}", fingerprint)):
+            raise ModelLoadError(f"{manifest_path}: no model fingerprint (8 hex digits)")
+        compressor = load_saved_compressor(folder, config)
+        return Codec(config, load_small_encoder(), compressor, None, device, fingerprint=bytes.fromhex(fingerprint)).to(device)
     if backbone is None:
         check_backbone_source(config, folder)
         backbone = load_backbone(config.backbone)

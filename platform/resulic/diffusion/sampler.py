@@ -7,12 +7,13 @@ is taken without the network and the identity is dropped: S-1 evaluations, same 
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 from torch import Tensor
 
-from .schedule import ResidualSchedule
+if TYPE_CHECKING:
+    from .schedule import ResidualSchedule
 
 Denoiser = Callable[[Tensor, int], Tensor]  # (z_t, t) -> predicted eps (guidance applied)
 # (schedule, denoise, z_c, noise, num_steps, generator=...) -> z_0, e.g. residual_ddim_sample

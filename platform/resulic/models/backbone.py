@@ -18,19 +18,25 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, UNet2DConditionModel
-from huggingface_hub import constants as hf_constants
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+from transformers import CLIPTokenizer
 
 from ..config import TEXT_LENGTH, BackboneConfig
 from ..errors import ModelLoadError
 from .taef2 import LATENT_CHANNELS as TAEF2_CHANNELS
 from .taef2 import TinyAutoencoder
 from .tokenizer import byte_level_tokenizer
+
+if TYPE_CHECKING:
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+# diffusers and transformers' CLIP model are imported where a part is built, not here: together
+# they take seconds and ~250 MB (diffusers imports torch._dynamo), and an encoder needs neither
+# (``load_small_encoder``).
 
 SD_SCALING_FACTOR = 0.18215
 
@@ -139,11 +145,12 @@ SD21_TEXT = dict(
 
 @dataclass
 class Backbone:
-    """Frozen SD parts with the three operations the codec needs."""
+    """Frozen SD parts with the three operations the codec needs. An encoder's backbone
+    (``load_small_encoder``) has no UNet and no text encoder: None."""
 
     vae: AutoencoderKL | TinyAutoencoder
-    unet: UNet2DConditionModel
-    text_encoder: CLIPTextModel
+    unet: UNet2DConditionModel | None
+    text_encoder: CLIPTextModel | None
     tokenizer: CLIPTokenizer
     identity: str  # what the model fingerprint records about the backbone
     # Identities this backbone stands in for (the earlier bundled priors, for ``bundled``):
@@ -151,9 +158,12 @@ class Backbone:
     earlier_identities: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        for part in (self.vae, self.unet, self.text_encoder):
+        for part in self.parts():
             part.requires_grad_(False)
             part.eval()
+
+    def parts(self) -> list[torch.nn.Module]:
+        return [part for part in (self.vae, self.unet, self.text_encoder) if part is not None]
 
     @property
     def scaling_factor(self) -> float:
@@ -195,7 +205,7 @@ class Backbone:
         return self.text_encoder(input_ids.to(self.text_encoder.device)).last_hidden_state
 
     def to(self, device: torch.device | str) -> "Backbone":
-        for part in (self.vae, self.unet, self.text_encoder):
+        for part in self.parts():
             part.to(device)
         return self
 
@@ -217,6 +227,9 @@ def build_random(vae: dict, unet: dict, text: dict, seed: int, name: str, digest
     """The diffusers/transformers classes from config dicts with seeded random weights (the
     same on every machine) and the byte-level tokenizer. ``digest=False`` names the weights by
     seed instead of hashing them (hashing SD 2.1's 1.3 B parameters takes a while)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         vae_model = AutoencoderKL(**vae)
@@ -236,6 +249,10 @@ def build_sd21_random(seed: int = 0) -> Backbone:
 
 
 def load_sd21(config: BackboneConfig) -> Backbone:
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from huggingface_hub import constants as hf_constants
+    from transformers import CLIPTextModel
+
     source = config.source
     local = Path(source).expanduser()
     if local.is_dir():
@@ -269,6 +286,8 @@ def load_sd21(config: BackboneConfig) -> Backbone:
 
 def random_small_prior(seed: int) -> UNet2DConditionModel:
     """The small profile's UNet with seeded random weights: where stage 0 starts."""
+    from diffusers import UNet2DConditionModel
+
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return UNet2DConditionModel(**SMALL_UNET)
@@ -288,12 +307,27 @@ def small_prior_folder(source: str) -> Path:
     return folder
 
 
-def load_small(config: BackboneConfig) -> Backbone:
-    """TAEF2 + the stage-0 prior (or a seeded random one for ``source: random``) + tiny text."""
+def _bundled_taef2() -> TinyAutoencoder:
     try:
-        vae = TinyAutoencoder.from_folder()
+        return TinyAutoencoder.from_folder()
     except (OSError, RuntimeError) as exc:
         raise ModelLoadError(f"small profile: cannot load the bundled TAEF2 weights: {exc}") from None
+
+
+def load_small_encoder() -> Backbone:
+    """What a small-profile encoder needs: TAEF2 and the tokenizer. A file's bits depend on the
+    TAEF2 encoder, the compressor and the text, never on the prior or the text encoder, so neither
+    is loaded (nor diffusers imported); the identity is unknown here, and the codec takes its
+    fingerprint from its folder's manifest (``store.load_codec(encode_only=True)``)."""
+    return Backbone(_bundled_taef2(), None, None, byte_level_tokenizer(), "small:encoder-only")
+
+
+def load_small(config: BackboneConfig) -> Backbone:
+    """TAEF2 + the stage-0 prior (or a seeded random one for ``source: random``) + tiny text."""
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    vae = _bundled_taef2()
     if config.source == "random":
         unet = random_small_prior(config.seed)
     else:

@@ -20,11 +20,15 @@ only change is the extra SiLU stage on the z_c path.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
-from diffusers import ControlNetXSAdapter, UNet2DConditionModel, UNetControlNetXSModel
 from torch import Tensor
 
 from ..config import ControlConfig
+
+if TYPE_CHECKING:  # imported where the module is built: an encoder never needs diffusers
+    from diffusers import ControlNetXSAdapter, UNet2DConditionModel, UNetControlNetXSModel
 
 LINK_MARKERS = ("base_to_ctrl", "ctrl_to_base", "control_to_base_for_conv_in")
 
@@ -49,6 +53,8 @@ def _base_name(ctrl_name: str) -> str | None:
 
 def build_control_unet(unet: UNet2DConditionModel, config: ControlConfig) -> UNetControlNetXSModel:
     """The UNet with its control module; only the control parameters are trainable."""
+    from diffusers import ControlNetXSAdapter
+
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         adapter = ControlNetXSAdapter.from_unet(
@@ -74,6 +80,8 @@ def _join(unet: UNet2DConditionModel, adapter: ControlNetXSAdapter) -> UNetContr
     are rebuilt at the UNet's width before the weights are copied in; for 4 channels this is
     exactly ``from_unet``.
     """
+    from diffusers import UNetControlNetXSModel
+
     channels_in, channels_out = unet.config.in_channels, unet.config.out_channels
     if channels_in == 4 and channels_out == 4:
         return UNetControlNetXSModel.from_unet(unet, adapter)

@@ -199,15 +199,16 @@ def fetch_codec(uri: str, dst: str | Path | None = None, tracking_uri: str | Non
 
 
 def open_codec(model: str | None = None, overrides=(), device="cpu", tracking_uri: str | None = None,
-               rate: str | None = None, variable: bool = False):
+               rate: str | None = None, variable: bool = False, encode_only: bool = False):
     """The codec a command names: ``models:/<name>@<alias>`` or ``/<version>`` from the registry,
     else what ``resulic.codec.resolve.resolve_codec`` accepts (folder, model YAML, default;
-    ``variable``: the shipped variable-rate model when the default is the shipped codecs)."""
+    ``variable``: the shipped variable-rate model when the default is the shipped codecs;
+    ``encode_only``: without what only a decoder needs, where the profile allows)."""
     from ..codec.store import load_codec
     from ..codec.resolve import resolve_codec
 
     if is_registry_uri(model):
         if overrides:
             raise ModelLoadError("--set cannot change a registered codec; it would no longer match its weights")
-        return load_codec(fetch_codec(model, tracking_uri=tracking_uri), device=device)
-    return resolve_codec(model, overrides, device=device, rate=rate, variable=variable)
+        return load_codec(fetch_codec(model, tracking_uri=tracking_uri), device=device, encode_only=encode_only)
+    return resolve_codec(model, overrides, device=device, rate=rate, variable=variable, encode_only=encode_only)
