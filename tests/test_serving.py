@@ -199,3 +199,27 @@ def test_replica_cache_folders_of_dead_processes_are_removed(tmp_path):
     mine = replica_cache_dir(tmp_path)
     assert mine.name == f"resulic-serve-{os.getpid()}" and mine.is_dir()
     assert not stale.exists() and live.exists() and other.exists()
+
+
+def test_the_catalog_forgets_whole_versions_and_its_snapshot_decodes_what_it_does():
+    """After more swaps than the catalog remembers, the oldest versions are forgotten whole (their
+    files made through earlier priors too), never one served now, and the ingress's snapshot
+    decodes exactly the fingerprints the replica's catalog decodes."""
+    from resulic.serving.catalog import HISTORY, RatePoint
+
+    config = rate_points_config({"rate_points": {"r": "/models/r"}})
+    catalog = Catalog(config, resolve=False)
+    versions = [RatePoint("r", "/models/r", f"models:/m/{v}", str(v), f"{v:06x}00", (f"{v:06x}0a", f"{v:06x}0b"))
+                for v in range(1, HISTORY)]  # 3 fingerprints each: more than HISTORY after 11 swaps
+    for rp in versions:
+        catalog.apply(config, {"r": rp})
+        live = set(catalog._by_fingerprint)
+        copy = Catalog.from_snapshot(catalog.as_dict())
+        assert set(copy._by_fingerprint) == live and len(live) <= HISTORY
+        assert all(catalog.for_fingerprint(fp) == rp for fp in rp.fingerprints())
+        kept = {version for version in versions if version.fingerprint in live}
+        assert all(catalog.for_fingerprint(fp) == version for version in kept for fp in version.fingerprints())
+    assert versions[0].fingerprint not in live and versions[0].earlier[1] not in live
+    big = RatePoint("r", "/models/r", "models:/m/99", "99", "ffffffff", tuple(f"e{i:07x}" for i in range(HISTORY + 4)))
+    catalog.apply(config, {"r": big})  # a served version is never forgotten, however many files it decodes
+    assert all(catalog.for_fingerprint(fp) == big for fp in big.fingerprints())

@@ -164,8 +164,19 @@ class Catalog:
         self.config, self.current = config, dict(current)
         for rp in current.values():
             self._remember(rp)
-        while len(self._by_fingerprint) > HISTORY:
-            self._by_fingerprint.popitem(last=False)
+        while len(self._by_fingerprint) > HISTORY and self._forget_oldest():
+            pass
+
+    def _forget_oldest(self) -> bool:
+        """Forget the longest-unserved version whole (every fingerprint it decodes), so that a
+        snapshot, which lists versions, holds what this catalog holds; never one served now."""
+        oldest = next(iter(self._by_fingerprint.values()))
+        if oldest in self.current.values():
+            return False
+        for fingerprint in oldest.fingerprints():
+            if self._by_fingerprint.get(fingerprint) == oldest:
+                del self._by_fingerprint[fingerprint]
+        return True
 
     def _remember(self, rp: RatePoint) -> None:
         for fingerprint in rp.fingerprints():
@@ -205,7 +216,8 @@ class Catalog:
             "config": self.config.model_dump(mode="json"),
             "default_rate_point": self.config.default,
             "rate_points": [asdict(rp) for rp in self.current.values()],
-            "decodable": [asdict(rp) for fingerprint, rp in self._by_fingerprint.items() if fingerprint == rp.fingerprint],
+            # Each version once, in the order it was last remembered (from_snapshot replays it).
+            "decodable": [asdict(rp) for rp in dict.fromkeys(reversed(self._by_fingerprint.values()))][::-1],
         }
 
 def load_rate_point(model_id: str, backbone=None, device="cpu", cache_dir: str | Path | None = None,
