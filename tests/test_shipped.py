@@ -105,6 +105,8 @@ def test_an_encoder_writes_the_whole_codecs_files_without_the_decoder_parts(tmp_
     from resulic.codec.store import load_codec, save_codec
     from resulic.errors import ModelLoadError
 
+    from .test_store import _rehash
+
     whole = shipped.load(shipped.variable_name())
     encoder = shipped.load(shipped.variable_name(), encode_only=True)
     assert encoder.encode_only and encoder.cdm is None and encoder.backbone.unet is None
@@ -124,6 +126,12 @@ def test_an_encoder_writes_the_whole_codecs_files_without_the_decoder_parts(tmp_
     (edited / "compressor.safetensors").write_bytes(bytes(raw))
     with pytest.raises(ModelLoadError, match="do not match manifest.json"):
         load_codec(edited, encode_only=True)
+    shutil.copy(shipped.folder_for("v1") / "compressor.safetensors", edited)
+    config = (edited / "config.yaml").read_text()
+    (edited / "config.yaml").write_text(config.replace("source: bundled", "source: ../../etc"))
+    _rehash(edited)  # a crafted folder: its hashes match, its backbone.source points outside
+    with pytest.raises(ModelLoadError, match="outside the allowed"):
+        load_codec(edited, encode_only=True)  # never read by an encoder, refused as a decoder refuses it
 
 
 @needs_release

@@ -406,6 +406,8 @@ def load_codec(folder: str | Path, backbone: Backbone | None = None, device="cpu
         if files.get(name) != _member_sha256(folder, name):
             raise ModelLoadError(f"{folder / name}: contents do not match manifest.json (corrupt or edited)")
     config = folder_config(folder)
+    if backbone is None:
+        check_backbone_source(config, folder)  # an encoder never reads it; it refuses what a decoder would
     if encode_only and config.backbone.profile == "small":
         fingerprint = manifest.get("fingerprint")
         if not (isinstance(fingerprint, str) and re.fullmatch(r"[0-9a-f]{8}", fingerprint)):
@@ -413,7 +415,6 @@ def load_codec(folder: str | Path, backbone: Backbone | None = None, device="cpu
         compressor = load_saved_compressor(folder, config)
         return Codec(config, load_small_encoder(), compressor, None, device, fingerprint=bytes.fromhex(fingerprint)).to(device)
     if backbone is None:
-        check_backbone_source(config, folder)
         backbone = load_backbone(config.backbone)
     compressor, cdm = load_trained_parts(folder, config, backbone)
     codec = Codec(config, backbone, compressor, cdm, device).to(device)
