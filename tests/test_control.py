@@ -48,3 +48,17 @@ def test_control_state_round_trip(codec):
 def test_tile_crop():
     src = torch.arange(6.0).reshape(2, 3)
     assert _tile_crop(src, torch.Size([3, 2])).tolist() == [[0, 1], [3, 4], [0, 1]]
+
+
+def test_the_joined_model_holds_the_unets_own_tensors(codec):
+    """Every frozen base parameter of ControlNet-XS's joined model is the backbone UNet's tensor,
+    not a copy (one prior in memory however many codecs share a backbone), the control module's
+    weights are its own, and two codecs built on one UNet share it."""
+    from resulic.models.control import build_control_unet
+
+    unet = {id(p) for p in codec.backbone.unet.parameters()}
+    frozen = [p for p in codec.cdm.parameters() if not p.requires_grad]
+    assert len(frozen) == len(unet) and all(id(p) in unet for p in frozen)
+    assert not any(id(p) in unet for p in codec.cdm.parameters() if p.requires_grad)
+    other = build_control_unet(codec.backbone.unet, ControlConfig())
+    assert {id(p) for p in other.parameters() if not p.requires_grad} == unet
