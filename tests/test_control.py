@@ -62,3 +62,19 @@ def test_the_joined_model_holds_the_unets_own_tensors(codec):
     assert not any(id(p) in unet for p in codec.cdm.parameters() if p.requires_grad)
     other = build_control_unet(codec.backbone.unet, ControlConfig())
     assert {id(p) for p in other.parameters() if not p.requires_grad} == unet
+
+
+def test_a_prior_being_trained_is_not_tied_into_the_joined_model(codec):
+    """Sharing is for frozen UNets: a trainable one keeps its own tensors, and the control module's
+    trainable set stays exactly its own weights."""
+    from resulic.models.control import build_control_unet
+
+    unet = codec.backbone.unet
+    unet.requires_grad_(True)
+    try:
+        joined = build_control_unet(unet, ControlConfig())
+    finally:
+        unet.requires_grad_(False)
+    ids = {id(p) for p in unet.parameters()}
+    assert not any(id(p) in ids for p in joined.parameters())
+    assert set(control_state_dict(joined)) == set(control_state_dict(codec.cdm))

@@ -95,13 +95,15 @@ def _share_base(model: UNetControlNetXSModel, unet: UNet2DConditionModel) -> Non
     """Make the joined model's frozen base parameters the UNet's own tensors, not copies: the
     prior is held once however many codecs (rate points, a Serve replica's versions) are built on
     one backbone — 49 MB per codec for the small profile, 3.4 GB for SD 2.1's UNet. Only a
-    parameter whose copy is exactly the UNet's is shared, so the results cannot change."""
+    parameter whose copy is exactly the UNet's is shared, so the results cannot change; and only a
+    frozen one, so a prior being trained is never tied in (its requires_grad would then make the
+    base look like control weights to ``control_state_dict``)."""
     unet_params = dict(unet.named_parameters())
     for name, param in list(model.named_parameters()):
         if param.requires_grad:
             continue  # the control module's own weights
         own = unet_params.get(_unet_name(name))
-        if own is None or own.shape != param.shape or own.dtype != param.dtype or not torch.equal(own, param):
+        if own is None or own.requires_grad or own.shape != param.shape or own.dtype != param.dtype or not torch.equal(own, param):
             continue
         owner, _, leaf = name.rpartition(".")
         model.get_submodule(owner)._parameters[leaf] = own
