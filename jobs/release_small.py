@@ -5,6 +5,7 @@
         [--keep v1=platform/resulic/weights/small-codecs/variable]
     python jobs/release_small.py tiered --main <codec folder> --low <codec folder> --levels 8 \
         --low-levels 0 7 --main-from 14 -o <new codec folder>
+    python jobs/release_small.py split --model <tiered codec folder> --main-out <folder> --low-out <folder>
     python jobs/release_small.py steps --model <codec folder> --residual-steps 60 45 10 5 -o <new codec folder>
 
 'prior' copies a stage-0 run's prior to resulic/weights/small-prior (float16 storage; train the
@@ -17,6 +18,8 @@ as it is, under a new name, so the files it wrote still decode; --note replaces 
 provenance note (other provenance entries are kept). 'tiered' puts two trained variable-rate
 models behind one rate level (resulic/codec/tiers.py): the low one codes the lowest levels; the
 result is a codec folder to judge (benchmarks/compare_heldout.py) and then release with 'codecs'.
+'split' takes a tiered codec apart again: each tier a whole variable-rate model (its own levels and
+bits), to train on (init_from) and assemble anew.
 'steps' writes a variable-rate model with other N_r at its (main) anchors: a decoder setting —
 the same weights and bitstreams, a new fingerprint — judged and released the same way.
 """
@@ -63,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     ti.add_argument("--low-control", choices=("shared", "none"), default="shared",
                     help="'none': the low tier's levels decode with the prior alone (the control module's links off)")
     ti.add_argument("-o", "--output", type=Path, required=True, help="the new codec folder")
+    sp = sub.add_parser("split", help="a tiered codec's two models, each a whole variable-rate model again")
+    sp.add_argument("--model", type=Path, required=True, help="a tiered codec folder (rate_point.low_tier)")
+    sp.add_argument("--main-out", type=Path, help="where its main tier goes")
+    sp.add_argument("--low-out", type=Path, help="where its low tier goes")
     st = sub.add_parser("steps", help="a variable-rate model decoded with other N_r at its anchors")
     st.add_argument("--model", type=Path, required=True, help="a variable-rate codec folder (a tiered one: its main anchors)")
     st.add_argument("--residual-steps", type=int, nargs="+", required=True, metavar="N_R", help="N_r at each anchor")
@@ -73,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
             return release_tiered(args)
         if args.what == "steps":
             return release_steps(args)
+        if args.what == "split":
+            return release_split(args)
         return release_prior(args.folder) if args.what == "prior" else release_codecs(args)
     except ResulicError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -144,6 +153,20 @@ def release_tiered(args) -> int:
     print(f"{args.output}: levels 0..{args.levels - 1} from {args.low} (its levels {args.low_levels[0]}.."
           f"{args.low_levels[1]}), {args.levels}..127 from {args.main} (its levels {args.main_from}..127); "
           f"fingerprint {codec.fingerprint.hex()}")
+    return 0
+
+
+def release_split(args) -> int:
+    from resulic.codec import tiers
+    from resulic.codec.store import load_codec, save_codec
+
+    if args.main_out is None and args.low_out is None:
+        raise ResulicError("split: name --main-out, --low-out or both")
+    main_codec, low_codec = tiers.split(load_codec(args.model))
+    for which, codec, out in (("main", main_codec, args.main_out), ("low", low_codec, args.low_out)):
+        if out is not None:
+            save_codec(codec, out)
+            print(f"{out}: the {which} tier of {args.model}, its own levels 0..127; fingerprint {codec.fingerprint.hex()}")
     return 0
 
 

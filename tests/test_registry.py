@@ -2,6 +2,7 @@
 alias it, fetch it back, load it; evaluate straight from a models:/ URI."""
 
 import json
+import shutil
 
 import pytest
 
@@ -36,6 +37,22 @@ def test_register_alias_fetch_load(store, folder, codec, tmp_path):
     assert load_codec(fetched).fingerprint == codec.fingerprint
     assert (fetch_codec("models:/resulic-tiny/2", tmp_path / "v2") / "manifest.json").is_file()
     _assert_one_artifact_root_and_training_kind(store, tmp_path, "resulic-registry")
+
+
+def test_a_folder_stored_as_shared_pieces_is_registered_whole(store, codec, tmp_path):
+    """A shipped folder keeps its weights as pieces beside it (codec/store.py): the registry's copy
+    must load on a machine without them."""
+    from resulic.codec.store import share_pieces
+
+    pieced = save_codec(codec, tmp_path / "set" / "c")
+    share_pieces(pieced)
+    assert not (pieced / "compressor.safetensors").exists()
+    version = register_codec(pieced, "resulic-pieced")
+    fetched = fetch_codec(f"models:/resulic-pieced/{version}", tmp_path / "fetched")
+    assert (fetched / "compressor.safetensors").is_file() and (fetched / "control.safetensors").is_file()
+    assert "pieces" not in json.loads((fetched / "manifest.json").read_text())
+    shutil.rmtree(tmp_path / "set" / "pieces")
+    assert load_codec(fetched).fingerprint == codec.fingerprint
 
 
 def _assert_one_artifact_root_and_training_kind(uri, tmp_path, experiment_name):

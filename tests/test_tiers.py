@@ -253,6 +253,34 @@ def test_the_release_command_assembles_a_folder_and_refuses_a_fixed_rate_model(t
     assert err.startswith("error: --residual-steps:") and err.count("\n") == 1 and not (tmp_path / "bad").exists()
 
 
+def test_a_tiered_model_splits_into_its_two_models_whole_again(tiers, codec, small_photo, tmp_path):
+    """``split`` (``jobs/release_small.py split``): each tier back as the model it was assembled
+    from — its own levels, bits and fingerprint — to train on and assemble anew."""
+    import importlib.util
+    from pathlib import Path
+
+    from resulic.codec.store import load_codec, save_codec
+    from resulic.codec.tiers import split
+    from resulic.errors import ModelLoadError
+
+    main, low, tiered = tiers
+    main_again, low_again = split(tiered)
+    assert main_again.fingerprint == main.fingerprint and low_again.config.compressor == low.config.compressor
+    assert low_again.config.rate_point.variable == low.config.rate_point.variable
+    for own, again in ((main, main_again), (low, low_again)):
+        for level in (0, 77, RATE_LEVELS):
+            assert unpack(again.encode(small_photo, level=level).data).latent == \
+                unpack(own.encode(small_photo, level=level).data).latent, level
+    with pytest.raises(ModelLoadError, match="one compressor"):
+        split(main)
+    spec = importlib.util.spec_from_file_location("release_small", Path(__file__).parents[1] / "jobs" / "release_small.py")
+    release = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(release)
+    save_codec(tiered, tmp_path / "tiered")
+    assert release.main(["split", "--model", str(tmp_path / "tiered"), "--main-out", str(tmp_path / "m")]) == 0
+    assert load_codec(tmp_path / "m").fingerprint == main.fingerprint and not (tmp_path / "l").exists()
+
+
 def test_a_tiered_model_ships_in_float16_and_decodes_its_files_by_fingerprint(tiers, small_photo, tmp_path):
     """jobs/release_small.py codecs: both tiers' weights rounded to float16, re-fingerprinted;
     the shipped folder loads as one tiered model and decodes the files it writes."""

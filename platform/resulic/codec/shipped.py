@@ -110,6 +110,24 @@ def load_for_file(data: bytes, device="cpu", folder: Path = SHIPPED_DIR):
     return load_codec(codec_folder, backbone=_backbone(codec_folder), device=device)
 
 
+def share_pieces(out: Path = SHIPPED_DIR) -> None:
+    """Every shipped point's weights stored once (``store.share_pieces``): a tiered point's
+    compressor as its two models, each the same piece as where it ships alone, and the control
+    module all points share; pieces no point uses any more are removed. Ray uploads the package
+    with every job and refuses over 100 MiB: the same 28-MB default twice did not fit."""
+    from .store import PIECES_DIR, folder_config
+    from .store import share_pieces as share
+
+    used: set[str] = set()
+    for point in index(out)["points"]:
+        folder = out / point["folder"]
+        tiered = folder_config(folder).rate_point.low_tier is not None
+        used.update(share(folder, ("main.", "low.") if tiered else ()))
+    for piece in (out / PIECES_DIR).glob("*.safetensors"):
+        if piece.stem not in used:
+            piece.unlink()
+
+
 def adopt_prior(out: Path | None = None) -> dict:
     """After a new prior is put in ``small-prior``: every shipped point saved again with it (same
     weights; the fingerprint its new files carry) and ``index.json`` updated, each point listing the
@@ -130,6 +148,7 @@ def adopt_prior(out: Path | None = None) -> dict:
         point["fingerprint"] = codec.fingerprint.hex()
         point["earlier_fingerprints"] = read_manifest(codec_folder)["earlier_fingerprints"]
     (out / INDEX).write_text(json.dumps(data, indent=2) + "\n")
+    share_pieces(out)
     return data
 
 
@@ -184,4 +203,5 @@ def release(points: list[tuple[str, Path]], default: str, provenance: dict, out:
         entries.append(entry)
     data = {"default": default, "points": entries + kept_entries, "provenance": provenance}
     (out / INDEX).write_text(json.dumps(data, indent=2) + "\n")
+    share_pieces(out)
     return data

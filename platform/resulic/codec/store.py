@@ -7,11 +7,20 @@ A trained-codec folder holds only safe, declarative files; loading never execute
                              coder uses exactly the tables the encoder used (no re-derivation)
     control.safetensors      the control module (every parameter outside the frozen UNet)
     manifest.json            format, version, model fingerprint and the files' SHA-256
+
+The shipped folders (``resulic/weights/small-codecs``) hold one weights file several times: every
+point's control module is the same, and a tiered point's compressor is two trained models, each
+of which also ships alone. There a weights file may be stored as *pieces* in ``pieces/`` beside
+the folders, each named by its SHA-256 and stored once (``share_pieces``): the manifest lists
+the pieces (and the key prefix each one's tensors take); the file they make up is rebuilt in
+memory and must hash to the manifest's ``files`` entry as a stored file must. A saved folder
+(``save_codec``) is always whole; ``materialize`` writes a pieced folder out whole.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import re
@@ -25,12 +34,13 @@ from pathlib import Path
 import torch
 import yaml
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_bytes
+from safetensors.torch import load_file, save, save_file
 
 from ..config import ModelConfig, build_config, yaml_mapping
 from ..errors import ModelLoadError
-from ..images import current_umask
-from ..models.backbone import Backbone, load_backbone, load_small_encoder
+from ..images import current_umask, write_atomic
+from ..models.backbone import WEIGHTS_DIR, Backbone, load_backbone, load_small_encoder
 from ..models.compressor import LatentCompressor, compressor_for
 from ..models.control import build_control_unet, control_state_dict, load_control_state
 from .codec import Codec
@@ -49,6 +59,11 @@ CDF_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
 # weights only. Older folders that hold them still load.
 DERIVED_BUFFERS = (*CDF_BUFFERS, "mask")
 GAIN_PARAMETERS = ("log_gain", "log_inverse_gain")
+# Shared pieces of weights files: looked up in pieces/ beside the folder, then in this
+# installation's shipped set (so a copy of a shipped folder still loads where it was installed).
+PIECES_DIR = "pieces"
+INSTALLED_PIECES = WEIGHTS_DIR / "small-codecs" / PIECES_DIR
+SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 
 # Size limits on what a codec folder may make the loader read (docs/security.md). Each is far
 # above what a real folder holds (the shipped ones: config 0.4 KiB, manifest 0.5 KiB, weights
@@ -131,6 +146,8 @@ def folder_is_whole(folder: Path) -> bool:
 
 
 def _member_sha256(folder: Path, name: str) -> str:
+    if _pieces(folder, name) is not None:
+        return hashlib.sha256(save(_read_pieces(folder, name))).hexdigest()
     h = hashlib.sha256()
     with open_member(folder, name) as f:
         try:
@@ -144,16 +161,21 @@ def _member_sha256(folder: Path, name: str) -> str:
 def check_safetensors_header(folder: Path, name: str) -> None:
     """Refuse a weights file whose header is over the limits before safetensors parses it:
     safetensors itself admits a 100 MB header, and every tensor in it costs time even empty."""
-    path = Path(folder) / name
+    if _pieces(folder, name) is not None:
+        return  # each piece is checked as it is read
     with open_member(folder, name) as f:
-        head = f.read(8)
-        if len(head) < 8:
-            raise ModelLoadError(f"{path}: not a readable safetensors file (too short)")
-        (n,) = struct.unpack("<Q", head)
-        if n > MAX_SAFETENSORS_HEADER_BYTES:
-            raise ModelLoadError(f"{path}: not a readable safetensors file (a header of {n:,} bytes, over the "
-                                 f"limit of {MAX_SAFETENSORS_HEADER_BYTES:,})")
-        raw = f.read(n)
+        _check_header(f, Path(folder) / name)
+
+
+def _check_header(f, path: Path) -> None:
+    head = f.read(8)
+    if len(head) < 8:
+        raise ModelLoadError(f"{path}: not a readable safetensors file (too short)")
+    (n,) = struct.unpack("<Q", head)
+    if n > MAX_SAFETENSORS_HEADER_BYTES:
+        raise ModelLoadError(f"{path}: not a readable safetensors file (a header of {n:,} bytes, over the "
+                             f"limit of {MAX_SAFETENSORS_HEADER_BYTES:,})")
+    raw = f.read(n)
     try:
         header = json.loads(raw)
     except (ValueError, RecursionError):
@@ -164,6 +186,115 @@ def check_safetensors_header(folder: Path, name: str) -> None:
     if count > MAX_TENSORS:
         raise ModelLoadError(f"{path}: not a readable safetensors file ({count:,} tensors, over the limit of "
                              f"{MAX_TENSORS:,})")
+
+
+# -- shared pieces (the shipped folders; module docstring) ------------------------------------
+def _pieces(folder: Path, name: str) -> list[tuple[str, str]] | None:
+    """``[(key prefix, sha256), ...]``: the pieces ``name`` is stored as, or None (a file in the folder)."""
+    manifest = read_manifest(folder)
+    pieces = manifest.get("pieces", {})
+    if not isinstance(pieces, dict):
+        raise ModelLoadError(f"{Path(folder) / 'manifest.json'}: 'pieces' is not a mapping")
+    if name not in pieces:
+        return None
+    entries = pieces[name]
+    if not (isinstance(entries, list) and entries and all(
+            isinstance(e, dict) and isinstance(e.get("prefix"), str) and isinstance(e.get("sha256"), str)
+            and SHA256_HEX.match(e["sha256"]) for e in entries)):
+        raise ModelLoadError(f"{Path(folder) / 'manifest.json'}: pieces of {name}: expected a list of "
+                             "{prefix, sha256 (64 hex digits)}")
+    return [(e["prefix"], e["sha256"]) for e in entries]
+
+
+def _read_pieces(folder: Path, name: str) -> dict[str, torch.Tensor]:
+    """The tensors of ``name`` from its pieces, each checked against the SHA-256 it is named by."""
+    state: dict[str, torch.Tensor] = {}
+    for prefix, digest in _pieces(folder, name):
+        roots = (Path(folder).parent / PIECES_DIR, INSTALLED_PIECES)
+        path = next((root / f"{digest}.safetensors" for root in roots if (root / f"{digest}.safetensors").is_file()), None)
+        if path is None:
+            raise ModelLoadError(f"{folder}: {name} is stored as shared pieces, and piece {digest[:12]} is in "
+                                 f"neither {roots[0]} nor {roots[1]} (a shipped folder copied from another installation?)")
+        with open_member(path.parent, path.name) as f:
+            data = f.read(MAX_WEIGHTS_BYTES + 1)
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise ModelLoadError(f"{path}: contents do not match its name (corrupt or edited)")
+        _check_header(io.BytesIO(data), path)
+        try:
+            piece = load_bytes(data)
+        except (SafetensorError, ValueError) as exc:
+            raise ModelLoadError(f"{path}: not a readable safetensors file ({str(exc).strip()[:200]})") from None
+        for key, tensor in piece.items():
+            if prefix + key in state:
+                raise ModelLoadError(f"{folder}: pieces of {name} both hold {prefix + key!r}")
+            state[prefix + key] = tensor
+    return state
+
+
+def share_pieces(folder: Path, prefixes: tuple[str, ...] = ()) -> list[str]:
+    """Store ``folder``'s weights files as pieces in ``pieces/`` beside it: the tensors under each
+    of ``prefixes`` one piece (its keys without the prefix, so the same model inside a tiered one
+    and alone is one piece), the rest of a file one more, each named by its SHA-256 and written
+    once. A file is pieced only when its pieces rebuild it byte for byte. Returns the pieces the
+    folder now uses."""
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    pool = folder.parent / PIECES_DIR
+    pool.mkdir(exist_ok=True)
+    used = []
+    for name in FILES:
+        if not name.endswith(".safetensors"):
+            continue
+        if _pieces(folder, name) is not None:
+            used += [digest for _, digest in _pieces(folder, name)]
+            continue
+        state = _read_safetensors(folder, name)
+        entries, covered = [], set()
+        for prefix in (*sorted(prefixes, key=len, reverse=True), ""):
+            keys = [k for k in state if k.startswith(prefix) and k not in covered]
+            if not keys:
+                continue
+            covered.update(keys)
+            data = save({k[len(prefix):]: state[k] for k in keys})
+            digest = hashlib.sha256(data).hexdigest()
+            if not (pool / f"{digest}.safetensors").is_file():
+                write_atomic(pool / f"{digest}.safetensors", data)
+            entries.append({"prefix": prefix, "sha256": digest})
+        if covered != set(state) or hashlib.sha256(save(state)).hexdigest() != manifest["files"][name]:
+            continue  # not rebuilt exactly: stays a file
+        manifest.setdefault("pieces", {})[name] = entries
+        used += [e["sha256"] for e in entries]
+    write_atomic(folder / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode())
+    for name in manifest.get("pieces", {}):
+        (folder / name).unlink(missing_ok=True)
+    return used
+
+
+@contextmanager
+def whole_folder(folder: Path):
+    """``folder`` itself when its files are all in it, else a temporary whole copy (``materialize``)."""
+    manifest = read_manifest(folder)
+    if not manifest.get("pieces"):
+        yield Path(folder)
+        return
+    with tempfile.TemporaryDirectory(prefix="resulic-whole-") as tmp:
+        yield materialize(folder, Path(tmp) / Path(folder).name)
+
+
+def materialize(folder: Path, out: Path) -> Path:
+    """``folder`` written out whole to ``out`` (its pieces rebuilt into files; the manifest without
+    'pieces'): a folder that loads anywhere, as a registry copy must."""
+    folder, out = Path(folder), Path(out)
+    manifest = read_manifest(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in FILES:
+        data = save(_read_pieces(folder, name)) if _pieces(folder, name) is not None else read_member(folder, name)
+        if hashlib.sha256(data).hexdigest() != manifest.get("files", {}).get(name):
+            raise ModelLoadError(f"{folder / name}: contents do not match manifest.json (corrupt or edited)")
+        (out / name).write_bytes(data)
+    manifest.pop("pieces", None)
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return out
 
 
 def _sha256(path: Path) -> str:
@@ -345,6 +476,8 @@ def folder_config(folder: Path) -> ModelConfig:
 
 
 def _read_safetensors(folder: Path, name: str) -> dict[str, torch.Tensor]:
+    if _pieces(folder, name) is not None:
+        return _read_pieces(folder, name)
     check_safetensors_header(folder, name)
     path = member_path(folder, name)
     try:

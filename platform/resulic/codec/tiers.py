@@ -58,3 +58,22 @@ def assemble(main: Codec, low: Codec, *, levels: int, own_levels: tuple[int, int
         config.rate_point.variable.default_level = default_level
     config = type(config).model_validate(config.model_dump(mode="json"))  # checks the default level too
     return Codec(config, main.backbone, TieredCompressor(main.compressor, low.compressor), source.cdm, main.device)
+
+
+def split(codec: Codec) -> tuple[Codec, Codec]:
+    """The two models a tiered codec was assembled from, each a whole variable-rate model again:
+    ``(main, low)``, each with its own compressor, anchors and levels (so each codes exactly the
+    bits it coded inside the tiered one), the tiered codec's prior and control module. A tier is
+    trained on from here (``init_from``) and assembled again with ``assemble``."""
+    tier = codec.config.rate_point.low_tier
+    if tier is None or not isinstance(codec.compressor, TieredCompressor):
+        raise ModelLoadError("split: the model has one compressor (no rate_point.low_tier)")
+    main_data = codec.config.model_dump(mode="json")
+    main_data["rate_point"].pop("low_tier")
+    low_data = {**main_data, "compressor": tier.compressor.model_dump(mode="json"),
+                "rate_point": {**main_data["rate_point"], "variable": tier.variable.model_dump(mode="json")}}
+    built = []
+    for data, compressor in ((main_data, codec.compressor.main), (low_data, codec.compressor.low)):
+        config = type(codec.config).model_validate(data)  # checked like a loaded config
+        built.append(Codec(config, codec.backbone, compressor, codec.cdm, codec.device))
+    return built[0], built[1]

@@ -74,7 +74,10 @@ def register_codec(folder: str | Path, name: str, tags: dict[str, str] | None = 
     version_tags.update({k: str(v) for k, v in (tags or {}).items()})
     run = client.create_run(experiment_id, run_name=f"register-{name}", tags={"resulic.kind": "register", **version_tags})
     try:
-        client.log_artifacts(run.info.run_id, str(folder), ARTIFACT_DIR)
+        from ..codec.store import whole_folder
+
+        with whole_folder(folder) as whole:  # a shipped folder's shared pieces written out: the copy stands alone
+            client.log_artifacts(run.info.run_id, str(whole), ARTIFACT_DIR)
         _log_pyfunc_flavour(client, run.info.run_id)
         client.set_terminated(run.info.run_id)
     except BaseException:
