@@ -102,7 +102,7 @@ def test_an_encoder_writes_the_whole_codecs_files_without_the_decoder_parts(tmp_
     refused as a whole load refuses it."""
     import shutil
 
-    from resulic.codec.store import load_codec, save_codec
+    from resulic.codec.store import load_codec, materialize, save_codec
     from resulic.errors import ModelLoadError
 
     from .test_store import _rehash
@@ -119,14 +119,15 @@ def test_an_encoder_writes_the_whole_codecs_files_without_the_decoder_parts(tmp_
         encoder.decode(data)
     with pytest.raises(ModelLoadError, match="encode only"):
         save_codec(encoder, tmp_path / "copy")
+    pristine = materialize(shipped.folder_for("v1"), tmp_path / "pristine")  # its shared pieces as files
     edited = tmp_path / "v1"
-    shutil.copytree(shipped.folder_for("v1"), edited)
+    shutil.copytree(pristine, edited)
     raw = bytearray((edited / "compressor.safetensors").read_bytes())
     raw[-1] ^= 1
     (edited / "compressor.safetensors").write_bytes(bytes(raw))
     with pytest.raises(ModelLoadError, match="do not match manifest.json"):
         load_codec(edited, encode_only=True)
-    shutil.copy(shipped.folder_for("v1") / "compressor.safetensors", edited)
+    shutil.copy(pristine / "compressor.safetensors", edited)
     config = (edited / "config.yaml").read_text()
     (edited / "config.yaml").write_text(config.replace("source: bundled", "source: ../../etc"))
     _rehash(edited)  # a crafted folder: its hashes match, its backbone.source points outside
