@@ -476,8 +476,11 @@ def folder_config(folder: Path) -> ModelConfig:
 
 
 def _read_safetensors(folder: Path, name: str) -> dict[str, torch.Tensor]:
-    if _pieces(folder, name) is not None:
-        return _read_pieces(folder, name)
+    if _pieces(folder, name) is not None:  # rebuilt, and checked against the manifest here (load_codec skips it)
+        state = _read_pieces(folder, name)
+        if hashlib.sha256(save(state)).hexdigest() != read_manifest(folder).get("files", {}).get(name):
+            raise ModelLoadError(f"{Path(folder) / name}: contents do not match manifest.json (corrupt or edited)")
+        return state
     check_safetensors_header(folder, name)
     path = member_path(folder, name)
     try:
@@ -535,7 +538,10 @@ def load_codec(folder: str | Path, backbone: Backbone | None = None, device="cpu
     files = manifest.get("files")
     if not isinstance(files, dict):
         raise ModelLoadError(f"{manifest_path}: no 'files' mapping")
+    read_later = {"compressor.safetensors"} if encode_only else {"compressor.safetensors", "control.safetensors"}
     for name in FILES:
+        if name in read_later and _pieces(folder, name) is not None:
+            continue  # rebuilt from its pieces once, and checked then (_read_safetensors)
         if files.get(name) != _member_sha256(folder, name):
             raise ModelLoadError(f"{folder / name}: contents do not match manifest.json (corrupt or edited)")
     config = folder_config(folder)
