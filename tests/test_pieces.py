@@ -69,11 +69,9 @@ def test_a_pieced_folder_loads_with_its_fingerprint_and_encodes_as_the_whole_one
         assert a.equal(b), k
     assert store.folder_is_whole(pieced_set / point["folder"])
     # a shipped folder copied elsewhere in this installation still finds the installed pieces
-    # (the shipped set of this checkout: the same pieces by name)
-    if (store.INSTALLED_PIECES).is_dir():
-        elsewhere = pieced_set.parent / "elsewhere" / point["folder"]
-        shutil.copytree(shipped.SHIPPED_DIR / point["folder"], elsewhere)
-        assert store.load_codec(elsewhere, encode_only=True).fingerprint.hex() == point["fingerprint"]
+    elsewhere = pieced_set.parent / "elsewhere" / point["folder"]
+    shutil.copytree(shipped.SHIPPED_DIR / point["folder"], elsewhere)
+    assert store.load_codec(elsewhere, encode_only=True).fingerprint.hex() == point["fingerprint"]
 
 
 def _a_piece(folder: Path) -> Path:
@@ -147,4 +145,21 @@ def test_a_saved_folder_is_whole_and_loads_the_same_once_pieced(tmp_path, codec)
     with store.whole_folder(folder) as whole:
         assert whole != folder and all((whole / name).is_file() for name in WEIGHTS)
         assert store.load_codec(whole).fingerprint == codec.fingerprint
+    assert store.load_codec(folder).fingerprint == codec.fingerprint
+
+
+def test_a_file_its_pieces_would_not_rebuild_stays_a_file_and_leaves_no_piece(tmp_path, codec):
+    """A weights file with safetensors metadata is not what its pieces rebuild (they carry none):
+    it stays in the folder, and nothing is left in ``pieces/`` for it."""
+    from safetensors.torch import load_file, save_file
+
+    from .test_store import _rehash
+
+    folder = store.save_codec(codec, tmp_path / "set" / "c")
+    save_file(load_file(folder / "control.safetensors"), folder / "control.safetensors", metadata={"by": "someone"})
+    _rehash(folder)
+    used = store.share_pieces(folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert set(manifest["pieces"]) == {"compressor.safetensors"} and (folder / "control.safetensors").is_file()
+    assert sorted(p.stem for p in (tmp_path / "set" / store.PIECES_DIR).iterdir()) == sorted(used)
     assert store.load_codec(folder).fingerprint == codec.fingerprint

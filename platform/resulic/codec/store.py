@@ -245,23 +245,25 @@ def share_pieces(folder: Path, prefixes: tuple[str, ...] = ()) -> list[str]:
     for name in FILES:
         if not name.endswith(".safetensors"):
             continue
-        if _pieces(folder, name) is not None:
-            used += [digest for _, digest in _pieces(folder, name)]
+        already = _pieces(folder, name)
+        if already is not None:
+            used += [digest for _, digest in already]
             continue
         state = _read_safetensors(folder, name)
-        entries, covered = [], set()
+        pieces, covered = {}, set()
         for prefix in (*sorted(prefixes, key=len, reverse=True), ""):
             keys = [k for k in state if k.startswith(prefix) and k not in covered]
-            if not keys:
-                continue
-            covered.update(keys)
-            data = save({k[len(prefix):]: state[k] for k in keys})
+            if keys:
+                covered.update(keys)
+                pieces[prefix] = save({k[len(prefix):]: state[k] for k in keys})
+        if hashlib.sha256(save(state)).hexdigest() != manifest.get("files", {}).get(name):
+            continue  # its pieces would not rebuild it exactly (e.g. it carries metadata): stays a file
+        entries = []
+        for prefix, data in pieces.items():
             digest = hashlib.sha256(data).hexdigest()
             if not (pool / f"{digest}.safetensors").is_file():
                 write_atomic(pool / f"{digest}.safetensors", data)
             entries.append({"prefix": prefix, "sha256": digest})
-        if covered != set(state) or hashlib.sha256(save(state)).hexdigest() != manifest["files"][name]:
-            continue  # not rebuilt exactly: stays a file
         manifest.setdefault("pieces", {})[name] = entries
         used += [e["sha256"] for e in entries]
     write_atomic(folder / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode())
@@ -291,9 +293,9 @@ def materialize(folder: Path, out: Path) -> Path:
         data = save(_read_pieces(folder, name)) if _pieces(folder, name) is not None else read_member(folder, name)
         if hashlib.sha256(data).hexdigest() != manifest.get("files", {}).get(name):
             raise ModelLoadError(f"{folder / name}: contents do not match manifest.json (corrupt or edited)")
-        (out / name).write_bytes(data)
+        write_atomic(out / name, data)
     manifest.pop("pieces", None)
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    write_atomic(out / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode())  # last: a folder once whole
     return out
 
 

@@ -64,7 +64,9 @@ def split(codec: Codec) -> tuple[Codec, Codec]:
     """The two models a tiered codec was assembled from, each a whole variable-rate model again:
     ``(main, low)``, each with its own compressor, anchors and levels (so each codes exactly the
     bits it coded inside the tiered one), the tiered codec's prior and control module. A tier is
-    trained on from here (``init_from``) and assembled again with ``assemble``."""
+    trained on from here (``init_from``) and assembled again with ``assemble``. A low tier decoded
+    with the prior alone (``low_tier.control`` "none") comes back with that control module: the
+    same bits, decoded through it (assemble it again with ``low_control="none"``)."""
     tier = codec.config.rate_point.low_tier
     if tier is None or not isinstance(codec.compressor, TieredCompressor):
         raise ModelLoadError("split: the model has one compressor (no rate_point.low_tier)")
